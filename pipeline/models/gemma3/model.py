@@ -1,0 +1,329 @@
+"""Gemma 3 text model as a ``tvm.relax.frontend.nn`` module over TVM's paged KV cache.
+
+Follows transformers' ``models/gemma3/modeling_gemma3.py`` (Gemma3ForCausalLM):
+embeddings scaled by ``sqrt(hidden_size)``; per layer ``x + post_attention_norm(attn(input_norm(x)))``
+then ``x + post_feedforward_norm(mlp(pre_feedforward_norm(x)))``; QK-norm before RoPE; RoPE base
+``rope_local_base_freq`` (10k) on sliding layers and ``rope_theta`` (1e6, optionally linearly
+scaled) on full layers; attention scale ``query_pre_attn_scalar ** -0.5``; exact sliding window
+on sliding layers (:mod:`pipeline.models.attention_kernels`); tied head, float32 logits,
+optional final logit soft-capping.
+
+RMSNorm weights are stored as the multiplier itself, i.e. ``1 + w`` of transformers'
+``Gemma3RMSNorm``: the loaders add the 1 (GGUF files already hold it).
+
+Exported functions and signatures follow MLC LLM (``python/mlc_llm/model/gemma3``):
+``embed``, ``prefill``, ``decode``, ``batch_prefill``, ``batch_decode``, ``batch_verify``,
+``create_paged_kv_cache``, plus ``*_to_last_hidden_states`` and ``get_logits`` for drafters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from tvm import te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
+
+from ..attention_kernels import sliding_sm_scale
+from ..kv_cache import create_windowed_paged_kv_cache
+from ..layers import GatedMLP, TiedEmbedding, apply_rope
+
+
+@dataclasses.dataclass
+class Gemma3Config:  # pylint: disable=too-many-instance-attributes
+    """Hyper-parameters of a Gemma 3 text model (names as in transformers' ``Gemma3TextConfig``).
+
+    ``layer_types`` lists ``"sliding_attention"`` / ``"full_attention"`` per layer; when absent
+    from a source it follows ``sliding_window_pattern`` (every 6th layer full).
+    """
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    sliding_window: int
+    layer_types: list[str]
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    rope_local_base_freq: float = 10_000.0
+    rope_scaling_factor: float = 1.0
+    query_pre_attn_scalar: float = 256.0
+    final_logit_softcapping: float | None = None
+    hidden_activation: str = "gelu_pytorch_tanh"
+    context_window_size: int = 32768
+    prefill_chunk_size: int = 2048
+    max_batch_size: int = 1
+    bos_token_id: int = 2
+    eos_token_id: list[int] = dataclasses.field(default_factory=lambda: [1, 106])
+    pad_token_id: int = 0
+
+    model_type = "gemma3_text"
+
+    def __post_init__(self):
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(
+                f"layer_types has {len(self.layer_types)} entries, expected num_hidden_layers="
+                f"{self.num_hidden_layers}"
+            )
+        bad = sorted(set(self.layer_types) - {"sliding_attention", "full_attention"})
+        if bad:
+            raise ValueError(f"layer_types holds {bad}, expected sliding_attention or full_attention")
+        if self.hidden_activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
+            raise ValueError(f"hidden_activation {self.hidden_activation!r} is not supported (gelu_pytorch_tanh)")
+
+    @staticmethod
+    def default_layer_types(num_layers: int, pattern: int = 6) -> list[str]:
+        """Every ``pattern``-th layer full, the rest sliding (transformers' Gemma 3 default)."""
+        return [
+            "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(num_layers)
+        ]
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> "Gemma3Config":
+        """Read a transformers ``config.json`` dict (``gemma3_text``, or ``gemma3`` with ``text_config``).
+
+        Raises:
+            KeyError: a required key is missing.
+            ValueError: an unsupported value (e.g. attention logit soft-capping).
+        """
+        if "text_config" in cfg:
+            cfg = cfg["text_config"]
+        if cfg.get("attn_logit_softcapping") is not None:
+            raise ValueError("attn_logit_softcapping is not supported (Gemma 3 has none)")
+        n_layers = cfg["num_hidden_layers"]
+        layer_types = cfg.get("layer_types") or cls.default_layer_types(
+            n_layers, cfg.get("sliding_window_pattern", 6)
+        )
+        scaling = cfg.get("rope_scaling") or {}
+        if scaling and scaling.get("rope_type", scaling.get("type")) not in ("linear", "default"):
+            raise ValueError(f"rope_scaling {scaling} is not supported (linear only)")
+        eos = cfg.get("eos_token_id", [1, 106])
+        values = dict(
+            vocab_size=cfg["vocab_size"],
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            num_hidden_layers=n_layers,
+            num_attention_heads=cfg["num_attention_heads"],
+            num_key_value_heads=cfg["num_key_value_heads"],
+            head_dim=cfg["head_dim"],
+            sliding_window=cfg["sliding_window"],
+            layer_types=list(layer_types),
+            rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+            rope_theta=cfg.get("rope_theta", 1_000_000.0),
+            rope_local_base_freq=cfg.get("rope_local_base_freq", 10_000.0),
+            rope_scaling_factor=float(scaling.get("factor", 1.0)),
+            query_pre_attn_scalar=cfg.get("query_pre_attn_scalar", cfg["head_dim"]),
+            final_logit_softcapping=cfg.get("final_logit_softcapping"),
+            hidden_activation=cfg.get("hidden_activation", "gelu_pytorch_tanh"),
+            context_window_size=cfg.get("max_position_embeddings", 32768),
+            bos_token_id=cfg.get("bos_token_id", 2),
+            eos_token_id=eos if isinstance(eos, list) else [eos],
+            pad_token_id=cfg.get("pad_token_id", 0),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able data (written to ``mlc-chat-config.json``)."""
+        return dataclasses.asdict(self)
+
+
+class Gemma3Attention(nn.Module):
+    """Grouped-query attention with QK-norm, per-layer RoPE base and exact sliding window."""
+
+    def __init__(self, config: Gemma3Config, layer_id: int, dtype: str):
+        self.layer_id = layer_id
+        self.sliding = config.layer_types[layer_id] == "sliding_attention"
+        self.h_q, self.h_kv, self.d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        self.rope_theta = config.rope_local_base_freq if self.sliding else config.rope_theta
+        self.rope_scaling = 1.0 if self.sliding else config.rope_scaling_factor
+        self.sm_scale = sliding_sm_scale(config.query_pre_attn_scalar**-0.5, self.sliding)
+        h = config.hidden_size
+        self.q_proj = nn.Linear(h, self.h_q * self.d, bias=False, dtype=dtype)
+        self.k_proj = nn.Linear(h, self.h_kv * self.d, bias=False, dtype=dtype)
+        self.v_proj = nn.Linear(h, self.h_kv * self.d, bias=False, dtype=dtype)
+        self.o_proj = nn.Linear(self.h_q * self.d, h, bias=False, dtype=dtype)
+        self.q_norm = nn.RMSNorm(self.d, -1, config.rms_norm_eps, bias=False, dtype=dtype)
+        self.k_norm = nn.RMSNorm(self.d, -1, config.rms_norm_eps, bias=False, dtype=dtype)
+
+    def forward(self, x: Tensor, cache: PagedKVCache) -> Tensor:
+        """``(b, s, hidden)`` -> ``(b, s, hidden)``; appends this layer's K/V to ``cache``."""
+        b, s, _ = x.shape
+        n = b * s
+        q = self.q_norm(self.q_proj(x).reshape(n, self.h_q, self.d))
+        k = self.k_norm(self.k_proj(x).reshape(n, self.h_kv, self.d))
+        v = self.v_proj(x).reshape(n, self.h_kv, self.d)
+        positions = cache.get_query_positions(n)
+        q = apply_rope(q, positions, self.rope_theta, self.rope_scaling)
+        k = apply_rope(k, positions, self.rope_theta, self.rope_scaling)
+        qkv = op.concat([q, k, v], dim=1).reshape(b, s, self.h_q + 2 * self.h_kv, self.d)
+        out = cache.attention_with_fused_qkv(self.layer_id, qkv, self.h_q, self.sm_scale)
+        return self.o_proj(out.reshape(b, s, self.h_q * self.d))
+
+
+class Gemma3DecoderLayer(nn.Module):
+    """Sandwich-norm decoder block: pre- and post-norms around attention and MLP."""
+
+    def __init__(self, config: Gemma3Config, layer_id: int, dtype: str):
+        h, eps = config.hidden_size, config.rms_norm_eps
+        self.self_attn = Gemma3Attention(config, layer_id, dtype)
+        self.mlp = GatedMLP(h, config.intermediate_size, dtype)
+        self.input_layernorm = nn.RMSNorm(h, -1, eps, bias=False, dtype=dtype)
+        self.post_attention_layernorm = nn.RMSNorm(h, -1, eps, bias=False, dtype=dtype)
+        self.pre_feedforward_layernorm = nn.RMSNorm(h, -1, eps, bias=False, dtype=dtype)
+        self.post_feedforward_layernorm = nn.RMSNorm(h, -1, eps, bias=False, dtype=dtype)
+
+    def forward(self, x: Tensor, cache: PagedKVCache) -> Tensor:
+        """``(b, s, hidden)`` -> ``(b, s, hidden)``."""
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cache))
+        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+
+
+class Gemma3TextModel(nn.Module):
+    """Embedding, decoder stack and final norm."""
+
+    def __init__(self, config: Gemma3Config, dtype: str):
+        self.embed_tokens = TiedEmbedding(config.vocab_size, config.hidden_size, dtype)
+        self.layers = nn.ModuleList([Gemma3DecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
+        self.norm = nn.RMSNorm(config.hidden_size, -1, config.rms_norm_eps, bias=False, dtype=dtype)
+
+    def forward(self, x: Tensor, cache: PagedKVCache) -> Tensor:
+        """``(b, s, hidden)`` embeddings -> ``(b, s, hidden)`` normed hidden states."""
+        for layer in self.layers:
+            x = layer(x, cache)
+        return self.norm(x)
+
+
+class Gemma3ForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes
+    """Gemma 3 with MLC LLM's entry points (see the module docstring)."""
+
+    def __init__(self, config: Gemma3Config, dtype: str = "float32"):
+        self.config = config
+        self.dtype = dtype
+        self.model = Gemma3TextModel(config, dtype)
+
+    # --- pieces ---------------------------------------------------------------------------
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """``(seq_len,)`` int32 -> ``(seq_len, hidden)`` embeddings scaled by ``sqrt(hidden)``."""
+        embeds = self.model.embed_tokens(input_ids)
+        return embeds * Tensor.from_const(math.sqrt(self.config.hidden_size)).astype(self.dtype)
+
+    def get_logits(self, hidden_states: Tensor) -> Tensor:
+        """``(..., hidden)`` -> ``(..., vocab)`` float32 logits (soft-capped when configured)."""
+        logits = self.model.embed_tokens.lm_head_forward(hidden_states)
+        cap = self.config.final_logit_softcapping
+        if cap is not None:
+            logits = op.tanh(logits / cap) * cap
+        return logits
+
+    @staticmethod
+    def _last_position(x: Tensor) -> Tensor:
+        def index(t: te.Tensor):
+            b, s, d = t.shape
+            return te.compute((b, 1, d), lambda i, _, k: t[i, s - 1, k], name="last_position")
+
+        return op.tensor_expr_op(index, "last_position", [x])
+
+    # --- MLC entry points -----------------------------------------------------------------
+    def prefill_to_last_hidden_states(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, s, hidden)`` -> all ``(1, s, hidden)`` final hidden states, and the cache."""
+        return self.model(input_embed, paged_kv_cache), paged_kv_cache
+
+    def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, s, hidden)`` -> ``(1, 1, vocab)`` logits of the last token, and the cache."""
+        hidden = self.model(input_embed, paged_kv_cache)
+        return self.get_logits(self._last_position(hidden)), paged_kv_cache
+
+    def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, 1, hidden)`` -> ``(1, 1, vocab)`` logits, and the cache."""
+        return self.get_logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
+
+    def batch_prefill(self, input_embeds: Tensor, logit_positions: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, s, hidden)`` packed sequences, ``(b,)`` positions -> ``(1, b, vocab)`` logits."""
+        hidden = self.model(input_embeds, paged_kv_cache)
+        hidden = op.take(hidden, logit_positions, axis=1)
+        return self.get_logits(hidden), paged_kv_cache
+
+    def batch_decode(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
+        """``(b, 1, hidden)`` -> ``(b, 1, vocab)`` logits."""
+        return self.get_logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
+
+    def batch_verify(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, s, hidden)`` draft chain -> ``(1, s, vocab)`` logits at every position."""
+        return self.get_logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
+
+    def batch_verify_to_last_hidden_states(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, s, hidden)`` -> ``(1, s, hidden)`` final hidden states (for MTP drafters)."""
+        return self.model(input_embeds, paged_kv_cache), paged_kv_cache
+
+    def create_paged_kv_cache(  # pylint: disable=too-many-arguments
+        self,
+        max_batch_size: tirx.Var,
+        max_total_seq_len: tirx.Var,
+        prefill_chunk_size: tirx.Var,
+        page_size: tirx.Var,
+        support_sliding_window: tirx.Var,
+    ) -> PagedKVCache:
+        """Create the paged KV cache (sizes given at run time; ``support_sliding_window`` is
+        ignored: the window is applied by this model's kernels, exactly)."""
+        del support_sliding_window
+        c = self.config
+        return create_windowed_paged_kv_cache(
+            max_batch_size=max_batch_size,
+            max_total_seq_len=max_total_seq_len,
+            prefill_chunk_size=prefill_chunk_size,
+            page_size=page_size,
+            num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads,
+            num_key_value_heads=c.num_key_value_heads,
+            head_dim=c.head_dim,
+            sliding_window=c.sliding_window,
+            dtype=self.dtype,
+            target=_current_target(),
+        )
+
+    def get_default_spec(self) -> nn.spec.ModuleSpec:
+        """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""
+        h = self.config.hidden_size
+        packed = {"param_mode": "packed", "effect_mode": "none"}
+        cache = nn.spec.Object(object_type=PagedKVCache)
+        spec = {
+            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+            "prefill": {"input_embed": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
+            "prefill_to_last_hidden_states": {
+                "input_embed": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
+            "decode": {"input_embed": nn.spec.Tensor([1, 1, h], self.dtype), "paged_kv_cache": cache, "$": packed},
+            "batch_prefill": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype),
+                "logit_positions": nn.spec.Tensor(["batch_size"], "int32"),
+                "paged_kv_cache": cache, "$": packed},
+            "batch_decode": {
+                "input_embeds": nn.spec.Tensor(["batch_size", 1, h], self.dtype), "paged_kv_cache": cache, "$": packed},
+            "batch_verify": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
+            "batch_verify_to_last_hidden_states": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
+            "get_logits": {"hidden_states": nn.spec.Tensor(["seq_len", h], self.dtype), "$": packed},
+            "create_paged_kv_cache": {
+                "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int,
+                "page_size": int, "support_sliding_window": int,
+                "$": {"param_mode": "none", "effect_mode": "none"}},
+        }
+        return nn.spec.ModuleSpec.from_raw(spec, self)
+
+
+
+def _current_target():
+    """The target being compiled for (set by :func:`pipeline.compile.build.compile_model`)."""
+    from tvm.target import Target  # pylint: disable=import-outside-toplevel
+
+    current = Target.current(allow_none=True)
+    if current is None:
+        raise RuntimeError("create_paged_kv_cache must be exported inside a `with Target(...)` scope")
+    return current

@@ -1,0 +1,80 @@
+"""Building blocks shared by the model families: RoPE, tied embedding, gated MLP.
+
+Every block is a ``tvm.relax.frontend.nn`` module or op; quantization
+(:mod:`pipeline.quantization`) swaps ``nn.Linear`` and :class:`TiedEmbedding` for group-quantized
+twins with the same methods, so the families never see how their weights are stored.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+
+def apply_rope(x: Tensor, positions: Tensor, theta: float, scaling_factor: float = 1.0) -> Tensor:
+    """Rotate ``x`` by rotary position embeddings, in the "rotate half" layout.
+
+    Formula (Su et al. 2021, arXiv 2104.09864; layout of transformers'
+    ``modeling_gemma3.rotate_half``): with ``f_j = theta ** (-2 (j mod d/2) / d) / scaling_factor``
+    and angle ``a = position * f_j``, ``out_j = x_j cos a - x_{j+d/2} sin a`` for ``j < d/2`` and
+    ``out_j = x_j cos a + x_{j-d/2} sin a`` otherwise.  Angles are computed in float32.
+
+    Args:
+        x: ``(tokens, heads, head_dim)``, any float dtype; head_dim even.
+        positions: ``(tokens,)`` int32 absolute positions.
+        theta: RoPE base.
+        scaling_factor: linear position scaling (``rope_scaling.factor``; 1 for none).
+
+    Returns:
+        Tensor of ``x``'s shape and dtype.
+    """
+    _, _, d = x.shape
+    half = d // 2
+
+    def compute(x_te: te.Tensor, pos_te: te.Tensor):
+        def body(i, h, j):
+            jj = tirx.floormod(j, half).astype("float32")
+            inv_freq = tirx.exp(jj * tirx.const(-2.0 / d, "float32") * tirx.log(tirx.const(theta, "float32")))
+            angle = pos_te[i].astype("float32") * inv_freq / tirx.const(scaling_factor, "float32")
+            partner = tirx.if_then_else(j < half, -x_te[i, h, j + half], x_te[i, h, j - half])
+            value = x_te[i, h, j].astype("float32") * tirx.cos(angle) + partner.astype("float32") * tirx.sin(angle)
+            return value.astype(x_te.dtype)
+
+        return te.compute(x_te.shape, body, name="rope")
+
+    return op.tensor_expr_op(compute, "rope", [x, positions])
+
+
+class TiedEmbedding(nn.Module):
+    """Token embedding whose transpose is also the output head.
+
+    ``weight``: ``(vocab_size, hidden_size)``.  ``forward`` gathers rows; ``lm_head_forward``
+    computes ``x @ weight.T`` and returns float32 logits.
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int, dtype: str):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.weight = nn.Parameter((vocab_size, hidden_size), dtype)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """``(n,)`` int32 ids -> ``(n, hidden_size)`` embeddings."""
+        return op.take(self.weight, input_ids, axis=0)
+
+    def lm_head_forward(self, x: Tensor) -> Tensor:
+        """``(..., hidden_size)`` -> ``(..., vocab_size)`` float32 logits."""
+        return op.matmul(x, op.permute_dims(self.weight)).astype("float32")
+
+
+class GatedMLP(nn.Module):
+    """``down(act(gate(x)) * up(x))`` with GELU-tanh (Gemma; Shazeer 2020, arXiv 2002.05202)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, dtype: str):
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False, dtype=dtype)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False, dtype=dtype)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., hidden)`` -> ``(..., hidden)``."""
+        return self.down_proj(op.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
