@@ -1,0 +1,159 @@
+"""``mlc-mtp`` command line: build, generate, chat, bench.
+
+Bad input ends with one line ``error: <what, where, expected>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import PipelineError
+
+
+def _build(args) -> None:
+    from .build import build  # pylint: disable=import-outside-toplevel
+    from .config import load_config  # pylint: disable=import-outside-toplevel
+
+    config = load_config(args.config)
+    build(config, targets=args.target, output=args.output, force=args.force,
+          quantization=args.quantization, progress=not args.quiet)
+
+
+def _sampler(args):
+    from .runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
+
+    try:
+        return Sampler(args.temperature, args.top_p, args.seed)
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
+
+
+def _generate(args) -> None:
+    from .runtime.chat import encode_turn  # pylint: disable=import-outside-toplevel
+    from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
+    from .runtime.generate import GenerationStats, generate  # pylint: disable=import-outside-toplevel
+
+    sampler = _sampler(args)
+    engine = Engine(args.package, model_lib=args.model_lib)
+    if args.chat:
+        prompt_ids = encode_turn(engine, args.prompt, first=True)
+    else:
+        prompt_ids = [engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(
+            args.prompt, add_special_tokens=False).ids
+    stats = GenerationStats()
+    out_ids: list[int] = []
+    printed = ""
+    sys.stdout.write(args.prompt if not args.chat else "")
+    for token in generate(engine, prompt_ids, args.max_tokens, sampler, tuple(args.stop), stats):
+        out_ids.append(token)
+        text = engine.tokenizer.decode(out_ids)
+        if not text.endswith("\ufffd"):  # wait for multi-byte characters to complete
+            sys.stdout.write(text[len(printed):])
+            sys.stdout.flush()
+            printed = text
+    sys.stdout.write("\n")
+    print(f"[{stats.prompt_tokens} prompt tokens, prefill {stats.prefill_rate:.1f} tok/s; "
+          f"{stats.generated_tokens} generated, decode {stats.decode_rate:.1f} tok/s; "
+          f"stopped by {stats.stopped_by}]", file=sys.stderr)
+
+
+def _chat(args) -> None:
+    from .runtime.chat import ChatSession  # pylint: disable=import-outside-toplevel
+    from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
+
+    engine = Engine(args.package, model_lib=args.model_lib)
+    session = ChatSession(engine, _sampler(args), args.max_tokens)
+    print("Chatting with", args.package, "- empty line or Ctrl-D to quit.", file=sys.stderr)
+    while True:
+        try:
+            message = input(">>> ")
+        except EOFError:
+            break
+        if not message.strip():
+            break
+        out_ids: list[int] = []
+        printed = ""
+        for token in session.send(message):
+            out_ids.append(token)
+            text = engine.tokenizer.decode(out_ids)
+            if not text.endswith("\ufffd"):
+                sys.stdout.write(text[len(printed):])
+                sys.stdout.flush()
+                printed = text
+        sys.stdout.write("\n")
+
+
+def _bench(args) -> None:
+    from .runtime.bench import run_bench  # pylint: disable=import-outside-toplevel
+
+    run_bench(args.package, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
+              threads=args.threads, gguf=args.gguf, model_lib=args.model_lib, repeats=args.repeats)
+
+
+def _add_sampling(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    p.add_argument("--max-tokens", type=int, default=256 if defaults else 64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--model-lib", type=Path, default=None, help="library to load instead of the package's")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mlc-mtp``."""
+    top = argparse.ArgumentParser(prog="mlc-mtp", description=__doc__.splitlines()[0])
+    top.add_argument("-v", "--verbose", action="store_true")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="import, convert, compile and package a model from a YAML config")
+    p.add_argument("config", type=Path)
+    p.add_argument("--target", action="append", help="target preset (repeatable; default: the config's)")
+    p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--quantization", default=None, help="override the config's quantization")
+    p.add_argument("--force", action="store_true", help="redo every stage even if cached")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("generate", help="continue a prompt with a packaged model")
+    p.add_argument("package", type=Path)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    _add_sampling(p, defaults=False)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("chat", help="interactive chat with a packaged model")
+    p.add_argument("package", type=Path)
+    _add_sampling(p)
+    p.set_defaults(func=_chat)
+
+    p = sub.add_parser("bench", help="prefill/decode tokens/s and peak memory, beside llama.cpp")
+    p.add_argument("package", type=Path)
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all cores)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--gguf", type=Path, default=None, help="GGUF for the llama.cpp peer (default: the package's source)")
+    p.add_argument("--model-lib", type=Path, default=None)
+    p.set_defaults(func=_bench)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        args.func(args)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Compile model definitions with TVM for target presets (``targets/*.yaml``)."""

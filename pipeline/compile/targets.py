@@ -1,0 +1,82 @@
+"""Target presets: one YAML file per compile target in ``targets/`` (or a user's folder).
+
+A preset names the TVM target in dict form (TVM 0.26 rejects target strings with flags), the
+library format the package gets, and whether the device computes in float16.  A user adds a
+target by adding a file; nothing in the code lists them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ..errors import PipelineError
+
+TARGETS_DIR = Path(os.environ.get("MLC_MTP_TARGETS", Path(__file__).resolve().parents[2] / "targets"))
+
+PRESET_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "target", "library"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9_-]+$"},
+        "description": {"type": "string"},
+        "target": {"type": "object", "required": ["kind"], "properties": {"kind": {"type": "string"}}},
+        "library": {"enum": ["so", "dylib", "tar", "wasm"]},
+        "supports_fp16": {"type": "boolean"},
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetPreset:
+    """A validated preset: ``target`` is the TVM target dict."""
+
+    name: str
+    target: dict[str, Any]
+    library: str
+    supports_fp16: bool
+    path: Path
+
+    def tvm_target(self):
+        """The ``tvm.target.Target``.  Raises PipelineError if TVM rejects the dict."""
+        from tvm.target import Target  # pylint: disable=import-outside-toplevel
+
+        try:
+            return Target(self.target)
+        except Exception as err:  # pylint: disable=broad-except
+            raise PipelineError(f"{self.path}: target: TVM rejects {self.target}: {err}") from None
+
+
+def available_targets(directory: Path = TARGETS_DIR) -> list[str]:
+    """Names of the presets in ``directory``."""
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def load_target(name: str, directory: Path = TARGETS_DIR) -> TargetPreset:
+    """Load preset ``name`` (a name in ``directory`` or a path to a YAML file).
+
+    Raises:
+        PipelineError: unknown name (lists the known ones), malformed YAML or a wrong field.
+    """
+    path = Path(name) if name.endswith((".yaml", ".yml")) else directory / f"{name}.yaml"
+    if not path.is_file():
+        raise PipelineError(f"target {name!r} is unknown; expected one of {available_targets(directory)}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise PipelineError(f"{path}: malformed YAML: {getattr(err, 'problem', err)}") from None
+    errors = list(jsonschema.Draft202012Validator(PRESET_SCHEMA).iter_errors(raw or {}))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        raise PipelineError(f"{path}: {key}: {err.message}")
+    return TargetPreset(
+        name=raw["name"], target=dict(raw["target"]), library=raw["library"],
+        supports_fp16=bool(raw.get("supports_fp16", True)), path=path,
+    )

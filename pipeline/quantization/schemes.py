@@ -1,0 +1,54 @@
+"""Quantization scheme names as MLC LLM defines them (``python/mlc_llm/quantization/quantization.py``).
+
+``q0f32`` / ``q0f16``: no quantization, float32 / float16 weights and activations.
+``q4f16_1`` / ``q4f32_1``: 4-bit symmetric group quantization, group size 32, eight values per
+uint32, per-group scale in float16 / float32, activations in that float type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import PipelineError
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantScheme:
+    """One scheme: ``model_dtype`` is the activation/scale dtype; ``bits == 0`` means none."""
+
+    name: str
+    model_dtype: str
+    bits: int = 0
+    group_size: int = 32
+    storage_dtype: str = "uint32"
+
+    @property
+    def quantized(self) -> bool:
+        """Whether weights are group-quantized."""
+        return self.bits > 0
+
+    @property
+    def max_int(self) -> int:
+        """Largest magnitude of a symmetric code: ``2 ** (bits - 1) - 1`` (7 for 4 bits)."""
+        return 2 ** (self.bits - 1) - 1
+
+    @property
+    def per_storage(self) -> int:
+        """Codes packed into one storage word (8 for 4-bit codes in uint32)."""
+        return 32 // self.bits
+
+
+SCHEMES = {
+    "q0f32": QuantScheme("q0f32", "float32"),
+    "q0f16": QuantScheme("q0f16", "float16"),
+    "q4f16_1": QuantScheme("q4f16_1", "float16", bits=4),
+    "q4f32_1": QuantScheme("q4f32_1", "float32", bits=4),
+}
+
+
+def get_scheme(name: str) -> QuantScheme:
+    """The scheme called ``name``.  Raises PipelineError listing the known names."""
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise PipelineError(f"quantization {name!r} is unknown; expected one of {sorted(SCHEMES)}") from None

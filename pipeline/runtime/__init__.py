@@ -1,0 +1,1 @@
+"""Run packaged models: the engine over the TVM VM, sampling, generation, chat and benchmarks."""

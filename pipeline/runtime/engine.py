@@ -1,0 +1,133 @@
+"""Load a package (MLC layout) and run its compiled library through the TVM Relax VM.
+
+Calling convention (MLC LLM's, ``cpp/serve/model.cc``): a paged KV cache from
+``create_paged_kv_cache``; each forward is bracketed by ``vm.builtin.kv_state_begin_forward`` /
+``kv_state_end_forward``; ``embed`` then ``prefill`` / ``decode`` / ``batch_verify`` with the
+parameters passed as one packed tuple in ``_metadata``'s order; ``kv_state_popn`` rolls back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tokenizers import Tokenizer
+from tvm import relax
+
+from ..errors import PipelineError
+from ..package.tensor_cache import read_tensor_cache
+
+RUNTIME_CONFIG = "mlc-mtp-config.json"
+PAGE_SIZE = 16
+
+
+def _builtin(name: str):
+    return tvm.get_global_func(name)
+
+
+class Engine:
+    """One model package on one device, serving a single sequence.
+
+    Args:
+        package: directory with ``mlc-chat-config.json``, weights, tokenizer and ``lib/``.
+        model_lib: library to load; default the package's library for ``target``.
+        target: preset name whose library to pick (``cpu``).
+
+    Raises:
+        PipelineError: missing files, a library that does not match the weights.
+    """
+
+    def __init__(self, package: str | Path, model_lib: str | Path | None = None, target: str = "cpu"):
+        self.package = Path(package)
+        chat_path = self.package / "mlc-chat-config.json"
+        if not chat_path.is_file():
+            raise PipelineError(f"{self.package}: not a package (no mlc-chat-config.json)")
+        self.chat_config = json.loads(chat_path.read_text())
+        runtime_path = self.package / RUNTIME_CONFIG
+        self.runtime_config = json.loads(runtime_path.read_text()) if runtime_path.is_file() else {}
+        if model_lib is None:
+            libs = self.runtime_config.get("model_lib", {})
+            if target not in libs:
+                raise PipelineError(f"{self.package}: no library for target {target!r} (has {sorted(libs)})")
+            model_lib = self.package / libs[target]
+        model_lib = Path(model_lib)
+        if not model_lib.is_file():
+            raise PipelineError(f"{model_lib}: model library not found")
+        self.device = tvm.cpu()
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(model_lib)), self.device)
+        self.metadata = json.loads(str(self.vm["_metadata"]()))
+        tensors = read_tensor_cache(self.package, self.device)
+        missing = [p["name"] for p in self.metadata["params"] if p["name"] not in tensors]
+        if missing:
+            raise PipelineError(f"{model_lib}: expects parameter {missing[0]!r}, which {self.package} lacks")
+        self.params = [tensors[p["name"]] for p in self.metadata["params"]]
+        for spec, value in zip(self.metadata["params"], self.params):
+            if list(value.shape) != spec["shape"] or str(value.dtype) != spec["dtype"]:
+                raise PipelineError(
+                    f"{model_lib}: parameter {spec['name']} expected {spec['shape']} {spec['dtype']}, "
+                    f"package has {list(value.shape)} {value.dtype}"
+                )
+        self.tokenizer = Tokenizer.from_file(str(self.package / "tokenizer.json"))
+        model_cfg = self.chat_config["model_config"]
+        self.hidden_size = model_cfg["hidden_size"]
+        self.context_window = self.chat_config["context_window_size"]
+        self.prefill_chunk = self.chat_config["prefill_chunk_size"]
+        self.stop_token_ids = set(self.chat_config["eos_token_id"]) | set(
+            self.chat_config["conv_template"].get("stop_token_ids", [])
+        )
+        self.kv_cache = None
+        self.length = 0
+
+    # --- KV cache --------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a fresh sequence (new, empty KV cache)."""
+        shape = tvm_ffi.Shape
+        self.kv_cache = self.vm["create_paged_kv_cache"](
+            shape([1]), shape([self.context_window]), shape([self.prefill_chunk]), shape([PAGE_SIZE]), shape([0])
+        )
+        _builtin("vm.builtin.kv_state_add_sequence")(self.kv_cache, 0)
+        self.length = 0
+
+    def rollback(self, n: int) -> None:
+        """Drop the last ``n`` tokens from the KV cache (``kv_state_popn``)."""
+        if n:
+            _builtin("vm.builtin.kv_state_popn")(self.kv_cache, 0, n)
+            self.length -= n
+
+    # --- forward passes --------------------------------------------------------------------
+    def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
+        n = len(token_ids)
+        if self.length + n > self.context_window:
+            raise PipelineError(
+                f"sequence of {self.length + n} tokens exceeds the context window ({self.context_window})"
+            )
+        ids = tvm.runtime.tensor(np.asarray(token_ids, dtype=np.int32), self.device)
+        embeds = self.vm["embed"](ids, self.params)
+        embeds = embeds._create_view((1, n, self.hidden_size))  # pylint: disable=protected-access
+        _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
+        logits, self.kv_cache = self.vm[function](embeds, self.kv_cache, self.params)
+        _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
+        self.length += n
+        return logits.numpy()[0]
+
+    def prefill(self, token_ids: list[int]) -> np.ndarray:
+        """Append ``token_ids`` (in chunks of ``prefill_chunk_size``); float32 ``(vocab,)`` logits of the last."""
+        if not token_ids:
+            raise PipelineError("cannot prefill an empty prompt")
+        if self.kv_cache is None:
+            self.reset()
+        logits = None
+        for start in range(0, len(token_ids), self.prefill_chunk):
+            logits = self._forward(token_ids[start:start + self.prefill_chunk], "prefill")
+        return logits[-1]
+
+    def decode(self, token_id: int) -> np.ndarray:
+        """Append one token; float32 ``(vocab,)`` logits for the next."""
+        return self._forward([token_id], "decode")[-1]
+
+    def verify(self, token_ids: list[int]) -> np.ndarray:
+        """Append ``token_ids`` in one pass; float32 ``(len, vocab)`` logits at every position."""
+        return self._forward(token_ids, "batch_verify")

@@ -1,0 +1,70 @@
+"""Token generation on an :class:`~pipeline.runtime.engine.Engine`: prefill, then decode until
+``max_tokens`` tokens, a stop token or a stop string."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+from .engine import Engine
+from .sampling import Sampler
+
+
+@dataclasses.dataclass
+class GenerationStats:
+    """Counts and times of one generation (seconds; rates in tokens per second)."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    stopped_by: str = "max_tokens"
+
+    @property
+    def prefill_rate(self) -> float:
+        """Prompt tokens per second of prefill."""
+        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds else 0.0
+
+    @property
+    def decode_rate(self) -> float:
+        """Generated tokens per second after the first (which prefill produced)."""
+        steps = self.generated_tokens - 1
+        return steps / self.decode_seconds if steps > 0 and self.decode_seconds else 0.0
+
+
+def generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sampler,
+             stop_strings: tuple[str, ...] = (), stats: GenerationStats | None = None,
+             continue_sequence: bool = False) -> Iterator[int]:
+    """Yield up to ``max_tokens`` new token ids continuing ``prompt_ids``.
+
+    Stops early, without yielding it, at a stop token (the package's eos / end-of-turn ids),
+    and after the token that completes a stop string.  With ``continue_sequence`` the prompt is
+    appended to the engine's current sequence (chat turns); otherwise a new sequence starts.
+    """
+    stats = stats if stats is not None else GenerationStats()
+    if not continue_sequence:
+        engine.reset()
+    start = time.perf_counter()
+    logits = engine.prefill(prompt_ids)
+    stats.prompt_tokens = len(prompt_ids)
+    stats.prefill_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    text_ids: list[int] = []
+    for i in range(max_tokens):
+        token = sampler(logits)
+        if token in engine.stop_token_ids:
+            stats.stopped_by = "stop_token"
+            engine.decode(token)  # keep the end-of-turn in the cache for the next chat turn
+            break
+        stats.generated_tokens += 1
+        text_ids.append(token)
+        yield token
+        if stop_strings:
+            text = engine.tokenizer.decode(text_ids)
+            if any(s in text for s in stop_strings):
+                stats.stopped_by = "stop_string"
+                break
+        if i + 1 < max_tokens:
+            logits = engine.decode(token)
+    stats.decode_seconds = time.perf_counter() - start

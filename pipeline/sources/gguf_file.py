@@ -1,0 +1,99 @@
+"""Read GGUF files (llama.cpp's format, ``gguf-py/gguf``) through the ``gguf`` package.
+
+Tensors are dequantized to float32 with ``gguf.quants.dequantize`` (one formula per type:
+F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, ...).  GGUF stores a tensor's dimensions
+innermost-first; the arrays returned here are in numpy order, e.g. a linear weight is
+``(out_features, in_features)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+
+from ..errors import PipelineError
+
+
+class GGUFSource:
+    """An opened GGUF file: ``metadata`` (key -> value) and float32 tensors by name.
+
+    Raises (from the constructor):
+        PipelineError: missing file, or a file the GGUF reader rejects (bad magic, truncated,
+            corrupt header); the message names the file.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PipelineError(f"{self.path}: GGUF file not found")
+        with open(self.path, "rb") as handle:
+            magic = handle.read(4)
+        if magic != b"GGUF":
+            raise PipelineError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+        try:
+            self._reader = gguf.GGUFReader(str(self.path))
+        except Exception as err:  # the reader raises ValueError/IndexError/struct errors alike
+            raise PipelineError(f"{self.path}: corrupt or truncated GGUF ({type(err).__name__}: {err})") from None
+        self.metadata: dict[str, Any] = {}
+        for key, field in self._reader.fields.items():
+            if key.startswith("GGUF."):
+                continue
+            try:
+                self.metadata[key] = field.contents()
+            except Exception:  # pylint: disable=broad-except
+                continue
+        self._tensors = {t.name: t for t in self._reader.tensors}
+        size = self.path.stat().st_size
+        for tensor in self._reader.tensors:
+            end = int(tensor.data_offset) + int(tensor.n_bytes)
+            if end > size:
+                raise PipelineError(
+                    f"{self.path}: tensor {tensor.name} ends at byte {end}, past the end of the file ({size} bytes)"
+                )
+
+    @property
+    def architecture(self) -> str:
+        """``general.architecture`` (e.g. ``gemma3``)."""
+        return str(self.metadata.get("general.architecture", ""))
+
+    def require(self, key: str) -> Any:
+        """The value of metadata ``key``.  Raises PipelineError naming the key when absent."""
+        if key not in self.metadata:
+            raise PipelineError(f"{self.path}: metadata key {key!r} is missing")
+        return self.metadata[key]
+
+    def tensor_names(self) -> list[str]:
+        """Names of all tensors, in file order."""
+        return list(self._tensors)
+
+    def tensor_info(self, name: str) -> tuple[tuple[int, ...], str]:
+        """``(numpy-order shape, GGML type name)`` of tensor ``name``."""
+        tensor = self._tensors[name]
+        return tuple(int(x) for x in reversed(tensor.shape.tolist())), tensor.tensor_type.name
+
+    def load(self, name: str) -> np.ndarray:
+        """Dequantize tensor ``name`` to a float32 array in numpy order.
+
+        Raises:
+            PipelineError: unknown tensor or unsupported quantization type.
+        """
+        if name not in self._tensors:
+            raise PipelineError(f"{self.path}: tensor {name!r} not found")
+        tensor = self._tensors[name]
+        try:
+            array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        except NotImplementedError:
+            raise PipelineError(
+                f"{self.path}: tensor {name}: quantization type {tensor.tensor_type.name} is not supported"
+            ) from None
+        shape = self.tensor_info(name)[0]
+        return np.ascontiguousarray(array.reshape(shape), dtype=np.float32)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every tensor, dequantized, in file order."""
+        for name in self._tensors:
+            yield name, self.load(name)
