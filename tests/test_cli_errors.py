@@ -1,0 +1,152 @@
+"""Bad input: one clear ``error:`` line, exit status 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gguf
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import write_config
+
+
+def run_build(capsys, config, *extra):
+    status = main(["build", str(config), "--quiet", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, err
+
+
+def assert_clean_failure(status, err, output, *needles):
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "Traceback" not in err[0]
+    for needle in needles:
+        assert needle in err[0], err[0]
+    assert not output.exists()
+
+
+def write_gguf(path, arch="gemma3", layers=1, bad_shape=False):
+    """A tiny GGUF with float32 tensors named as llama.cpp names Gemma 3's."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    hidden, heads, kv, head_dim, ffn, vocab = 64, 2, 1, 32, 128, 40
+    writer.add_block_count(layers)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_sliding_window(8)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([f"t{i}" for i in range(vocab)])
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,)}
+    for i in range(layers):
+        shapes.update({
+            f"blk.{i}.attn_q.weight": (heads * head_dim + (8 if bad_shape else 0), hidden),
+            f"blk.{i}.attn_k.weight": (kv * head_dim, hidden), f"blk.{i}.attn_v.weight": (kv * head_dim, hidden),
+            f"blk.{i}.attn_output.weight": (hidden, heads * head_dim),
+            f"blk.{i}.attn_q_norm.weight": (head_dim,), f"blk.{i}.attn_k_norm.weight": (head_dim,),
+            f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.post_attention_norm.weight": (hidden,),
+            f"blk.{i}.ffn_norm.weight": (hidden,), f"blk.{i}.post_ffw_norm.weight": (hidden,),
+            f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
+            f"blk.{i}.ffn_down.weight": (hidden, ffn),
+        })
+    for name, shape in shapes.items():
+        writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "out"
+
+
+def gguf_config(tmp_path, source):
+    return write_config(tmp_path / "c.yaml", source, fmt="gguf")
+
+
+def test_missing_config_file(capsys, tmp_path, out):
+    status, err = run_build(capsys, tmp_path / "nope.yaml")
+    assert_clean_failure(status, err, out, "nope.yaml", "not found")
+
+
+def test_malformed_yaml(capsys, tmp_path, out):
+    config = tmp_path / "bad.yaml"
+    config.write_text("name: x\nmodel: [unclosed\n")
+    status, err = run_build(capsys, config)
+    assert_clean_failure(status, err, out, "bad.yaml", "malformed YAML", "line")
+
+
+def test_unknown_key_names_the_key_and_allowed_ones(capsys, tmp_path, out):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "model.gguf", fmt="gguf", quantisation="q4f16_1")
+    status, err = run_build(capsys, config)
+    assert_clean_failure(status, err, out, "quantisation", "allowed keys", "quantization")
+
+
+def test_bad_enum_value_lists_the_allowed_values(capsys, tmp_path, out):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "model.gguf", fmt="gguf", quantization="q3f16")
+    status, err = run_build(capsys, config)
+    assert_clean_failure(status, err, out, "quantization", "'q3f16'", "q4f16_1")
+
+
+def test_missing_source_file(capsys, tmp_path, out):
+    status, err = run_build(capsys, gguf_config(tmp_path, tmp_path / "absent.gguf"))
+    assert_clean_failure(status, err, out, "absent.gguf", "does not exist")
+
+
+def test_truncated_gguf(capsys, tmp_path, out):
+    good = write_gguf(tmp_path / "good.gguf")
+    data = good.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) - 4096])
+    status, err = run_build(capsys, gguf_config(tmp_path, cut))
+    assert_clean_failure(status, err, out, "cut.gguf")
+
+
+def test_corrupt_gguf_header(capsys, tmp_path, out):
+    bad = tmp_path / "corrupt.gguf"
+    bad.write_bytes(b"GGUF" + bytes([3, 0, 0, 0]) + bytes(range(256)) * 4)
+    status, err = run_build(capsys, gguf_config(tmp_path, bad))
+    assert_clean_failure(status, err, out, "corrupt.gguf", "corrupt or truncated")
+
+
+def test_not_a_gguf_file(capsys, tmp_path, out):
+    bad = tmp_path / "text.gguf"
+    bad.write_text("hello")
+    status, err = run_build(capsys, gguf_config(tmp_path, bad))
+    assert_clean_failure(status, err, out, "text.gguf", "not a GGUF file")
+
+
+def test_gguf_of_another_architecture(capsys, tmp_path, out):
+    other = write_gguf(tmp_path / "llama.gguf", arch="llama")
+    status, err = run_build(capsys, gguf_config(tmp_path, other))
+    assert_clean_failure(status, err, out, "llama.gguf", "'llama'", "expected 'gemma3'")
+
+
+def test_tensor_shape_disagrees_with_config(capsys, tmp_path, out):
+    bad = write_gguf(tmp_path / "shape.gguf", bad_shape=True)
+    status, err = run_build(capsys, gguf_config(tmp_path, bad))
+    assert_clean_failure(status, err, out, "blk.0.attn_q.weight", "[72, 64]", "[64, 64]")
+
+
+def test_unknown_target(capsys, tmp_path, out):
+    good = write_gguf(tmp_path / "good.gguf")
+    status, err = run_build(capsys, gguf_config(tmp_path, good), "--target", "playstation")
+    assert_clean_failure(status, err, out, "'playstation'", "cpu")
+
+
+def test_exit_status_and_stderr_of_the_installed_command(tmp_path):
+    """Through a real process: status 2 and a single stderr line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "build", str(tmp_path / "none.yaml")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.yaml'}: config file not found"]
