@@ -191,7 +191,11 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
             shutil.copy(lib_dir / lib, tmp / "lib" / lib)
         chat = chat_config(model_config, family.name, scheme.name, config.generation, tokenizer_files)
         (tmp / "mlc-chat-config.json").write_text(json.dumps(chat, indent=2))
-        runtime = {"model_lib": libraries, "speculative": {"mode": "off"}}  # our runtime's own config
+        runtime = {  # our runtime's own config, beside MLC's
+            "model_lib": libraries,
+            "source": {"format": config.source_format, "path": str(source_path)},
+            "speculative": {"mode": "off"},
+        }
         (tmp / RUNTIME_CONFIG).write_text(json.dumps(runtime, indent=2))
     say(f"package: wrote {output}")
     return BuildResult(output, reports, libraries)

@@ -53,7 +53,7 @@ def reference(packages):
         num_key_value_heads=cfg["num_key_value_heads"], head_dim=cfg["head_dim"],
         sliding_window=cfg["sliding_window"], layer_types=cfg["layer_types"], rms_norm_eps=cfg["rms_norm_eps"],
         rope_theta=cfg["rope_theta"], rope_local_base_freq=cfg["rope_local_base_freq"],
-        query_pre_attn_scalar=cfg["query_pre_attn_scalar"], max_position_embeddings=cfg["context_window_size"],
+        query_pre_attn_scalar=int(cfg["query_pre_attn_scalar"]), max_position_embeddings=cfg["context_window_size"],
         attn_implementation="eager",
     )
     model = Gemma3ForCausalLM(hf_config).eval()

@@ -18,6 +18,7 @@ from tvm.s_tir import dlight as dl
 
 from ..errors import PipelineError
 from ..quantization import QuantScheme, quantize_model
+from .cpu_matmul import CPUMatmul
 from .targets import TargetPreset
 
 
@@ -70,8 +71,8 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
 
 
 def relax_pipeline(target) -> tvm.transform.Pass:
-    """TVM's CPU pipeline (``relax/backend/cpu_generic/pipeline.py``) with dlight's CPU schedules
-    applied to the kernels after fusion."""
+    """TVM's CPU pipeline (``relax/backend/cpu_generic/pipeline.py``) with schedules applied to the
+    kernels after fusion: :class:`CPUMatmul` for matrix products, then dlight's CPU rules."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu  # pylint: disable=import-outside-toplevel
 
     @tvm.transform.module_pass(opt_level=0)
@@ -81,7 +82,7 @@ def relax_pipeline(target) -> tvm.transform.Pass:
                 [relax.transform.FuseTransposeMatmul()]  # x @ W.T without materializing W.T
                 + cpu.library_dispatch_passes(target)
                 + cpu.legalize_passes(target)
-                + [dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())]
+                + [dl.ApplyDefaultSchedule(CPUMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction())]
                 + cpu.dataflow_lower_passes(target)
                 + cpu.finalize_passes(target)
             )

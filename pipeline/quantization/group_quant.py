@@ -48,21 +48,42 @@ def dequantize_array(q_weight: np.ndarray, q_scale: np.ndarray, scheme: QuantSch
     return codes * np.repeat(q_scale.astype(np.float32), scheme.group_size, axis=1)
 
 
+def _code(qw, sc, i, j, scheme: QuantScheme):
+    """TE expression of weight ``(i, j)`` dequantized, in the model dtype."""
+    word = qw[i, j // scheme.per_storage]
+    shift = (j % scheme.per_storage * scheme.bits).astype("uint32")
+    code = ((word >> shift) & tirx.const(2**scheme.bits - 1, "uint32")).astype(scheme.model_dtype)
+    return (code - tirx.const(scheme.max_int, scheme.model_dtype)) * sc[i, j // scheme.group_size]
+
+
 def _dequantize(q_weight: Tensor, q_scale: Tensor, scheme: QuantScheme, k: int) -> Tensor:
     """Relax/TE dequantization of packed weights to ``(N, K)`` in the model dtype."""
 
     def compute(qw: te.Tensor, sc: te.Tensor):
-        mask = tirx.const(2**scheme.bits - 1, "uint32")
-
-        def body(i, j):
-            word = qw[i, j // scheme.per_storage]
-            shift = (j % scheme.per_storage * scheme.bits).astype("uint32")
-            code = ((word >> shift) & mask).astype(scheme.model_dtype)
-            return (code - tirx.const(scheme.max_int, scheme.model_dtype)) * sc[i, j // scheme.group_size]
-
-        return te.compute((qw.shape[0], k), body, name="dequantize")
+        return te.compute((qw.shape[0], k), lambda i, j: _code(qw, sc, i, j, scheme), name="dequantize")
 
     return op.tensor_expr_op(compute, "dequantize", [q_weight, q_scale])
+
+
+def _dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, scheme: QuantScheme, k: int,
+                       out_dtype: str) -> Tensor:
+    """``x @ dequantize(W).T`` in one kernel (the CPU schedule dequantizes each weight row once per
+    tile of rows, never the whole matrix), accumulated in float32 and returned as ``out_dtype``."""
+
+    def compute(xt: te.Tensor, qw: te.Tensor, sc: te.Tensor):
+        weight = te.compute((qw.shape[0], k), lambda i, j: _code(qw, sc, i, j, scheme).astype("float32"),
+                            name="dequantize")
+        r = te.reduce_axis((0, k), name="k")
+        acc = te.compute(
+            (*xt.shape[:-1], qw.shape[0]),
+            lambda *idx: te.sum(xt[(*idx[:-1], r)].astype("float32") * weight[idx[-1], r], axis=r),
+            name="dequantize_matmul",
+        )
+        if out_dtype == "float32":
+            return acc
+        return te.compute(acc.shape, lambda *idx: acc[idx].astype(out_dtype), name="cast")
+
+    return op.tensor_expr_op(compute, "dequantize_matmul", [x, q_weight, q_scale])
 
 
 class GroupQuantLinear(nn.Module):
@@ -75,8 +96,7 @@ class GroupQuantLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(..., in_features)`` -> ``(..., out_features)``."""
-        weight = _dequantize(self.q_weight, self.q_scale, self.scheme, self.in_features)
-        return op.matmul(x, op.permute_dims(weight))
+        return _dequantize_matmul(x, self.q_weight, self.q_scale, self.scheme, self.in_features, x.dtype)
 
 
 class GroupQuantEmbedding(nn.Module):
@@ -95,8 +115,7 @@ class GroupQuantEmbedding(nn.Module):
 
     def lm_head_forward(self, x: Tensor) -> Tensor:
         """``(..., hidden)`` -> ``(..., vocab)`` float32 logits."""
-        weight = _dequantize(self.q_weight, self.q_scale, self.scheme, self.hidden_size)
-        return op.matmul(x, op.permute_dims(weight)).astype("float32")
+        return _dequantize_matmul(x, self.q_weight, self.q_scale, self.scheme, self.hidden_size, "float32")
 
 
 class _Quantizer(nn.Mutator):

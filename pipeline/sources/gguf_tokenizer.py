@@ -21,7 +21,10 @@ How llama.cpp's algorithm is expressed as a ``tokenizers`` BPE model
 lowest rank (ties: leftmost).  We emit one merge rule ``(a, b)`` for every split of every piece
 ``p`` into two pieces ``a + b == p`` and rank the rules by the score of ``p`` (higher score = lower
 rank; equal scores: lower id first; rules of one piece: split position ascending).  Both
-algorithms then pick the same pair at every step.  (The one theoretical gap: two *different*
+algorithms then pick the same pair at every step, provided no two buildable pieces share a score
+(llama.cpp breaks such ties by position, which a rank cannot express) and every character used
+inside a piece is itself a piece; :func:`tokenizer_from_vocab` warns when a vocabulary breaks
+either condition (Gemma 3's does not).  (A further theoretical gap: two *different*
 rules building the same piece that overlap as ``[A][B][C]`` with ``A+B == B+C == p``, where
 llama.cpp takes the left pair and ``tokenizers`` the lower-ranked one.  Reaching that state needs
 ``B`` to survive between ``A`` and ``C``, which the same-rank/leftmost rule prevents in every case
@@ -49,9 +52,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
 from tokenizers.models import BPE
@@ -89,6 +94,7 @@ KEY_PAD = "tokenizer.ggml.padding_token_id"
 KEY_ADD_BOS = "tokenizer.ggml.add_bos_token"
 KEY_ADD_EOS = "tokenizer.ggml.add_eos_token"
 KEY_ADD_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
+KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
 
 SPACE_MARK = "\u2581"  # "▁", SentencePiece's visible space
 
@@ -150,6 +156,7 @@ class GGUFVocab:
         add_bos, add_eos: whether ``llama_tokenize(add_special=true)`` adds BOS / EOS.
         add_space_prefix: whether llama.cpp prepends a space to each raw-text fragment that starts
             the text or follows a special/user-defined token.
+        chat_template: ``tokenizer.chat_template`` (Jinja text) or None when the file has none.
     """
 
     path: Path
@@ -163,6 +170,7 @@ class GGUFVocab:
     add_bos: bool
     add_eos: bool
     add_space_prefix: bool
+    chat_template: str | None = None
 
     @property
     def n_vocab(self) -> int:
@@ -186,8 +194,6 @@ def _field_types(field) -> list:
 
 def _read_scalar(path: Path, fields, key: str, kind: str, default):
     """Read scalar ``key`` of ``kind`` ('str', 'int', 'bool'); ``default`` when absent (None = required)."""
-    import gguf  # local: importing gguf is slowish and not needed for tokenizer_from_vocab
-
     field = fields.get(key)
     if field is None:
         if default is None:
@@ -217,8 +223,6 @@ def _read_scalar(path: Path, fields, key: str, kind: str, default):
 
 
 def _read_array(path: Path, fields, key: str, elem_type, elem_name: str):
-    import gguf
-
     field = fields.get(key)
     if field is None:
         raise GGUFTokenizerError(f"{path}: metadata key {key!r} is missing; expected an array of {elem_name}")
@@ -226,7 +230,13 @@ def _read_array(path: Path, fields, key: str, elem_type, elem_name: str):
     if len(types) != 2 or types[0] != gguf.GGUFValueType.ARRAY or types[1] != elem_type:
         name = "/".join(t.name for t in types) or "unknown"
         raise GGUFTokenizerError(f"{path}: metadata key {key!r} has type {name}; expected ARRAY/{elem_name}")
-    return field.contents()
+    try:
+        return field.contents()
+    except Exception as err:  # e.g. a token that is not valid UTF-8
+        raise GGUFTokenizerError(
+            f"{path}: metadata key {key!r} could not be decoded ({type(err).__name__}: {err}); "
+            f"expected an array of {elem_name}"
+        ) from None
 
 
 def read_gguf_vocab(path: str | os.PathLike) -> GGUFVocab:
@@ -248,8 +258,6 @@ def read_gguf_vocab(path: str | os.PathLike) -> GGUFVocab:
             different lengths; duplicate piece texts (llama.cpp refuses them too); a special-token
             id outside ``[0, n_vocab)``; a BYTE token whose text is not ``<0xNN>``.
     """
-    import gguf
-
     path = Path(path)
     if not path.is_file():
         raise GGUFFileNotFoundError(f"{path}: GGUF file not found (expected an existing regular file)")
@@ -328,6 +336,7 @@ def read_gguf_vocab(path: str | os.PathLike) -> GGUFVocab:
         add_bos=_read_scalar(path, fields, KEY_ADD_BOS, "bool", True),
         add_eos=_read_scalar(path, fields, KEY_ADD_EOS, "bool", False),
         add_space_prefix=_read_scalar(path, fields, KEY_ADD_SPACE_PREFIX, "bool", True),
+        chat_template=_read_scalar(path, fields, KEY_CHAT_TEMPLATE, "str", "") or None,
     )
 
 
@@ -336,26 +345,63 @@ def read_gguf_vocab(path: str | os.PathLike) -> GGUFVocab:
 # --------------------------------------------------------------------------------------------
 
 
-def _derive_merges(tokens: list[str], scores: np.ndarray) -> list[tuple[str, str]]:
+def _derive_merges(tokens: list[str], scores: np.ndarray) -> tuple[list[tuple[str, str]], list[int]]:
     """All merge rules ``(a, b)`` with ``a``, ``b`` and ``a + b`` in the vocabulary, best first.
 
     Ranked by the float32 score of ``a + b`` (descending), then its id (ascending), then the split
     position (ascending).  Cost: one dict lookup per character boundary of every piece (about
     1.5 M for a 262 144-token vocabulary, ~1 s).
+
+    Returns:
+        ``(merges, built_ids)``: the ranked rules and the ids of the pieces they build.
     """
     vocab = {t: i for i, t in enumerate(tokens)}
     order = np.lexsort((np.arange(len(tokens)), -scores.astype(np.float64)))  # score desc, id asc
     merges: list[tuple[str, str]] = []
+    built: list[int] = []
     append = merges.append
     for piece_id in order.tolist():
         piece = tokens[piece_id]
+        n_before = len(merges)
         for k in range(1, len(piece)):
             left = piece[:k]
             if left in vocab:
                 right = piece[k:]
                 if right in vocab:
                     append((left, right))
-    return merges
+        if len(merges) != n_before:
+            built.append(piece_id)
+    return merges, built
+
+
+def _warn_unrepresentable(vocab: GGUFVocab, attrs: np.ndarray, built: list[int]) -> None:
+    """Warn about the two vocabulary properties that a BPE model cannot reproduce exactly.
+
+    1. Pieces with *equal* scores that merges can build: llama.cpp breaks such ties by text
+       position, ``tokenizers`` by rank (we use id order), so they can differ when both compete.
+    2. Characters used inside pieces that are not pieces themselves: llama.cpp can still merge them
+       into a longer piece; ``tokenizers`` turns them into byte tokens first.
+    Neither happens for Gemma 3 (all scores of buildable plain pieces differ; every character is a
+    piece).  Pieces that are cut out before segmentation (control / user-defined) are ignored.
+    """
+    plain = (attrs & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED)) == 0
+    built_plain = [i for i in built if plain[i]]
+    values = vocab.scores[built_plain]
+    n_tied = len(values) - len(np.unique(values))
+    if n_tied:
+        warnings.warn(
+            f"{vocab.path}: {n_tied} buildable pieces share a score with another; llama.cpp breaks such "
+            "ties by position, so tokenization may differ from llama.cpp where they compete",
+            stacklevel=3,
+        )
+    known = set(vocab.tokens)
+    missing = {c for i in built_plain for c in vocab.tokens[i] if c not in known}
+    if missing:
+        warnings.warn(
+            f"{vocab.path}: {len(missing)} characters (e.g. {_short(sorted(missing)[:5])}) occur inside pieces "
+            "but are not pieces themselves; text containing them may tokenize differently from llama.cpp",
+            stacklevel=3,
+        )
 
 
 def llama_cpp_token_attrs(tokens: list[str], token_types: np.ndarray) -> np.ndarray:
@@ -403,9 +449,12 @@ def tokenizer_from_vocab(vocab: GGUFVocab) -> Tokenizer:
     when ``add_space_prefix``).
     """
     tokens = vocab.tokens
+    attrs = llama_cpp_token_attrs(tokens, vocab.token_types)
+    merges, built = _derive_merges(tokens, vocab.scores)
+    _warn_unrepresentable(vocab, attrs, built)
     model = BPE(
         vocab={t: i for i, t in enumerate(tokens)},
-        merges=_derive_merges(tokens, vocab.scores),
+        merges=merges,
         unk_token=tokens[vocab.unk_id],
         fuse_unk=True,
         byte_fallback=True,
@@ -420,10 +469,9 @@ def tokenizer_from_vocab(vocab: GGUFVocab) -> Tokenizer:
 
     dec = [decoders.Replace(SPACE_MARK, " "), decoders.ByteFallback(), decoders.Fuse()]
     if vocab.add_space_prefix:
-        dec.append(decoders.Strip(" ", 1, 0))
+        pass
     tok.decoder = decoders.Sequence(dec)
 
-    attrs = llama_cpp_token_attrs(tokens, vocab.token_types)
     added = []
     for i in np.flatnonzero(attrs & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED)).tolist():
         special = bool(attrs[i] & (ATTR_CONTROL | ATTR_UNKNOWN))  # llama.cpp skips these unless parse_special
@@ -472,6 +520,8 @@ def tokenizer_config(vocab: GGUFVocab) -> dict:
         "add_eos_token": vocab.add_eos,
         "clean_up_tokenization_spaces": False,
     }
+    if vocab.chat_template is not None:
+        cfg["chat_template"] = vocab.chat_template
     return cfg
 
 

@@ -8,9 +8,11 @@ also loads (vocab only), so both settings are checked against llama.cpp itself.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import random
 import time
+import warnings
 
 import gguf
 import numpy as np
@@ -54,7 +56,9 @@ def vocab(gguf_path):
 @pytest.fixture(scope="module")
 def tok(vocab) -> Tokenizer:
     start = time.perf_counter()
-    result = tokenizer_from_vocab(vocab)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Gemma 3's vocabulary is fully representable: no warning
+        result = tokenizer_from_vocab(vocab)
     BUILD_SECONDS["build"] = time.perf_counter() - start
     return result
 
@@ -70,6 +74,17 @@ def ours(tok: Tokenizer, text: str, add_special: bool = False) -> list[int]:
 
 def ref(llama, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
     return list(llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+
+
+def detok(llama, ids: list[int], special: bool) -> bytes:
+    """llama.cpp's own ``llama_detokenize`` (the Python ``Llama.detokenize`` glues pieces itself)."""
+    vocab_ptr = llama_cpp.llama_model_get_vocab(llama.model)
+    arr = (llama_cpp.llama_token * max(1, len(ids)))(*ids)
+    size = 32 * len(ids) + 64
+    buf = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_detokenize(vocab_ptr, arr, len(ids), buf, size, False, special)
+    assert n >= 0, "buffer too small"
+    return buf.raw[:n]
 
 
 def assert_same(tok, llama, vocab_tokens, text, add_special=False, special=True):
@@ -252,7 +267,7 @@ def test_decode_round_trip(name, tok, llama):
     text = SAMPLES[name]
     ids = ours(tok, text)
     assert tok.decode(ids) == text
-    assert llama.detokenize(ids).decode("utf-8") == text  # the reference agrees
+    assert detok(llama, ids, special=False).decode("utf-8") == text  # the reference agrees
 
 
 @settings(max_examples=200, deadline=None)
@@ -261,10 +276,10 @@ def test_decode_round_trip_random(text, tok, llama):
     ids = ours(tok, text)
     # every text comes back when special tokens are rendered (llama.cpp: detokenize(special=True)) ...
     assert tok.decode(ids, skip_special_tokens=False) == text
-    assert llama.detokenize(ids, special=True).decode("utf-8") == text
+    assert detok(llama, ids, special=True).decode("utf-8") == text
     # ... and the default decode drops exactly what llama.cpp's detokenize(special=False) drops
     plain = tok.decode(ids)
-    assert plain.encode("utf-8") == llama.detokenize(ids, special=False)
+    assert plain.encode("utf-8") == detok(llama, ids, special=False)
     if not set(ids) & SPECIAL_IDS:
         assert plain == text
 
@@ -351,8 +366,15 @@ def prefix_gguf(vocab, tmp_path_factory):
         keep.update(single[c] for c in vocab.tokens[i] if c in single)
     ids = sorted(keep)
     path = tmp_path_factory.mktemp("gguf") / "prefix.gguf"
+    template = "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
     return str(
-        write_vocab_gguf(path, [vocab.tokens[i] for i in ids], vocab.scores[ids], vocab.token_types[ids])
+        write_vocab_gguf(
+            path,
+            [vocab.tokens[i] for i in ids],
+            vocab.scores[ids],
+            vocab.token_types[ids],
+            **{"tokenizer.chat_template": (template, gguf.GGUFValueType.STRING)},
+        )
     )
 
 
@@ -363,7 +385,9 @@ def test_add_space_prefix_vocab_matches_llama_cpp(prefix_gguf):
     ref_llama = llama_cpp.Llama(model_path=prefix_gguf, vocab_only=True, verbose=False)
     rng = random.Random(7)
     texts = list(SAMPLES.values())
-    texts += ["".join(rng.choice(small_vocab.tokens) for _ in range(rng.randint(1, 10))) for _ in range(800)]
+    for _ in range(800):
+        text = "".join(rng.choice(small_vocab.tokens) for _ in range(rng.randint(1, 10)))
+        texts.append(text.replace("▁", " ") if rng.random() < 0.7 else text)
     for text in texts:
         for add_special in (False, True):
             assert_same(small, ref_llama, small_vocab.tokens, text, add_special=add_special)
@@ -371,18 +395,95 @@ def test_add_space_prefix_vocab_matches_llama_cpp(prefix_gguf):
     # the prefix is really there: "Hello" -> "▁Hello", and again after a control token
     hello = small.encode("Hello<start_of_turn>user", add_special_tokens=False).tokens
     assert hello[0].startswith("▁") and hello[-1].startswith("▁")
-    # decoding strips the one added leading space, like llama.cpp's detokenize; the spaces llama.cpp
-    # adds after special/user-defined tokens stay in both (an inherent loss of add_space_prefix)
+    # decoding strips the one added leading space, like llama.cpp's llama_detokenize; the spaces
+    # llama.cpp adds after special/user-defined tokens stay in both (add_space_prefix is lossy)
     added = set(small.get_added_tokens_decoder())
+    special = {i for i, t in small.get_added_tokens_decoder().items() if t.special}
     exact = 0
     for text in texts:
         ids = small.encode(text, add_special_tokens=False).ids
-        decoded = small.decode(ids)
-        assert decoded.encode("utf-8") == ref_llama.detokenize(ids, special=False), text
+        assert small.decode(ids, skip_special_tokens=False).encode("utf-8") == detok(ref_llama, ids, True), text
+        if not ids or ids[0] not in special:  # see the caveat in test_decode_after_leading_control_token
+            assert small.decode(ids).encode("utf-8") == detok(ref_llama, ids, False), text
         if "▁" not in text and not set(ids) & added:
-            assert decoded == text
+            assert small.decode(ids) == text
             exact += 1
-    assert exact > 100
+    assert exact > 300
+
+
+def test_decode_after_leading_control_token(prefix_gguf):
+    """Known difference: with add_space_prefix, skipping a leading control token.
+
+    llama.cpp's detokenize spends its 'strip one leading space' on the first token even when that
+    token is a control token rendered as nothing; ``tokenizers`` drops skipped special tokens before
+    its decoders run, so the Strip decoder removes the space of the next token instead.
+    """
+    small = tokenizer_from_gguf(prefix_gguf)
+    ref_llama = llama_cpp.Llama(model_path=prefix_gguf, vocab_only=True, verbose=False)
+    ids = small.encode("<start_of_turn>user\nhi", add_special_tokens=False).ids
+    assert ids == ref(ref_llama, "<start_of_turn>user\nhi")
+    assert detok(ref_llama, ids, False) == b" user\n hi"
+    assert small.decode(ids) == "user\n hi"
+    assert small.decode(ids, skip_special_tokens=False).encode() == detok(ref_llama, ids, True)
+
+
+def test_shuffled_ids_vocab_matches_llama_cpp(vocab, tmp_path):
+    """Ids no longer follow scores (as they do in Gemma), so merge order must come from scores."""
+    ids = list(range(494)) + list(range(494, 20000))
+    tail = ids[494:]
+    random.Random(3).shuffle(tail)
+    single = {t: i for i, t in enumerate(vocab.tokens) if len(t) == 1}
+    extra = sorted({single[c] for i in tail for c in vocab.tokens[i] if c in single} - set(ids))
+    ids = ids[:494] + tail + extra
+    path = str(
+        write_vocab_gguf(
+            tmp_path / "shuffled.gguf",
+            [vocab.tokens[i] for i in ids],
+            vocab.scores[ids],
+            vocab.token_types[ids],
+            **{
+                "tokenizer.ggml.add_space_prefix": (False, gguf.GGUFValueType.BOOL),
+                "tokenizer.ggml.add_bos_token": (True, gguf.GGUFValueType.BOOL),
+            },
+        )
+    )
+    shuffled = tokenizer_from_gguf(path)
+    shuffled_tokens = read_gguf_vocab(path).tokens
+    ref_llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    rng = random.Random(11)
+    texts = list(SAMPLES.values())
+    for _ in range(600):
+        texts.append("".join(rng.choice(shuffled_tokens[494:]) for _ in range(rng.randint(1, 8))).replace("▁", " "))
+    for text in texts:
+        assert_same(shuffled, ref_llama, shuffled_tokens, text, add_special=True)
+
+
+def _tiny_with(tmp_path, name, pieces, scores):
+    """Control tokens 0-3, then ``pieces`` (NORMAL), then the 256 byte tokens; no space prefix."""
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", *pieces, *(f"<0x{b:02X}>" for b in range(256))]
+    scores = list(scores) + [0.0] * 256
+    types = [3] * 4 + [1] * len(pieces) + [6] * 256
+    kv = {"tokenizer.ggml.add_space_prefix": (False, gguf.GGUFValueType.BOOL)}
+    return str(write_vocab_gguf(tmp_path / name, tokens, scores, types, **kv))
+
+
+def test_equal_scores_warn_and_are_a_known_difference(tmp_path):
+    """llama.cpp breaks equal-score ties by position; a BPE rank cannot (documented limitation)."""
+    path = _tiny_with(tmp_path, "ties.gguf", ["a", "b", "c", "bc", "ab"], [0.0] * 4 + [-9.0, -9.0, -9.0, -1.0, -1.0])
+    with pytest.warns(UserWarning, match="share a score"):
+        tied = tokenizer_from_gguf(path)
+    ref_llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    assert [tied.id_to_token(i) for i in ref(ref_llama, "abc")] == ["ab", "c"]  # leftmost wins
+    assert tied.encode("abc", add_special_tokens=False).tokens == ["a", "bc"]  # lower id wins
+
+
+def test_character_missing_from_vocab_warns(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokenizer_from_gguf(_tiny_with(tmp_path, "complete.gguf", ["a", "ab", "b"], [0.0] * 4 + [-5.0, -1.0, -2.0]))
+    path = _tiny_with(tmp_path, "nochar.gguf", ["a", "ab", "abc", "c"], [0.0] * 4 + [-5.0, -1.0, -2.0, -3.0])
+    with pytest.warns(UserWarning, match="not pieces themselves"):
+        tokenizer_from_gguf(path)
 
 
 def test_write_tokenizer_json(prefix_gguf, tmp_path):
@@ -391,6 +492,7 @@ def test_write_tokenizer_json(prefix_gguf, tmp_path):
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     assert cfg["bos_token"] == "<bos>" and cfg["eos_token"] == "<eos>" and cfg["unk_token"] == "<unk>"
     assert cfg["pad_token"] is None and cfg["add_bos_token"] is False and cfg["add_eos_token"] is False
+    assert cfg["chat_template"].startswith("{% for m in messages %}<start_of_turn>")
     loaded = Tokenizer.from_file(str(tok_path))
     direct = tokenizer_from_gguf(prefix_gguf)
     for text in SAMPLES.values():
@@ -469,6 +571,10 @@ def test_truncated_gguf(tmp_path):
         (
             {"tokenizer.ggml.add_space_prefix": ("yes", gguf.GGUFValueType.STRING)},
             ["tokenizer.ggml.add_space_prefix", "STRING", "bool"],
+        ),
+        (
+            {"tokenizer.ggml.tokens": (TINY_TOKENS[:-1] + [b"\xff\xfe"], gguf.GGUFValueType.ARRAY)},
+            ["tokenizer.ggml.tokens", "could not be decoded", "UnicodeDecodeError"],
         ),
         (
             {"tokenizer.ggml.token_type": ([3, 3, 3, 3, 6, 1, 1, 1, 1], gguf.GGUFValueType.ARRAY)},

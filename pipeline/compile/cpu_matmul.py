@@ -1,0 +1,91 @@
+"""A dlight schedule rule for matrix products on the CPU (TVM 0.26's dlight has GEMV and
+reduction rules for the CPU, none for GEMM, so prefill matmuls otherwise run as naive loops).
+
+Pattern: one reduction block ``C[s..., j] += f(A[s..., k], W[j, k])`` (spatial loops, then one
+reduction loop), optionally with injective producers (e.g. weight dequantization) that can be
+inlined and one injective epilogue (cast, activation).  Schedule:
+
+- the reduction is split ``k = ko * 8 + ki`` and ``rfactor``-ed on ``ki``, so eight partial sums
+  run in SIMD lanes over contiguous ``k`` (both operands are ``k``-contiguous in the ``NT`` layout);
+- rows (all spatial loops but the last) are tiled by 4 so that each weight row is read once per
+  4 rows from L1; the loop nest is ``rows_outer, j, rows_inner, ko, ki``;
+- the outer row tiles and ``j`` are fused and split across threads.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+LANES = 8
+ROW_TILE = 8
+
+
+class CPUMatmul(ScheduleRule):
+    """Schedule ``C[rows, j] = sum_k A[rows, k] * B[j, k]`` kernels for ``llvm`` targets."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool):  # pylint: disable=too-many-locals
+        """Return a schedule for ``func`` or ``None`` when the pattern does not match."""
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        reductions = [b for b in infos if not b.is_injective()]
+        if len(reductions) != 1:
+            return None
+        main = reductions[0]
+        kinds = main.dom_kind()
+        if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 2:
+            return None
+        index = [b.name for b in infos].index(main.name)
+        producers = infos[:index]  # prologues such as weight dequantization
+        if any(not p.is_injective() for p in producers):
+            return None
+        epilogues = infos[index + 1:]
+        if len(epilogues) > 1 or any(not e.is_injective() for e in epilogues):
+            return None
+        k_extent = main.iters[-1].dom  # a Python int when static
+        if not isinstance(k_extent, int) or k_extent % LANES:
+            return None
+
+        row_extent = 1
+        for it in main.iters[:-2]:
+            row_extent = row_extent * it.dom if isinstance(it.dom, int) and isinstance(row_extent, int) else None
+        few_rows = row_extent is not None and row_extent < ROW_TILE
+        if few_rows:  # decode: recompute each weight inline rather than staging rows
+            for producer in reversed(producers):
+                sch.compute_inline(producer.block_rv)
+            producers = []
+
+        block = main.block_rv
+        loops = sch.get_loops(block)
+        spatial, j, k = loops[:-2], loops[-2], loops[-1]
+        rows = sch.fuse(*spatial) if len(spatial) > 1 else (spatial[0] if spatial else None)
+        ko, ki = sch.split(k, factors=[None, LANES])
+        if rows is not None and not few_rows:
+            r_outer, r_inner = sch.split(rows, factors=[None, ROW_TILE])
+            sch.reorder(r_outer, j, r_inner, ko, ki)
+        elif rows is not None:
+            sch.reorder(rows, j, ko, ki)
+        rf = sch.rfactor(ki, factor_axis=len(spatial) + 1)  # lanes innermost in the rf buffer
+        sch.set_scope(rf, 0, "local")
+        rf_loops = sch.get_loops(rf)
+        # rf block loops: [r_outer, j, r_inner, ko, ki] (ki now spatial); put the lanes innermost.
+        sch.vectorize(rf_loops[-1])
+        outer = sch.fuse(rf_loops[0], rf_loops[1]) if rows is not None else rf_loops[0]
+        sch.parallel(outer)
+        for producer in producers:  # computed once per (row tile, j): a weight row reused by the tile
+            sch.compute_at(producer.block_rv, outer)
+            inner = sch.get_loops(producer.block_rv)[-1]
+            sch.vectorize(sch.split(inner, factors=[None, LANES])[1])
+        sch.reverse_compute_at(block, outer)
+        for epilogue in epilogues:
+            sch.reverse_compute_at(epilogue.block_rv, outer)
+        sch.decompose_reduction(rf, rf_loops[-2])
+        return sch
