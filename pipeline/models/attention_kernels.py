@@ -30,6 +30,37 @@ LOG2E = math.log2(math.e)
 EMPTY_LSE = -1e30
 
 
+# Shared steps of the three kernels.  Non-hygienic macros: ``d`` and ``dtype`` resolve in the
+# kernel factory that uses them.  ``state`` holds (running max, denominator, score, rescale).
+@T.macro(hygienic=False)
+def _softmax_init(acc, state):
+    state[0] = T.float32(EMPTY_LSE)
+    state[1] = T.float32(0)
+    for x in T.serial(d):
+        acc[x] = T.float32(0)
+
+
+@T.macro(hygienic=False)
+def _softmax_update(q, row, h, key, value, acc, state, scale):
+    state[2] = T.float32(0)
+    for x in T.serial(d):
+        state[2] += T.Cast("float32", q[row, h, x]) * key[x]
+    state[2] = state[2] * scale
+    state[3] = T.exp2(state[0] - T.max(state[0], state[2]))
+    state[0] = T.max(state[0], state[2])
+    state[2] = T.exp2(state[2] - state[0])
+    state[1] = state[1] * state[3] + state[2]
+    for x in T.serial(d):
+        acc[x] = acc[x] * state[3] + state[2] * value[x]
+
+
+@T.macro(hygienic=False)
+def _softmax_finish(output, lse, row, h, acc, state):
+    for x in T.serial(d):
+        output[row, h, x] = T.Cast(dtype, T.if_then_else(state[1] > 0, acc[x] / state[1], T.float32(0)))
+    lse[row, h] = T.if_then_else(state[1] > 0, state[0] + T.log2(state[1]), T.float32(EMPTY_LSE))
+
+
 def sliding_sm_scale(sm_scale: float, sliding: bool) -> float:
     """Return the ``sm_scale`` a layer passes to the cache: negated for sliding layers.
 
@@ -84,7 +115,9 @@ def ragged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int):
                     T.reads()
                     T.writes()
                     acc = T.sblock_alloc_buffer((d,), "float32")
-                    state = T.sblock_alloc_buffer((4,), "float32")  # max, denom, score, rescale
+                    key = T.sblock_alloc_buffer((d,), "float32")
+                    value = T.sblock_alloc_buffer((d,), "float32")
+                    state = T.sblock_alloc_buffer((4,), "float32")
                     i: T.let[T.int32] = task // h_q
                     h: T.let[T.int32] = task % h_q
                     n_q: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
@@ -94,28 +127,13 @@ def ragged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int):
                     first: T.let[T.int32] = T.if_then_else(
                         sm_scale < T.float32(0), T.max(0, n_kv - n_q + i - window + 1), 0)
                     scale: T.let[T.float32] = T.abs(sm_scale) * T.float32(LOG2E)
-                    state[0] = T.float32(EMPTY_LSE)
-                    state[1] = T.float32(0)
-                    for x in T.serial(d):
-                        acc[x] = T.float32(0)
+                    _softmax_init(acc, state)
                     for j in T.serial(first, T.max(first, last)):
-                        state[2] = T.float32(0)
                         for x in T.serial(d):
-                            state[2] += T.Cast("float32", q[row, h, x]) * T.Cast(
-                                "float32", k[kv_indptr[b] + j, h // group, x])
-                        state[2] = state[2] * scale
-                        state[3] = T.exp2(state[0] - T.max(state[0], state[2]))
-                        state[0] = T.max(state[0], state[2])
-                        state[2] = T.exp2(state[2] - state[0])
-                        state[1] = state[1] * state[3] + state[2]
-                        for x in T.serial(d):
-                            acc[x] = acc[x] * state[3] + state[2] * T.Cast(
-                                "float32", v[kv_indptr[b] + j, h // group, x])
-                    for x in T.serial(d):
-                        output[row, h, x] = T.Cast(
-                            dtype, T.if_then_else(state[1] > 0, acc[x] / state[1], T.float32(0)))
-                    lse[row, h] = T.if_then_else(
-                        state[1] > 0, state[0] + T.log2(state[1]), T.float32(EMPTY_LSE))
+                            key[x] = T.Cast("float32", k[kv_indptr[b] + j, h // group, x])
+                            value[x] = T.Cast("float32", v[kv_indptr[b] + j, h // group, x])
+                        _softmax_update(q, row, h, key, value, acc, state, scale)
+                    _softmax_finish(output, lse, row, h, acc, state)
 
     return ragged_prefill
 
@@ -160,6 +178,8 @@ def paged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, page
                     T.reads()
                     T.writes()
                     acc = T.sblock_alloc_buffer((d,), "float32")
+                    key = T.sblock_alloc_buffer((d,), "float32")
+                    value = T.sblock_alloc_buffer((d,), "float32")
                     state = T.sblock_alloc_buffer((4,), "float32")
                     i: T.let[T.int32] = task // h_q
                     h: T.let[T.int32] = task % h_q
@@ -174,30 +194,15 @@ def paged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, page
                         sm_scale < T.float32(0),
                         T.max(0, q_pos[row] - window + 1 - k_pos_offset[b]), 0)
                     scale: T.let[T.float32] = T.abs(sm_scale) * T.float32(LOG2E)
-                    state[0] = T.float32(EMPTY_LSE)
-                    state[1] = T.float32(0)
-                    for x in T.serial(d):
-                        acc[x] = T.float32(0)
+                    _softmax_init(acc, state)
                     for j in T.serial(first, T.max(first, last)):
                         page: T.let[T.int32] = page_values[page_indptr[b] + j // page_size]
                         slot: T.let[T.int32] = j % page_size
-                        state[2] = T.float32(0)
                         for x in T.serial(d):
-                            state[2] += T.Cast("float32", q[row, h, x]) * T.Cast(
-                                "float32", pages[page, 0, h // group, slot, x])
-                        state[2] = state[2] * scale
-                        state[3] = T.exp2(state[0] - T.max(state[0], state[2]))
-                        state[0] = T.max(state[0], state[2])
-                        state[2] = T.exp2(state[2] - state[0])
-                        state[1] = state[1] * state[3] + state[2]
-                        for x in T.serial(d):
-                            acc[x] = acc[x] * state[3] + state[2] * T.Cast(
-                                "float32", pages[page, 1, h // group, slot, x])
-                    for x in T.serial(d):
-                        output[row, h, x] = T.Cast(
-                            dtype, T.if_then_else(state[1] > 0, acc[x] / state[1], T.float32(0)))
-                    lse[row, h] = T.if_then_else(
-                        state[1] > 0, state[0] + T.log2(state[1]), T.float32(EMPTY_LSE))
+                            key[x] = T.Cast("float32", pages[page, 0, h // group, slot, x])
+                            value[x] = T.Cast("float32", pages[page, 1, h // group, slot, x])
+                        _softmax_update(q, row, h, key, value, acc, state, scale)
+                    _softmax_finish(output, lse, row, h, acc, state)
 
     return paged_prefill
 
@@ -236,6 +241,8 @@ def paged_decode_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_
                 T.reads()
                 T.writes()
                 acc = T.sblock_alloc_buffer((d,), "float32")
+                key = T.sblock_alloc_buffer((d,), "float32")
+                value = T.sblock_alloc_buffer((d,), "float32")
                 state = T.sblock_alloc_buffer((4,), "float32")
                 b: T.let[T.int32] = task // h_q
                 h: T.let[T.int32] = task % h_q
@@ -245,29 +252,14 @@ def paged_decode_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_
                 first: T.let[T.int32] = T.if_then_else(
                     sm_scale < T.float32(0), T.max(0, q_pos[b] - window + 1 - k_pos_offset[b]), 0)
                 scale: T.let[T.float32] = T.abs(sm_scale) * T.float32(LOG2E)
-                state[0] = T.float32(EMPTY_LSE)
-                state[1] = T.float32(0)
-                for x in T.serial(d):
-                    acc[x] = T.float32(0)
+                _softmax_init(acc, state)
                 for j in T.serial(first, T.max(first, n_kv)):
                     page: T.let[T.int32] = page_values[page_indptr[b] + j // page_size]
                     slot: T.let[T.int32] = j % page_size
-                    state[2] = T.float32(0)
                     for x in T.serial(d):
-                        state[2] += T.Cast("float32", q[b, h, x]) * T.Cast(
-                            "float32", pages[page, 0, h // group, slot, x])
-                    state[2] = state[2] * scale
-                    state[3] = T.exp2(state[0] - T.max(state[0], state[2]))
-                    state[0] = T.max(state[0], state[2])
-                    state[2] = T.exp2(state[2] - state[0])
-                    state[1] = state[1] * state[3] + state[2]
-                    for x in T.serial(d):
-                        acc[x] = acc[x] * state[3] + state[2] * T.Cast(
-                            "float32", pages[page, 1, h // group, slot, x])
-                for x in T.serial(d):
-                    output[b, h, x] = T.Cast(
-                        dtype, T.if_then_else(state[1] > 0, acc[x] / state[1], T.float32(0)))
-                lse[b, h] = T.if_then_else(
-                    state[1] > 0, state[0] + T.log2(state[1]), T.float32(EMPTY_LSE))
+                        key[x] = T.Cast("float32", pages[page, 0, h // group, slot, x])
+                        value[x] = T.Cast("float32", pages[page, 1, h // group, slot, x])
+                    _softmax_update(q, b, h, key, value, acc, state, scale)
+                _softmax_finish(output, lse, b, h, acc, state)
 
     return paged_decode
