@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+from tqdm import tqdm
 
 from . import __version__
 from .compile.build import compile_module, export_model, library_name
@@ -150,7 +151,8 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
 
     def do_convert(tmp: Path) -> None:
         weights = load_file(str(imported / "weights.safetensors"))
-        stored = dict(quantize_params(weights.items(), quantized, scheme))
+        stored = dict(quantize_params(tqdm(weights.items(), desc="convert", unit="tensor", disable=not progress),
+                                      quantized, scheme))
         for name, shape, dtype in params:
             array = stored[name]
             if list(array.shape) != shape or str(array.dtype) != dtype:

@@ -467,7 +467,7 @@ def tokenizer_from_vocab(vocab: GGUFVocab) -> Tokenizer:
         norm.insert(0, normalizers.Prepend(SPACE_MARK))
     tok.normalizer = normalizers.Sequence(norm)
 
-    dec = [decoders.Replace(SPACE_MARK, " "), decoders.Fuse()]
+    dec = [decoders.Replace(SPACE_MARK, " "), decoders.ByteFallback(), decoders.Fuse()]
     if vocab.add_space_prefix:
         dec.append(decoders.Strip(" ", 1, 0))
     tok.decoder = decoders.Sequence(dec)
