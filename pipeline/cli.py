@@ -1,4 +1,4 @@
-"""``mlc-mtp`` command line: build, generate, chat, bench.
+"""``mlc-mtp`` command line: build, generate, chat, bench, inspect.
 
 Bad input ends with one line ``error: <what, where, expected>`` on stderr and exit status 2.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -93,6 +94,12 @@ def _bench(args) -> None:
               threads=args.threads, gguf=args.gguf, model_lib=args.model_lib, repeats=args.repeats)
 
 
+def _inspect(args) -> None:
+    from .sources.inspect import inspect_file  # pylint: disable=import-outside-toplevel
+
+    print(inspect_file(args.file, section_tensors=args.tensors, all_tensors=args.tensors))
+
+
 def _add_sampling(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     p.add_argument("--max-tokens", type=int, default=256 if defaults else 64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -138,11 +145,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gguf", type=Path, default=None, help="GGUF for the llama.cpp peer (default: the package's source)")
     p.add_argument("--model-lib", type=Path, default=None)
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("inspect", help="what a .litertlm, .tflite, GGUF or safetensors file holds")
+    p.add_argument("file", type=Path)
+    p.add_argument("--tensors", action="store_true", help="list every tensor, also inside .litertlm sections")
+    p.set_defaults(func=_inspect)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    if hasattr(signal, "SIGPIPE"):  # `mlc-mtp inspect F | head` ends quietly, like other CLIs
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:

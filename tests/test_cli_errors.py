@@ -150,3 +150,18 @@ def test_exit_status_and_stderr_of_the_installed_command(tmp_path):
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.yaml'}: config file not found"]
+
+
+def test_inspect_of_an_unknown_file_kind(capsys, tmp_path):
+    odd = tmp_path / "notes.bin"
+    odd.write_bytes(b"\x00\x01 not a model")
+    status = main(["inspect", str(odd)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "notes.bin" in err[0] and err[0].startswith("error: ")
+
+
+def test_inspect_reports_a_gguf(capsys, tmp_path):
+    path = write_gguf(tmp_path / "tiny.gguf", layers=2)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "architecture gemma3" in out and "blk.1.ffn_down.weight" in out and "[64, 128]" in out

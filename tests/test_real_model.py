@@ -3,8 +3,9 @@ compiled for the CPU and packaged by this project, against transformers' Gemma 3
 same dequantized weights in float32.
 
 - q0f32: 32 greedy tokens identical for 3 prompts, one of 600+ tokens (longer than the 512-token
-  sliding window); first-step logits within 2e-3 absolute (logits span about +-30).
-- q4f32_1 / q4f16_1: teacher-forced top-1 agreement with q0f32 on the same continuations.
+  sliding window); first-step logits within 5e-4 absolute (logits span about +-30; measured 2e-5 to 5e-5).
+- q4f32_1 / q4f16_1: teacher-forced top-1 agreement with q0f32 on the same continuations, at least
+  0.7 (the GGUF is already 4-bit, so these builds quantize twice).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pipeline.runtime.engine import Engine
 
 pytestmark = pytest.mark.slow
 
-LOGIT_ATOL = 2e-3
+LOGIT_ATOL = 5e-4  # measured up to 5.2e-5 (2026-11-30)
 NEW_TOKENS = 32
 LONG_PROMPT = "".join(f"Item {i}: {i} squared is {i * i}, and {i} cubed is {i ** 3}.\n" for i in range(1, 31))
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
@@ -85,6 +86,7 @@ def test_greedy_continuation_and_logits_match_transformers(engine, reference, pr
     logits = engine.prefill(ids)
     with torch.no_grad():
         ref = reference(torch.tensor([ids])).logits[0, -1].numpy()
+    print(f"first-step logits: max |ours - transformers| = {np.abs(logits - ref).max():.2e}")
     assert np.abs(logits - ref).max() < LOGIT_ATOL
     ours = []
     for _ in range(NEW_TOKENS):
@@ -96,7 +98,7 @@ def test_greedy_continuation_and_logits_match_transformers(engine, reference, pr
     assert ours == out[0, len(ids):].tolist()
 
 
-@pytest.mark.parametrize("quant,min_agreement", [("q4f32_1", 0.85), ("q4f16_1", 0.85)])
+@pytest.mark.parametrize("quant,min_agreement", [("q4f32_1", 0.7), ("q4f16_1", 0.7)])
 def test_group_quantized_builds_stay_close(packages, engine, quant, min_agreement):
     """Teacher-forced over q0f32's greedy continuations of all prompts: share of positions where
     the quantized build's argmax equals q0f32's (measured 2026-11-30: see the README)."""
@@ -119,3 +121,32 @@ def test_group_quantized_builds_stay_close(packages, engine, quant, min_agreemen
     rate = agree / total
     print(f"{quant}: top-1 agreement with q0f32 {rate:.3f} over {total} positions")
     assert rate >= min_agreement
+
+
+def test_chat_turns_reuse_the_cache_exactly(engine):
+    """The second reply of a chat equals a fresh generation over the whole conversation text."""
+    from pipeline.runtime.chat import ChatSession, encode_turn  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.generate import generate  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
+
+    session = ChatSession(engine, Sampler(), max_tokens=24)
+    first = list(session.send("Name a color of the sky."))
+    second = list(session.send("And the color of grass?"))
+    encode = engine.tokenizer.encode
+    closing = encode("<end_of_turn>\n", add_special_tokens=False).ids  # ends turn 1 either way
+    prompt = encode_turn(engine, "Name a color of the sky.", True) + first + closing \
+        + encode_turn(engine, "And the color of grass?", False)
+    assert second == list(generate(engine, prompt, 24, Sampler()))
+    assert first and second
+
+
+def test_cli_generate_prints_the_continuation_and_rates(packages):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "generate", str(packages["q4f32_1"].output),
+                           "--prompt", "The capital of France is", "--max-tokens", "8"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("The capital of France is") and len(proc.stdout) > len("The capital of France is")
+    assert "tok/s" in proc.stderr and "8 generated" in proc.stderr
