@@ -170,7 +170,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     for preset in presets:
         lib = library_name(config.name, scheme.name, preset)
         compile_key = _digest("compile", code, model_config.to_dict(), scheme.name, preset.path.read_text(),
-                              _tvm_version())
+                              preset.resolved_target(), _tvm_version())
 
         def do_compile(tmp: Path, preset=preset, lib=lib) -> None:
             mod, _, _ = export_model(family, model_config, scheme, preset, config.name)
