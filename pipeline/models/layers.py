@@ -46,6 +46,26 @@ def apply_rope(x: Tensor, positions: Tensor, theta: float, scaling_factor: float
     return op.tensor_expr_op(compute, "rope", [x, positions])
 
 
+class RMSNorm(nn.Module):
+    """Root-mean-square normalization ``x / sqrt(mean(x^2) + eps) * weight`` (Zhang & Sennrich 2019,
+    arXiv 1910.07467), computed in float32 whatever the input dtype.
+
+    ``weight``: ``(hidden,)`` in the model dtype, the full multiplier (Gemma's ``1 + w``).
+    ``forward(x, out_dtype)``: ``(..., hidden)`` of any float dtype -> same shape in ``out_dtype``
+    (default: the weight's dtype).  The float32 input path lets a float16 model keep its residual
+    stream in float32.
+    """
+
+    def __init__(self, hidden_size: int, eps: float, dtype: str):
+        self.eps = eps
+        self.weight = nn.Parameter((hidden_size,), dtype)
+
+    def forward(self, x: Tensor, out_dtype: str | None = None) -> Tensor:
+        """Normalize over the last axis."""
+        y = op.rms_norm(x.astype("float32"), self.weight.astype("float32"), axes=[-1], epsilon=self.eps)
+        return y.astype(out_dtype or self.weight.dtype)
+
+
 class TiedEmbedding(nn.Module):
     """Token embedding whose transpose is also the output head.
 
