@@ -150,3 +150,16 @@ def test_cli_generate_prints_the_continuation_and_rates(packages):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("The capital of France is") and len(proc.stdout) > len("The capital of France is")
     assert "tok/s" in proc.stderr and "8 generated" in proc.stderr
+
+
+def test_cli_chat_answers_each_turn(packages):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "chat", str(packages["q4f32_1"].output),
+                           "--max-tokens", "12"], input="What color is the sky?\nAnd grass?\n\n",
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    turns = proc.stdout.split(">>> ")
+    assert len(turns) == 4  # two answered prompts, then the empty line that ends the chat
+    assert all(t.strip() for t in turns[1:3]), proc.stdout

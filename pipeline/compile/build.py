@@ -71,8 +71,11 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
 
 
 def relax_pipeline(target) -> tvm.transform.Pass:
-    """TVM's CPU pipeline (``relax/backend/cpu_generic/pipeline.py``) with schedules applied to the
-    kernels after fusion: :class:`CPUMatmul` for matrix products, then dlight's CPU rules."""
+    """TVM's CPU pipeline (``relax/backend/cpu_generic/pipeline.py``) with :class:`CPUMatmul` applied
+    to the matrix products after fusion.  Other kernels (norms, RoPE, elementwise) stay serial:
+    dlight 0.26's CPU ``Reduction`` rule parallelizes a norm over its hidden axis and redoes the
+    row reduction once per element (640x the work for Gemma 3 270M), and serial code for a few
+    thousand elements is cheaper than a parallel launch."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu  # pylint: disable=import-outside-toplevel
 
     @tvm.transform.module_pass(opt_level=0)
@@ -82,7 +85,7 @@ def relax_pipeline(target) -> tvm.transform.Pass:
                 [relax.transform.FuseTransposeMatmul()]  # x @ W.T without materializing W.T
                 + cpu.library_dispatch_passes(target)
                 + cpu.legalize_passes(target)
-                + [dl.ApplyDefaultSchedule(CPUMatmul(), dl.cpu.GEMV(), dl.cpu.Reduction())]
+                + [dl.ApplyDefaultSchedule(CPUMatmul())]
                 + cpu.dataflow_lower_passes(target)
                 + cpu.finalize_passes(target)
             )

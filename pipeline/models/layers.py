@@ -62,8 +62,30 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor, out_dtype: str | None = None) -> Tensor:
         """Normalize over the last axis."""
-        y = op.rms_norm(x.astype("float32"), self.weight.astype("float32"), axes=[-1], epsilon=self.eps)
-        return y.astype(out_dtype or self.weight.dtype)
+        dtype = out_dtype or self.weight.dtype
+        eps = self.eps
+
+        def compute(x_te: te.Tensor, w_te: te.Tensor):
+            # Two stages (a row reduction, then an elementwise product) with the casts inline, the
+            # shape dlight's CPU reduction rule schedules (a separate cast stage of the weight made
+            # it redo the reduction once per element).
+            *lead, hidden = x_te.shape
+            k = te.reduce_axis((0, hidden), name="k")
+            sumsq = te.compute(
+                tuple(lead),
+                lambda *i: te.sum(x_te[(*i, k)].astype("float32") * x_te[(*i, k)].astype("float32"), axis=k),
+                name="sumsq",
+            )
+            return te.compute(
+                x_te.shape,
+                lambda *i: (x_te[i].astype("float32")
+                            * tirx.rsqrt(sumsq[i[:-1]] / tirx.const(float(self.weight.shape[0]), "float32")
+                                         + tirx.const(eps, "float32"))
+                            * w_te[i[-1]].astype("float32")).astype(dtype),
+                name="rms_norm",
+            )
+
+        return op.tensor_expr_op(compute, "rms_norm", [x, self.weight])
 
 
 class TiedEmbedding(nn.Module):
