@@ -2,8 +2,8 @@
 reduction rules for the CPU, none for GEMM, so prefill matmuls otherwise run as naive loops).
 
 Pattern: one reduction block ``C[s..., j] += f(A[s..., k], W[j, k])`` (spatial loops, then one
-reduction loop), optionally with injective producers (e.g. weight dequantization) that can be
-inlined and one injective epilogue (cast, activation).  Schedule:
+reduction loop), optionally with injective producers (weight dequantization) and injective epilogues (cast,
+activation, the ``act(gate) * up`` of a gated MLP).  Schedule:
 
 - the reduction is split ``k = ko * 8 + ki`` and ``rfactor``-ed on ``ki``, so eight partial sums
   run in SIMD lanes over contiguous ``k`` (both operands are ``k``-contiguous in the ``NT`` layout);
@@ -47,8 +47,8 @@ class CPUMatmul(ScheduleRule):
         producers = infos[:index]  # prologues such as weight dequantization
         if any(not p.is_injective() for p in producers):
             return None
-        epilogues = infos[index + 1:]
-        if len(epilogues) > 1 or any(not e.is_injective() for e in epilogues):
+        epilogues = infos[index + 1:]  # e.g. cast, or GELU(gate) * up of a gated MLP
+        if any(not e.is_injective() for e in epilogues):
             return None
         k_extent = main.iters[-1].dom  # a Python int when static
         if not isinstance(k_extent, int) or k_extent % LANES:
@@ -85,7 +85,7 @@ class CPUMatmul(ScheduleRule):
             inner = sch.get_loops(producer.block_rv)[-1]
             sch.vectorize(sch.split(inner, factors=[None, LANES])[1])
         sch.reverse_compute_at(block, outer)
-        for epilogue in epilogues:
+        for epilogue in epilogues:  # elementwise on the product: computed with each row tile
             sch.reverse_compute_at(epilogue.block_rv, outer)
         sch.decompose_reduction(rf, rf_loops[-2])
         return sch
