@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,8 +93,6 @@ class BuildResult:
 
 
 def _stage(name: str, key: str, force: bool, produce: Callable[[Path], None], say: Callable[[str], None]) -> StageReport:
-    import time  # pylint: disable=import-outside-toplevel
-
     path = cache_root() / f"{name}-{key}"
     if path.is_dir() and not force:
         say(f"{name}: up to date ({key}), nothing to do")
@@ -196,6 +195,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         runtime = {  # our runtime's own config, beside MLC's
             "model_lib": libraries,
             "source": {"format": config.source_format, "path": str(source_path)},
+            "generation": {k: config.generation[k] for k in ("max_tokens", "stop")},
             "speculative": {"mode": "off"},
         }
         (tmp / RUNTIME_CONFIG).write_text(json.dumps(runtime, indent=2))

@@ -23,6 +23,17 @@ def _build(args) -> None:
           quantization=args.quantization, progress=not args.quiet)
 
 
+def _settings(args, engine) -> None:
+    """Fill sampling flags the user left out from the package's defaults (the config's
+    ``generation`` section, recorded at build time)."""
+    defaults = {**engine.chat_config, **engine.runtime_config.get("generation", {})}
+    for name in ("temperature", "top_p", "max_tokens"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults.get(name, {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64}[name]))
+    if hasattr(args, "stop") and not args.stop:
+        args.stop = list(defaults.get("stop", []))
+
+
 def _sampler(args):
     from .runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
 
@@ -37,8 +48,9 @@ def _generate(args) -> None:
     from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
     from .runtime.generate import GenerationStats, generate  # pylint: disable=import-outside-toplevel
 
-    sampler = _sampler(args)
     engine = Engine(args.package, model_lib=args.model_lib)
+    _settings(args, engine)
+    sampler = _sampler(args)
     if args.chat:
         prompt_ids = encode_turn(engine, args.prompt, first=True)
     else:
@@ -66,6 +78,7 @@ def _chat(args) -> None:
     from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
 
     engine = Engine(args.package, model_lib=args.model_lib)
+    _settings(args, engine)
     session = ChatSession(engine, _sampler(args), args.max_tokens)
     print("Chatting with", args.package, "- empty line or Ctrl-D to quit.", file=sys.stderr)
     while True:
@@ -100,10 +113,10 @@ def _inspect(args) -> None:
     print(inspect_file(args.file, section_tensors=args.tensors, all_tensors=args.tensors))
 
 
-def _add_sampling(p: argparse.ArgumentParser, defaults: bool = True) -> None:
-    p.add_argument("--max-tokens", type=int, default=256 if defaults else 64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=None, help="default: the config's generation.max_tokens")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy; default: the config's")
+    p.add_argument("--top-p", type=float, default=None, help="default: the config's")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--model-lib", type=Path, default=None, help="library to load instead of the package's")
 
@@ -127,8 +140,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("package", type=Path)
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    _add_sampling(p, defaults=False)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable; default: the config's)")
+    _add_sampling(p)
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("chat", help="interactive chat with a packaged model")

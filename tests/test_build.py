@@ -70,3 +70,19 @@ def test_failed_packaging_leaves_the_previous_output_and_no_temporaries(tiny_con
         build(tiny_config, output=out, progress=False, say=lambda _: None)
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_generate_takes_its_defaults_from_the_config(tmp_path, capsys):
+    """The config's generation.max_tokens reaches `mlc-mtp generate` through the package."""
+    from pipeline.cli import main  # pylint: disable=import-outside-toplevel
+
+    make_tiny_gemma3(tmp_path / "hf", seed=2, shard=False)
+    config = load_config(write_config(tmp_path / "g.yaml", tmp_path / "hf",
+                                      generation={"max_tokens": 5, "temperature": 0.0}))
+    build(config, output=tmp_path / "pkg", progress=False, say=lambda _: None)
+    assert main(["generate", str(tmp_path / "pkg"), "--prompt", "w4 w5 w6"]) == 0
+    err = capsys.readouterr().err
+    assert "5 generated" in err or "stopped by stop_token" in err, err
+    assert main(["generate", str(tmp_path / "pkg"), "--prompt", "w4 w5 w6", "--max-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "2 generated" in err or "stopped by stop_token" in err, err
