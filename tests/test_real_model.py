@@ -3,7 +3,7 @@ compiled for the CPU and packaged by this project, against transformers' Gemma 3
 same dequantized weights in float32.
 
 - q0f32: 32 greedy tokens identical for 3 prompts, one of 600+ tokens (longer than the 512-token
-  sliding window); first-step logits within 5e-4 absolute (logits span about +-30; measured 2e-5 to 5e-5).
+  sliding window); first-step logits within 5e-4 absolute (logits span about +-30; measured 2e-5 to 6e-5).
 - q4f32_1 / q4f16_1: teacher-forced top-1 agreement with q0f32 on the same continuations, at least
   0.7 (the GGUF is already 4-bit, so these builds quantize twice).
 """
@@ -23,7 +23,7 @@ from pipeline.runtime.engine import Engine
 
 pytestmark = pytest.mark.slow
 
-LOGIT_ATOL = 5e-4  # measured up to 5.2e-5 (2026-11-30)
+LOGIT_ATOL = 5e-4  # measured up to 5.9e-5 (2026-11-30)
 NEW_TOKENS = 32
 LONG_PROMPT = "".join(f"Item {i}: {i} squared is {i * i}, and {i} cubed is {i ** 3}.\n" for i in range(1, 31))
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
