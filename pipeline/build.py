@@ -31,13 +31,12 @@ from .errors import PipelineError
 from .models.importer import import_weights
 from .models.registry import get_family
 from .package.atomic import atomic_directory
-from .package.chat_config import chat_config
+from .package.chat_config import RUNTIME_CONFIG, chat_config
 from .package.tensor_cache import write_tensor_cache
 from .quantization import get_scheme, quantize_params
 from .sources.gguf_tokenizer import write_tokenizer_json
 
 log = logging.getLogger(__name__)
-RUNTIME_CONFIG = "mlc-mtp-config.json"
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 

@@ -9,6 +9,8 @@ import pytest
 from pipeline import build as build_module
 from pipeline.build import build
 from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.runtime.engine import Engine
 from tests.conftest import make_tiny_gemma3, write_config
 
 
@@ -55,6 +57,8 @@ def test_changed_setting_changes_only_the_stages_after_it(tiny_config, tmp_path)
     other = build(tiny_config, output=tmp_path / "c", quantization="q4f32_1", progress=False, say=lambda _: None)
     assert other.stages[0].cached and other.stages[0].key == base.stages[0].key  # import reused
     assert other.stages[1].key != base.stages[1].key and not other.stages[1].cached
+    with pytest.raises(PipelineError, match="q_weight"):  # a q4 library over q0f32 weights
+        Engine(base.output, model_lib=other.output / "lib" / "tiny-q4f32_1-cpu.so")
 
 
 def test_failed_packaging_leaves_the_previous_output_and_no_temporaries(tiny_config, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 VERSION = "0.1.0"
+RUNTIME_CONFIG = "mlc-mtp-config.json"  # our runtime's own config, written beside MLC's
 
 GEMMA_TEMPLATE = {
     "name": "gemma3_instruction",

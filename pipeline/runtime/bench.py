@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PipelineError
+from ..package.chat_config import RUNTIME_CONFIG
 
 
 def _prompt(n: int, vocab: int = 262144, seed: int = 0) -> list[int]:
@@ -92,7 +93,7 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
         PipelineError: not a package, no GGUF for the peer (pass ``gguf``), or a failed run.
     """
     package = Path(package)
-    runtime = package / "mlc-mtp-config.json"
+    runtime = package / RUNTIME_CONFIG
     if not runtime.is_file():
         raise PipelineError(f"{package}: not a package built by mlc-mtp (no mlc-mtp-config.json)")
     source = json.loads(runtime.read_text()).get("source", {})

@@ -18,9 +18,9 @@ from tokenizers import Tokenizer
 from tvm import relax
 
 from ..errors import PipelineError
+from ..package.chat_config import RUNTIME_CONFIG
 from ..package.tensor_cache import read_tensor_cache
 
-RUNTIME_CONFIG = "mlc-mtp-config.json"
 PAGE_SIZE = 16
 
 
