@@ -29,6 +29,7 @@ from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig
 from .errors import PipelineError
 from .models.importer import import_weights
+from .models.kv_cache import KERNEL_TARGET_KINDS
 from .models.registry import get_family
 from .package.atomic import atomic_directory
 from .package.chat_config import RUNTIME_CONFIG, chat_config
@@ -115,6 +116,13 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     family = get_family(config.family)
     scheme = get_scheme(quantization or config.quantization)
     presets: list[TargetPreset] = [load_target(t) for t in (targets or config.targets)]
+    for preset in presets:  # refuse a target before any stage runs
+        preset.check_buildable()
+        if preset.target["kind"] not in KERNEL_TARGET_KINDS:
+            raise PipelineError(
+                f"{preset.path}: target {preset.name}: windowed attention kernels exist for the CPU (llvm) "
+                f"target only, not {preset.target['kind']}"
+            )
     output = Path(output or config.output)
     source_path = config.source_path()
     code = _code_digest()

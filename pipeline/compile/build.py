@@ -44,11 +44,15 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
         raise PipelineError(
             f"{preset.path}: target {preset.name} has no float16 support; use q0f32 or q4f32_1"
         )
+    preset.check_buildable()
     model = family.model_cls(config, scheme.model_dtype)
     model, quantized = quantize_model(model, scheme)
     target = preset.tvm_target()
-    with target:
-        mod, named_params = model.export_tvm(spec=model.get_default_spec())
+    try:
+        with target:
+            mod, named_params = model.export_tvm(spec=model.get_default_spec())
+    except NotImplementedError as err:
+        raise PipelineError(f"{preset.path}: target {preset.name}: {err}") from None
     params = [(name, [int(x) for x in p.shape], p.dtype) for name, p in named_params]
     metadata = {
         "model_type": family.name,

@@ -55,6 +55,23 @@ class TargetPreset:
                 target["mcpu"] = cpu
         return target
 
+    def check_buildable(self) -> None:
+        """Stop early when the installed TVM cannot emit code for this target.
+
+        Raises:
+            PipelineError: naming the missing code generator (``target.build.<kind>``); for
+                Vulkan, how to get a Vulkan-enabled TVM of the pinned version.
+        """
+        import tvm  # pylint: disable=import-outside-toplevel
+
+        kind = self.target["kind"]
+        if tvm.get_global_func(f"target.build.{kind}", allow_missing=True) is None:
+            hint = (f" (PyPI's TVM has no SPIR-V code generator: build TVM {tvm.__version__} from its "
+                    f"v{tvm.__version__} tag with USE_VULKAN=ON)") if kind == "vulkan" else ""
+            raise PipelineError(
+                f"{self.path}: target kind {kind!r} cannot be built: this TVM has no target.build.{kind}{hint}"
+            )
+
     def tvm_target(self):
         """The ``tvm.target.Target``.  Raises PipelineError if TVM rejects the dict."""
         from tvm.target import Target  # pylint: disable=import-outside-toplevel

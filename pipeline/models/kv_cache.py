@@ -19,6 +19,7 @@ from tvm.target import Target
 from . import attention_kernels as kernels
 
 PAGE_SIZE = 16
+KERNEL_TARGET_KINDS = ("llvm",)  # TVM target kinds the windowed attention kernels exist for
 NO_ROPE_SCALING: dict = {}  # RoPE is applied by the model (RopeMode.NONE)
 
 
@@ -52,7 +53,7 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
     Raises:
         NotImplementedError: for a non-CPU target.
     """
-    if target.kind.name != "llvm":
+    if target.kind.name not in KERNEL_TARGET_KINDS:
         raise NotImplementedError(
             f"windowed attention kernels exist for the CPU (llvm) target only, not {target.kind.name}"
         )
