@@ -43,12 +43,9 @@ def import_weights(family: Family, source_format: str, path: Path, overrides: di
                 f"{path}: general.architecture is {source.architecture!r}, expected {family.gguf_architecture!r}"
             )
         config = family.config_from_gguf(source, **overrides)
-        name_map = family.gguf_name_map(config.num_hidden_layers)
+        ours = family.gguf_name_map(config.num_hidden_layers).get
 
-        def ours(name):
-            return name_map.get(name)
-
-        def transform(_name, array):
+        def transform(_name, array):  # GGUF tensors are already in our convention
             return array
     else:
         source = HFSource(path)

@@ -13,7 +13,6 @@ import re
 
 import numpy as np
 
-from ...errors import PipelineError
 from ...sources.gguf_file import GGUFSource
 from .model import Gemma3Config
 
@@ -80,12 +79,11 @@ def config_from_gguf(source: GGUFSource, **overrides) -> Gemma3Config:
     them (``src/llama-model.cpp``: every 6th layer global, local base 10000, query scale
     ``head_dim``), and so do we.
 
+    The caller has checked ``general.architecture`` (:mod:`pipeline.models.importer`).
+
     Raises:
-        PipelineError: the file is not ``gemma3``, or a required key is missing.
+        PipelineError: a required key is missing.
     """
-    arch = source.architecture
-    if arch != "gemma3":
-        raise PipelineError(f"{source.path}: general.architecture is {arch!r}, expected 'gemma3'")
     n_layers = int(source.require("gemma3.block_count"))
     head_dim = int(source.require("gemma3.attention.key_length"))
     vocab = len(source.require("tokenizer.ggml.tokens"))
