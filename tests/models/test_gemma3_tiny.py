@@ -78,3 +78,39 @@ def test_window_changes_the_result(engine, hf_model):
     wide.load_state_dict(hf_model.state_dict())
     wide.eval()
     assert np.abs(ours - reference_logits(wide, ids)[-1]).max() > 100 * ATOL
+
+
+def test_library_exports_mlc_entry_points_and_metadata(engine):
+    for name in ("embed", "prefill", "decode", "batch_prefill", "batch_decode", "batch_verify",
+                 "create_paged_kv_cache", "_metadata"):
+        assert engine.vm[name] is not None  # the VM raises for a function the library lacks
+    meta = engine.metadata
+    assert meta["model_type"] == "gemma3" and meta["kv_state_kind"] == "kv_cache"
+    assert [p["name"] for p in meta["params"]][0] == "model.embed_tokens.weight"
+
+
+def test_batch_prefill_and_batch_decode_agree_with_prefill_and_decode(engine):
+    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm_ffi  # pylint: disable=import-outside-toplevel
+
+    ids = np.random.default_rng(5).integers(4, 96, size=20).tolist()
+    engine.reset()
+    ref_last = engine.prefill(ids)
+    ref_next = engine.decode(ids[0])
+
+    begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
+    end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
+    engine.reset()
+    embeds = engine.vm["embed"](tvm.runtime.tensor(np.array(ids, np.int32)), engine.params)
+    embeds = embeds._create_view((1, len(ids), engine.hidden_size))  # pylint: disable=protected-access
+    begin(engine.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([len(ids)]))
+    logits, _ = engine.vm["batch_prefill"](embeds, tvm.runtime.tensor(np.array([len(ids) - 1], np.int32)),
+                                           engine.kv_cache, engine.params)
+    end(engine.kv_cache)
+    np.testing.assert_allclose(logits.numpy()[0, 0], ref_last, atol=ATOL, rtol=0)
+    one = engine.vm["embed"](tvm.runtime.tensor(np.array([ids[0]], np.int32)), engine.params)
+    begin(engine.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([1]))
+    logits, _ = engine.vm["batch_decode"](one._create_view((1, 1, engine.hidden_size)),  # pylint: disable=protected-access
+                                          engine.kv_cache, engine.params)
+    end(engine.kv_cache)
+    np.testing.assert_allclose(logits.numpy()[0, 0], ref_next, atol=ATOL, rtol=0)
