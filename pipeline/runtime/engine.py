@@ -9,6 +9,7 @@ parameters passed as one packed tuple in ``_metadata``'s order; ``kv_state_popn`
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,9 @@ from ..package.chat_config import RUNTIME_CONFIG
 from ..package.tensor_cache import read_tensor_cache
 
 PAGE_SIZE = 16
+# TVM's thread pool defaults to the physical core count, which is 1 on a 2-vCPU machine (halving
+# speed here); use every logical CPU unless the user chose.  Read when the pool first starts.
+os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 
 def _builtin(name: str):
