@@ -167,25 +167,14 @@ def test_inspect_reports_a_gguf(capsys, tmp_path):
     assert "architecture gemma3" in out and "blk.1.ffn_down.weight" in out and "[64, 128]" in out
 
 
-def test_target_the_installed_tvm_cannot_build(capsys, tmp_path, out):
-    preset = tmp_path / "myvulkan.yaml"
-    preset.write_text("name: myvulkan\ntarget: {kind: vulkan}\nlibrary: so\n")
+@pytest.mark.parametrize("name,text,needles", [
+    ("myvulkan", "target: {kind: vulkan}\nlibrary: so\n", ["target.build.vulkan", "USE_VULKAN=ON"]),
+    ("mycuda", "target: {kind: cuda, arch: sm_90}\nlibrary: so\n", ["CPU (llvm) target only"]),
+    ("wrongfield", "target: {kind: llvm}\nlibrary: exe\n", ["library", "'exe'"]),
+], ids=["tvm-cannot-build", "no-attention-kernels", "wrong-field"])
+def test_unusable_target_preset(capsys, tmp_path, out, name, text, needles):
+    preset = tmp_path / f"{name}.yaml"
+    preset.write_text(f"name: {name}\n{text}")
     good = write_gguf(tmp_path / "good.gguf")
     status, err = run_build(capsys, gguf_config(tmp_path, good), "--target", str(preset))
-    assert_clean_failure(status, err, out, "myvulkan.yaml", "target.build.vulkan", "USE_VULKAN=ON")
-
-
-def test_target_without_attention_kernels(capsys, tmp_path, out):
-    preset = tmp_path / "mycuda.yaml"
-    preset.write_text("name: mycuda\ntarget: {kind: cuda, arch: sm_90}\nlibrary: so\n")
-    good = write_gguf(tmp_path / "good.gguf")
-    status, err = run_build(capsys, gguf_config(tmp_path, good), "--target", str(preset))
-    assert_clean_failure(status, err, out, "mycuda.yaml", "CPU (llvm) target only")
-
-
-def test_preset_with_a_wrong_field(capsys, tmp_path, out):
-    preset = tmp_path / "bad.yaml"
-    preset.write_text("name: bad\ntarget: {kind: llvm}\nlibrary: exe\n")
-    good = write_gguf(tmp_path / "good.gguf")
-    status, err = run_build(capsys, gguf_config(tmp_path, good), "--target", str(preset))
-    assert_clean_failure(status, err, out, "bad.yaml", "library", "'exe'")
+    assert_clean_failure(status, err, out, f"{name}.yaml", *needles)
