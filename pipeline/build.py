@@ -34,7 +34,7 @@ from .models.registry import get_family
 from .package.atomic import atomic_directory
 from .package.chat_config import RUNTIME_CONFIG, chat_config
 from .package.tensor_cache import write_tensor_cache
-from .quantization import get_scheme, quantize_params
+from .quantization import get_scheme, quantize_model, quantize_params
 from .sources.gguf_tokenizer import write_tokenizer_json
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,8 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
 
     # 2. convert: weights in the stored (quantized) form, as MLC's tensor cache.
     convert_key = _digest("convert", code, import_key, scheme.name)
-    _, params, quantized = export_model(family, model_config, scheme, presets[0], config.name)
+    model, quantized = quantize_model(family.model_cls(model_config, scheme.model_dtype), scheme)
+    params = [(name, [int(x) for x in p.shape], p.dtype) for name, p in model.named_parameters()]
 
     def do_convert(tmp: Path) -> None:
         weights = load_file(str(imported / "weights.safetensors"))
