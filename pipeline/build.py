@@ -29,7 +29,7 @@ from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig
 from .errors import PipelineError
 from .models.importer import import_weights
-from .models.kv_cache import KERNEL_TARGET_KINDS
+from .models.kv_cache import require_kernel_target
 from .models.registry import get_family
 from .package.atomic import atomic_directory
 from .package.chat_config import RUNTIME_CONFIG, chat_config
@@ -118,11 +118,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     presets: list[TargetPreset] = [load_target(t) for t in (targets or config.targets)]
     for preset in presets:  # refuse a target before any stage runs
         preset.check_buildable()
-        if preset.target["kind"] not in KERNEL_TARGET_KINDS:
-            raise PipelineError(
-                f"{preset.path}: target {preset.name}: windowed attention kernels exist for the CPU (llvm) "
-                f"target only, not {preset.target['kind']}"
-            )
+        require_kernel_target(preset.target["kind"], f"{preset.path}: target {preset.name}")
     output = Path(output or config.output)
     source_path = config.source_path()
     code = _code_digest()

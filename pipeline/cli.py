@@ -34,6 +34,20 @@ def _settings(args, engine) -> None:
         args.stop = list(defaults.get("stop", []))
 
 
+def _stream(tokenizer, tokens) -> None:
+    """Print tokens as text while they arrive, holding back incomplete multi-byte characters."""
+    out_ids: list[int] = []
+    printed = ""
+    for token in tokens:
+        out_ids.append(token)
+        text = tokenizer.decode(out_ids)
+        if not text.endswith("\ufffd"):
+            sys.stdout.write(text[len(printed):])
+            sys.stdout.flush()
+            printed = text
+    sys.stdout.write("\n")
+
+
 def _sampler(args):
     from .runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
 
@@ -57,17 +71,8 @@ def _generate(args) -> None:
         prompt_ids = [engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(
             args.prompt, add_special_tokens=False).ids
     stats = GenerationStats()
-    out_ids: list[int] = []
-    printed = ""
     sys.stdout.write(args.prompt if not args.chat else "")
-    for token in generate(engine, prompt_ids, args.max_tokens, sampler, tuple(args.stop), stats):
-        out_ids.append(token)
-        text = engine.tokenizer.decode(out_ids)
-        if not text.endswith("\ufffd"):  # wait for multi-byte characters to complete
-            sys.stdout.write(text[len(printed):])
-            sys.stdout.flush()
-            printed = text
-    sys.stdout.write("\n")
+    _stream(engine.tokenizer, generate(engine, prompt_ids, args.max_tokens, sampler, tuple(args.stop), stats))
     print(f"[{stats.prompt_tokens} prompt tokens, prefill {stats.prefill_rate:.1f} tok/s; "
           f"{stats.generated_tokens} generated, decode {stats.decode_rate:.1f} tok/s; "
           f"stopped by {stats.stopped_by}]", file=sys.stderr)
@@ -88,16 +93,7 @@ def _chat(args) -> None:
             break
         if not message.strip():
             break
-        out_ids: list[int] = []
-        printed = ""
-        for token in session.send(message):
-            out_ids.append(token)
-            text = engine.tokenizer.decode(out_ids)
-            if not text.endswith("\ufffd"):
-                sys.stdout.write(text[len(printed):])
-                sys.stdout.flush()
-                printed = text
-        sys.stdout.write("\n")
+        _stream(engine.tokenizer, session.send(message))
 
 
 def _bench(args) -> None:

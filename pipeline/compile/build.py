@@ -48,11 +48,8 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
     model = family.model_cls(config, scheme.model_dtype)
     model, quantized = quantize_model(model, scheme)
     target = preset.tvm_target()
-    try:
-        with target:
-            mod, named_params = model.export_tvm(spec=model.get_default_spec())
-    except NotImplementedError as err:
-        raise PipelineError(f"{preset.path}: target {preset.name}: {err}") from None
+    with target:
+        mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = [(name, [int(x) for x in p.shape], p.dtype) for name, p in named_params]
     metadata = {
         "model_type": family.name,

@@ -16,11 +16,21 @@ from tvm.relax.frontend.nn.llm import kv_cache as tvm_kv
 from tvm.relax.frontend.nn.llm.kv_cache import AttnKind, PagedKVCache, RopeMode
 from tvm.target import Target
 
+from ..errors import PipelineError
 from . import attention_kernels as kernels
 
 PAGE_SIZE = 16
 KERNEL_TARGET_KINDS = ("llvm",)  # TVM target kinds the windowed attention kernels exist for
 NO_ROPE_SCALING: dict = {}  # RoPE is applied by the model (RopeMode.NONE)
+
+
+def require_kernel_target(kind: str, where: str) -> None:
+    """Raise PipelineError when the windowed attention kernels do not exist for TVM target ``kind``
+    (``where`` names the preset file or target in the message)."""
+    if kind not in KERNEL_TARGET_KINDS:
+        raise PipelineError(
+            f"{where}: windowed attention kernels exist for the CPU (llvm) target only, not {kind}"
+        )
 
 
 def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
@@ -51,12 +61,9 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
         The cache object expression.
 
     Raises:
-        NotImplementedError: for a non-CPU target.
+        PipelineError: for a non-CPU target.
     """
-    if target.kind.name not in KERNEL_TARGET_KINDS:
-        raise NotImplementedError(
-            f"windowed attention kernels exist for the CPU (llvm) target only, not {target.kind.name}"
-        )
+    require_kernel_target(target.kind.name, f"target {target.kind.name}")
     bb = rx.BlockBuilder.current()
     h_kv, h_q, d = num_key_value_heads, num_attention_heads, head_dim
 
