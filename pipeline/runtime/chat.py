@@ -6,9 +6,10 @@ Template (Gemma 3 model card / ``chat_template`` of its tokenizer):
 
 from __future__ import annotations
 
+from .draft_length import DraftLength
 from .engine import Engine
-from .generate import GenerationStats, generate
 from .sampling import Sampler
+from .speculative import Drafter, SpeculativeStats, speculative_generate
 
 
 def turn_text(message: str, first: bool) -> str:
@@ -24,20 +25,24 @@ def encode_turn(engine: Engine, message: str, first: bool) -> list[int]:
 
 
 class ChatSession:
-    """A conversation: each :meth:`send` prefills only the new turn's tokens."""
+    """A conversation: each :meth:`send` prefills only the new turn's tokens.  With a ``drafter``
+    replies are decoded speculatively, ``draft_length`` tokens drafted per step (the policy keeps
+    adapting across turns); without one, plainly."""
 
-    def __init__(self, engine: Engine, sampler: Sampler, max_tokens: int):
+    def __init__(self, engine: Engine, sampler: Sampler, max_tokens: int, drafter: Drafter | None = None,
+                 draft_length: int | DraftLength = 1):
         self.engine, self.sampler, self.max_tokens = engine, sampler, max_tokens
+        self.drafter, self.draft_length = drafter, draft_length
         self.pending: list[int] = []  # tokens generated but not yet in the KV cache
         self.started = False
 
-    def send(self, message: str, stats: GenerationStats | None = None):
+    def send(self, message: str, stats: SpeculativeStats | None = None):
         """Yield the reply's token ids for ``message``."""
         prompt = self.pending + encode_turn(self.engine, message, not self.started)
-        stats = stats if stats is not None else GenerationStats()
+        stats = stats if stats is not None else SpeculativeStats()
         last = None
-        for last in generate(self.engine, prompt, self.max_tokens, self.sampler, stats=stats,
-                             continue_sequence=self.started):
+        for last in speculative_generate(self.engine, prompt, self.max_tokens, self.sampler, self.drafter,
+                                         self.draft_length, stats=stats, continue_sequence=self.started):
             yield last
         self.started = True
         encode = self.engine.tokenizer.encode

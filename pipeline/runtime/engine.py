@@ -40,12 +40,14 @@ class Engine:
         model_lib: library to load; default the package's library for ``target``.
         target: preset name whose library to pick (``cpu``).
 
+    ``tokens`` is the sequence in the KV cache (token ids, in order).
+
     Raises:
         PipelineError: missing files, a library that does not match the weights.
     """
 
     def __init__(self, package: str | Path, model_lib: str | Path | None = None, target: str = "cpu"):
-        self.package = Path(package)
+        self.package, self.target = Path(package), target
         chat_path = self.package / "mlc-chat-config.json"
         if not chat_path.is_file():
             raise PipelineError(f"{self.package}: not a package (no mlc-chat-config.json)")
@@ -83,7 +85,7 @@ class Engine:
             self.chat_config["conv_template"].get("stop_token_ids", [])
         )
         self.kv_cache = None
-        self.length = 0
+        self.tokens: list[int] = []  # the sequence in the KV cache, in order
 
     # --- KV cache --------------------------------------------------------------------------
     def reset(self) -> None:
@@ -93,13 +95,18 @@ class Engine:
             shape([1]), shape([self.context_window]), shape([self.prefill_chunk]), shape([PAGE_SIZE]), shape([0])
         )
         _builtin("vm.builtin.kv_state_add_sequence")(self.kv_cache, 0)
-        self.length = 0
+        self.tokens = []
+
+    @property
+    def length(self) -> int:
+        """Number of tokens in the KV cache."""
+        return len(self.tokens)
 
     def rollback(self, n: int) -> None:
         """Drop the last ``n`` tokens from the KV cache (``kv_state_popn``)."""
         if n:
             _builtin("vm.builtin.kv_state_popn")(self.kv_cache, 0, n)
-            self.length -= n
+            del self.tokens[-n:]
 
     # --- forward passes --------------------------------------------------------------------
     def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
@@ -110,11 +117,11 @@ class Engine:
             )
         ids = tvm.runtime.tensor(np.asarray(token_ids, dtype=np.int32), self.device)
         embeds = self.vm["embed"](ids, self.params)
-        embeds = embeds._create_view((1, n, self.hidden_size))  # pylint: disable=protected-access
+        embeds = embeds._create_view((1, n, embeds.shape[-1]))  # pylint: disable=protected-access
         _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
         logits, self.kv_cache = self.vm[function](embeds, self.kv_cache, self.params)
         _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
-        self.length += n
+        self.tokens.extend(int(t) for t in token_ids)
         return logits.numpy()[0]
 
     def prefill(self, token_ids: list[int]) -> np.ndarray:

@@ -8,6 +8,8 @@ accepts draft token ``x`` with probability ``min(1, p(x) / q(x))`` (``p`` the ba
 distribution after temperature/top-p, ``q`` the drafter's) and otherwise resamples from
 ``max(0, p - q)`` normalized, so the output distribution equals plain sampling's.
 
+The draft length is fixed or adapts to the acceptance seen so far
+(:mod:`pipeline.runtime.draft_length`); without a drafter, generation is plain decoding.
 ``max_tokens`` counts emitted tokens only, and a stop token or stop string inside an accepted
 chain ends the output exactly where plain decoding would have ended it.
 """
@@ -15,12 +17,15 @@ chain ends the output exactly where plain decoding would have ended it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
 
+from .draft_length import DraftLength
 from .engine import Engine
+from .generate import GenerationStats, generate
 from .sampling import Sampler, probabilities
 
 
@@ -34,24 +39,33 @@ class Drafter(Protocol):  # pylint: disable=too-few-public-methods
 
 
 @dataclasses.dataclass
-class SpeculativeStats:
-    """Counts of one speculative generation."""
+class SpeculativeStats(GenerationStats):
+    """:class:`GenerationStats` plus the counts of the speculative steps (one ``batch_verify``
+    pass of the base model each)."""
 
     steps: int = 0
     drafted: int = 0
-    emitted: int = 0
+    accepted: int = 0
     accepted_at: list[int] = dataclasses.field(default_factory=list)  # per draft position
     proposed_at: list[int] = dataclasses.field(default_factory=list)
-    stopped_by: str = "max_tokens"
+    draft_lengths: list[int] = dataclasses.field(default_factory=list)  # per step, as drafted
 
     def acceptance_rate(self) -> list[float]:
-        """Acceptance rate per draft position (accepted / proposed)."""
+        """Acceptance rate per draft position: of the steps that drafted a token at position
+        ``i`` (0-based), the fraction whose verify pass accepted it (and so all before it)."""
         return [a / p if p else 0.0 for a, p in zip(self.accepted_at, self.proposed_at)]
 
     @property
+    def accepted_per_step(self) -> float:
+        """Mean accepted draft tokens per step."""
+        return self.accepted / self.steps if self.steps else 0.0
+
+    @property
     def tokens_per_step(self) -> float:
-        """Mean tokens emitted per base-model verify pass."""
-        return self.emitted / self.steps if self.steps else 0.0
+        """Mean tokens a step yields, its accepted draft tokens plus the base model's own (the
+        number of tokens one run of Leviathan et al.'s Algorithm 1 generates; a stop that cuts a
+        step short is not deducted)."""
+        return self.accepted_per_step + 1 if self.steps else 0.0
 
     def record(self, drafted: int, accepted: int) -> None:
         """Count one step that drafted ``drafted`` tokens and accepted ``accepted`` of them."""
@@ -63,6 +77,8 @@ class SpeculativeStats:
             self.accepted_at[i] += int(i < accepted)
         self.steps += 1
         self.drafted += drafted
+        self.accepted += accepted
+        self.draft_lengths.append(drafted)
 
 
 def _accept(logits: np.ndarray, draft: list[int], q: np.ndarray, sampler: Sampler) -> tuple[int, int]:
@@ -89,37 +105,82 @@ def _accept(logits: np.ndarray, draft: list[int], q: np.ndarray, sampler: Sample
 
 
 def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sampler,
-                         drafter: Drafter, draft_length: int, stop_strings: tuple[str, ...] = (),
-                         stats: SpeculativeStats | None = None) -> Iterator[int]:
-    """Yield up to ``max_tokens`` tokens continuing ``prompt_ids``, drafting ``draft_length`` at a time.
+                         drafter: Drafter | None, draft_length: int | DraftLength, stop_strings: tuple[str, ...] = (),
+                         stats: SpeculativeStats | None = None, continue_sequence: bool = False) -> Iterator[int]:
+    """Yield up to ``max_tokens`` (>= 1) tokens continuing ``prompt_ids``, drafting ``draft_length``
+    at a time (an int for a fixed draft length, or a :class:`DraftLength` policy, updated after
+    each step).  Without a ``drafter`` (speculation off) this is
+    :func:`pipeline.runtime.generate.generate` (``stats`` then counts no steps).
 
-    The KV cache always holds every emitted token but the last (``pending``), exactly as after
-    plain decoding; each step verifies ``[pending] + draft`` and pops the rejected entries.
+    Same contract as :func:`pipeline.runtime.generate.generate`: the same tokens for greedy
+    sampling, the same distribution otherwise; stops before a stop token and after the token that
+    completes a stop string; with ``continue_sequence`` the prompt extends the engine's sequence.
+    Between steps the KV cache holds every emitted token but the last (``pending``); each step
+    verifies ``[pending] + draft`` and pops the rejected entries.  On return the cache is as plain
+    decoding leaves it: every emitted token but the last, and the stop token when one ended the output.
     """
     stats = stats if stats is not None else SpeculativeStats()
-    engine.reset()
-    history = list(prompt_ids)
-    emitted: list[int] = []
+    if drafter is None:
+        yield from generate(engine, prompt_ids, max_tokens, sampler, stop_strings, stats, continue_sequence)
+        return
+    policy = draft_length if isinstance(draft_length, DraftLength) else DraftLength(draft_length)
+    if not continue_sequence:
+        engine.reset()
+    start = time.perf_counter()
     step_tokens = [sampler(engine.prefill(prompt_ids))]
-    while True:
-        for token in step_tokens:
-            if token in engine.stop_token_ids:
-                stats.stopped_by = "stop_token"
+    stats.prompt_tokens = len(prompt_ids)
+    stats.prefill_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    emitted: list[int] = []
+    try:
+        while True:
+            end, done = _emit(engine, step_tokens, emitted, max_tokens, stop_strings, stats)
+            yield from step_tokens[:end]
+            if done:
+                _settle_cache(engine, step_tokens, end, stats.stopped_by)
                 return
-            emitted.append(token)
-            history.append(token)
-            stats.emitted += 1
-            yield token
-            if stop_strings and any(s in engine.tokenizer.decode(emitted) for s in stop_strings):
-                stats.stopped_by = "stop_string"
-                return
-            if len(emitted) >= max_tokens:
-                return
-        pending = step_tokens[-1]  # emitted, not yet in the KV cache
-        n = min(draft_length, max_tokens - len(emitted) - 1)  # the step adds at most n + 1 tokens
-        draft, q = drafter.propose(history, n) if n > 0 else ([], np.zeros((0, 0)))
-        logits = engine.verify([pending] + draft)
-        accepted, extra = _accept(logits, draft, q, sampler)
-        engine.rollback(len(draft) - accepted)
-        stats.record(len(draft), accepted)
-        step_tokens = draft[:accepted] + [extra]
+            pending = step_tokens[-1]  # emitted, not yet in the KV cache
+            n = min(policy.current, max_tokens - len(emitted) - 1)  # the step adds at most n + 1 tokens
+            draft, q = drafter.propose(engine.tokens + [pending], n) if n > 0 else ([], np.zeros((0, 0)))
+            logits = engine.verify([pending] + draft)
+            accepted, extra = _accept(logits, draft, q, sampler)
+            engine.rollback(len(draft) - accepted)
+            stats.record(len(draft), accepted)
+            policy.update(len(draft), accepted)
+            step_tokens = draft[:accepted] + [extra]
+    finally:
+        stats.decode_seconds = time.perf_counter() - start
+
+
+def _emit(engine: Engine, step_tokens: list[int], emitted: list[int], max_tokens: int,
+          stop_strings: tuple[str, ...], stats: SpeculativeStats) -> tuple[int, bool]:
+    """Append the tokens of one step to ``emitted`` up to the first stop.  Returns how many of
+    ``step_tokens`` are emitted (a stop token is not, the token completing a stop string is) and
+    whether the output ends there."""
+    for i, token in enumerate(step_tokens):
+        if token in engine.stop_token_ids:
+            stats.stopped_by = "stop_token"
+            return i, True
+        emitted.append(token)
+        stats.generated_tokens += 1
+        if stop_strings and any(s in engine.tokenizer.decode(emitted) for s in stop_strings):
+            stats.stopped_by = "stop_string"
+            return i + 1, True
+        if len(emitted) >= max_tokens:
+            return i + 1, True
+    return len(step_tokens), False
+
+
+def _settle_cache(engine: Engine, step_tokens: list[int], end: int, stopped_by: str) -> None:
+    """Leave the KV cache as plain decoding would after the output ended within ``step_tokens``.
+
+    The cache holds ``step_tokens[:-1]`` (the accepted draft); it must keep the emitted tokens but
+    the last, ``step_tokens[:end - 1]``, or, after a stop token (not emitted, but in the cache after
+    plain decoding), ``step_tokens[:end + 1]``.
+    """
+    keep = end + 1 if stopped_by == "stop_token" else end - 1
+    in_cache = len(step_tokens) - 1
+    if keep > in_cache:
+        engine.decode(step_tokens[in_cache])
+    else:
+        engine.rollback(in_cache - keep)
