@@ -1,0 +1,154 @@
+"""Drive a compiled MTP drafter library (:mod:`pipeline.models.mtp.model`) through the TVM Relax
+VM: catch up on exact (base hidden state, next token) pairs, then draft a chain of tokens.
+
+The base library supplies the embedding (``embed``) and the head (``get_logits``); the caller
+supplies the base's final hidden states (``prefill_to_last_hidden_states`` /
+``batch_verify_to_last_hidden_states``).  The protocol is spelled out in the model module's
+docstring; a runtime ``Drafter`` keeps one :class:`MTPDraftChain` per sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Callable
+
+import numpy as np
+import tvm
+import tvm_ffi
+
+from ...errors import PipelineError
+from ..kv_cache import PAGE_SIZE
+
+
+@dataclasses.dataclass
+class DraftChain:
+    """One chain: ``tokens`` (n), float32 ``logits`` ``(n, vocab)`` each token was chosen from,
+    and ``hidden_states`` ``(n, hidden)``, the drafter outputs those logits came from."""
+
+    tokens: list[int]
+    logits: np.ndarray
+    hidden_states: np.ndarray
+
+
+def _greedy(logits: np.ndarray) -> int:
+    return int(np.argmax(logits))
+
+
+class MTPDraftChain:
+    """One sequence's drafter state: its KV cache, the output of its last exact entry, and the
+    number of speculative entries the last chain left in the cache.
+
+    Args:
+        drafter_vm, drafter_params: the drafter library's VM and its parameters in ``_metadata`` order.
+        base_vm, base_params: the base library's VM and parameters (for ``embed`` and ``get_logits``).
+        max_total_seq_len: cache capacity in tokens (the base's context window).
+        prefill_chunk_size: most pairs per ``prefill_to_last_hidden_states`` call.
+    """
+
+    def __init__(self, drafter_vm, drafter_params, base_vm, base_params, *,  # pylint: disable=too-many-arguments
+                 max_total_seq_len: int, prefill_chunk_size: int):
+        self.vm, self.params = drafter_vm, drafter_params
+        self.base_vm, self.base_params = base_vm, base_params
+        self.max_total_seq_len = max_total_seq_len
+        self.prefill_chunk_size = prefill_chunk_size
+        metadata = json.loads(str(drafter_vm["_metadata"]()))
+        self.dtype = next(p["dtype"] for p in metadata["params"] if p["name"] == "enorm.weight")
+        self.cache = None
+        self.length = 0  # exact entries
+        self.speculative = 0  # entries added by the last chain, popped before the next call
+        self._last: np.ndarray | None = None  # output ``o`` of the last exact entry, (hidden,)
+
+    def reset(self) -> None:
+        """Start a fresh sequence (new, empty cache)."""
+        shape = tvm_ffi.Shape
+        self.cache = self.vm["create_paged_kv_cache"](
+            shape([1]), shape([self.max_total_seq_len]), shape([self.prefill_chunk_size]), shape([PAGE_SIZE]),
+            shape([0]))
+        tvm.get_global_func("vm.builtin.kv_state_add_sequence")(self.cache, 0)
+        self.length, self.speculative, self._last = 0, 0, None
+
+    def accept(self, hidden_states: np.ndarray, next_tokens: list[int]) -> np.ndarray:
+        """Append exact pairs ``(h_j, t_{j+1})`` after dropping the last chain's entries.
+
+        Args:
+            hidden_states: ``(k, hidden)`` base final hidden states ``h_j`` at consecutive positions
+                continuing the cache.
+            next_tokens: the ``k`` tokens ``t_{j+1}`` following them (the last one is the token the
+                base model just produced, not yet verified by it).
+
+        Returns:
+            ``(k, hidden)`` drafter outputs; the last one seeds :meth:`draft`.
+
+        Raises:
+            PipelineError: ``k`` differs between the arguments or is 0, or the cache would overflow.
+        """
+        hidden_states = np.asarray(hidden_states)
+        k = len(next_tokens)
+        if k == 0 or hidden_states.shape[0] != k:
+            raise PipelineError(f"accept: {hidden_states.shape[0]} hidden states for {k} tokens, expected equal and > 0")
+        self._check_room(k)
+        self._discard_chain()
+        outputs = []
+        for start in range(0, k, self.prefill_chunk_size):
+            stop = start + self.prefill_chunk_size
+            fused = self._fuse(next_tokens[start:stop], hidden_states[start:stop])
+            outputs.append(self._forward("prefill_to_last_hidden_states", fused))
+        self.length += k
+        outputs = np.concatenate(outputs)
+        self._last = outputs[-1]
+        return outputs
+
+    def draft(self, n: int, choose: Callable[[np.ndarray], int] = _greedy) -> DraftChain:
+        """Draft ``n`` tokens from the last exact entry; ``choose(logits)`` picks each (argmax by
+        default).  Leaves ``n - 1`` speculative entries in the cache.
+
+        Raises:
+            PipelineError: nothing accepted yet, or the cache would overflow.
+        """
+        if self._last is None:
+            raise PipelineError("draft: no exact entry yet (call accept first)")
+        self._check_room(n - 1)
+        self._discard_chain()
+        hidden = self._last
+        tokens, logits, hiddens = [], [], []
+        for step in range(n):
+            row = self._logits(hidden)
+            tokens.append(choose(row))
+            logits.append(row)
+            hiddens.append(hidden)
+            if step < n - 1:
+                hidden = self._forward("decode_to_last_hidden_states", self._fuse(tokens[-1:], hidden[None]))[0]
+                self.speculative += 1
+        return DraftChain(tokens, np.stack(logits), np.stack(hiddens))
+
+    # --- pieces ----------------------------------------------------------------------------
+    def _check_room(self, k: int) -> None:
+        if self.length + k > self.max_total_seq_len:
+            raise PipelineError(
+                f"drafter cache of {self.length + k} tokens exceeds its capacity ({self.max_total_seq_len})")
+
+    def _discard_chain(self) -> None:
+        if self.speculative:
+            tvm.get_global_func("vm.builtin.kv_state_popn")(self.cache, 0, self.speculative)
+            self.speculative = 0
+
+    def _fuse(self, tokens: list[int], hidden_states: np.ndarray):
+        ids = tvm.runtime.tensor(np.asarray(tokens, dtype=np.int32))
+        embeds = self.base_vm["embed"](ids, self.base_params)
+        hidden = tvm.runtime.tensor(np.ascontiguousarray(hidden_states, dtype=self.dtype))
+        return self.vm["fuse_embed_hidden_states"](embeds, hidden, self.params)
+
+    def _forward(self, function: str, fused) -> np.ndarray:
+        """Run ``(k, hidden)`` fused inputs through the block; ``(k, hidden)`` outputs."""
+        k, hidden = fused.shape
+        builtin = tvm.get_global_func
+        builtin("vm.builtin.kv_state_begin_forward")(self.cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([k]))
+        out, self.cache = self.vm[function](fused._create_view((1, k, hidden)),  # pylint: disable=protected-access
+                                            self.cache, self.params)
+        builtin("vm.builtin.kv_state_end_forward")(self.cache)
+        return out.numpy()[0]
+
+    def _logits(self, hidden: np.ndarray) -> np.ndarray:
+        tensor = tvm.runtime.tensor(np.ascontiguousarray(hidden[None], dtype=self.dtype))
+        return self.base_vm["get_logits"](tensor, self.base_params).numpy()[0]

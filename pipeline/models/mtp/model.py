@@ -1,0 +1,248 @@
+"""A DeepSeek-V3-style multi-token-prediction (MTP) drafter over a Gemma 3 base, as a
+``tvm.relax.frontend.nn`` module with a one-layer paged KV cache of its own.
+
+The module (DeepSeek-V3, arXiv 2412.19437, sec. 2.2, eq. 21-23; transformers 5.24
+``modeling_layers.MtpLayer``): for the pair of a base hidden state ``h_i`` and the embedding of
+the token after it, ``e_{i+1} = emb(t_{i+1})``,
+
+    h'_i = eh_proj(concat(enorm(e_{i+1}), hnorm(h_i)))      (order swapped by ``hidden_states_first``)
+    o_i  = post_norm(block(h'_i))                            (``post_norm`` optional)
+    logits of t_{i+2} = head(o_i)
+
+where ``block`` is one Gemma 3 decoder layer (:class:`~pipeline.models.gemma3.model.Gemma3DecoderLayer`,
+sliding or full attention as ``layer_type`` says, attending over the drafter's own cache).
+
+**Embedding and head are the base's, taken from the base library.**  This library holds only
+the MTP weights (``enorm``, ``hnorm``, ``eh_proj``, ``mtp_block.*``, ``post_norm``): its inputs
+are embeddings made by the base's ``embed`` (scaled by ``sqrt(hidden)``) and the base's final,
+normed hidden states (``prefill_to_last_hidden_states`` / ``batch_verify_to_last_hidden_states``,
+what transformers passes as ``hidden_states[-1]``), and its outputs ``o_i`` go to the base's
+``get_logits`` (tied head, soft-capping if configured).  No second copy of the 262144-row table.
+
+Chaining: the output ``o_i`` is also the hidden state of the next draft step (transformers'
+``MtpModel.forward`` feeds each layer's output to the next); one module is reused for every
+step of a chain.
+
+Exported functions (names of MLC LLM's EAGLE drafter, ``python/mlc_llm/model/eagle``):
+``fuse_embed_hidden_states``, ``prefill_to_last_hidden_states``, ``decode_to_last_hidden_states``,
+``batch_prefill_to_last_hidden_states``, ``batch_decode_to_last_hidden_states``,
+``create_paged_kv_cache``, plus ``_metadata`` from the build.
+
+**How a runtime drives it** (greedy chain; :class:`pipeline.models.mtp.drafting.MTPDraftChain`
+does exactly this).  State: the drafter's KV cache, whose entry ``j`` holds the pair
+``(h_j, t_{j+1})``; the output ``o`` of its last exact entry; the number of speculative entries
+added by the last chain.
+
+1. Base prefill of ``t_0..t_{n-1}`` with ``prefill_to_last_hidden_states`` gives ``h_0..h_{n-1}``;
+   ``get_logits(h_{n-1})`` gives ``t_n``.
+2. Catch-up: ``fuse_embed_hidden_states(embed(t_1..t_n), h_0..h_{n-1})`` then
+   ``prefill_to_last_hidden_states`` appends ``n`` exact entries; keep the last output ``o``.
+3. Draft ``G`` tokens: ``d_1 = argmax get_logits(o)``; for ``k = 2..G``:
+   ``o = decode_to_last_hidden_states(fuse_embed_hidden_states(embed(d_{k-1}), o))``,
+   ``d_k = argmax get_logits(o)``.  This appends ``G - 1`` speculative entries.
+4. Base verify of ``[t_n, d_1..d_G]`` with ``batch_verify_to_last_hidden_states`` (+ ``get_logits``);
+   ``a`` drafts accepted, then the base's next token ``e``.
+5. Pop the ``G - 1`` speculative entries (``vm.builtin.kv_state_popn``), then catch up with the
+   ``a + 1`` exact pairs ``(h_n, d_1), .., (h_{n+a-1}, d_a), (h_{n+a}, e)`` (verify rows ``0..a``);
+   go to 3.
+
+Every cache call is bracketed by ``kv_state_begin_forward`` / ``kv_state_end_forward`` as for the
+base.  The drafter's cache positions run one behind transformers' ``position_ids`` (entry ``j`` is
+RoPE position ``j``, transformers uses ``j + 1`` with ``MtpCache``'s offset); attention depends
+only on position differences, so the two agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tvm import tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
+
+from ..gemma3.model import Gemma3Config, Gemma3DecoderLayer
+from ..kv_cache import create_windowed_paged_kv_cache, current_target
+from ..layers import RMSNorm
+
+LAYER_TYPES = ("sliding_attention", "full_attention")
+
+
+@dataclasses.dataclass
+class MTPConfig:
+    """Hyper-parameters of a Gemma 3 MTP drafter.
+
+    ``base``: the base model's config (sizes, norms, RoPE, window, context; the block is built
+    from it).  ``layer_type``: attention of the MTP block, ``"sliding_attention"`` (the base's
+    ``sliding_window``) or ``"full_attention"`` (transformers' ``mtp_layer_types``).
+    ``use_post_norm``: an RMSNorm of its own on the block output (transformers' ``MtpLayer``
+    default; DeepSeek-V3 checkpoints call it ``shared_head.norm``); without it the block output
+    goes to the head as is.  ``hidden_states_first``: concatenate ``[hnorm(h), enorm(e)]``
+    instead of ``[enorm(e), hnorm(h)]`` (transformers' ``mtp_hidden_states_first``).
+    """
+
+    base: Gemma3Config
+    layer_type: str
+    use_post_norm: bool = True
+    hidden_states_first: bool = False
+
+    model_type = "gemma3_mtp"
+
+    def __post_init__(self):
+        if isinstance(self.base, dict):
+            self.base = Gemma3Config(**self.base)
+        if self.layer_type not in LAYER_TYPES:
+            raise ValueError(f"layer_type {self.layer_type!r} is not one of {LAYER_TYPES}")
+
+    def block_config(self) -> Gemma3Config:
+        """The base config narrowed to the one MTP layer (index 0 of the drafter's cache)."""
+        return dataclasses.replace(self.base, num_hidden_layers=1, layer_types=[self.layer_type])
+
+    # Sizes the build records in ``_metadata`` (pipeline.compile.build.export_model).
+    @property
+    def context_window_size(self) -> int:
+        """Longest sequence (tokens), the base's."""
+        return self.base.context_window_size
+
+    @property
+    def prefill_chunk_size(self) -> int:
+        """Most tokens per prefill call, the base's."""
+        return self.base.prefill_chunk_size
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most sequences per batch, the base's."""
+        return self.base.max_batch_size
+
+    @property
+    def sliding_window(self) -> int:
+        """Window (tokens) of a sliding MTP block, the base's."""
+        return self.base.sliding_window
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (``MTPConfig(**d)`` reads it back)."""
+        return dataclasses.asdict(self)
+
+
+class Gemma3MTP(nn.Module):  # pylint: disable=too-many-instance-attributes
+    """The MTP drafter module with MLC-style entry points (see the module docstring).
+
+    Parameters (transformers' ``MtpLayer`` names): ``enorm.weight``, ``hnorm.weight`` ``(hidden,)``;
+    ``eh_proj.weight`` ``(hidden, 2 * hidden)``; ``mtp_block.*`` (a Gemma 3 decoder layer);
+    ``post_norm.weight`` ``(hidden,)`` when ``use_post_norm``.  RMSNorm weights hold the full
+    multiplier ``1 + w`` (:mod:`pipeline.models.mtp.loader` adds the 1).
+    """
+
+    def __init__(self, config: MTPConfig, dtype: str = "float32"):
+        self.config = config
+        self.dtype = dtype
+        base = config.base
+        h, eps = base.hidden_size, base.rms_norm_eps
+        self.hidden_size = h
+        self.enorm = RMSNorm(h, eps, dtype)
+        self.hnorm = RMSNorm(h, eps, dtype)
+        self.eh_proj = nn.Linear(2 * h, h, bias=False, dtype=dtype)
+        self.mtp_block = Gemma3DecoderLayer(config.block_config(), 0, dtype)
+        self.post_norm = RMSNorm(h, eps, dtype) if config.use_post_norm else None
+
+    def _block(self, hidden_states: Tensor, cache: PagedKVCache) -> Tensor:
+        """``(b, s, hidden)`` fused inputs -> ``(b, s, hidden)`` outputs ``o`` (model dtype)."""
+        x = self.mtp_block(hidden_states.astype("float32"), cache)  # float32 residual stream, as the base
+        return self.post_norm(x) if self.post_norm is not None else x.astype(self.dtype)
+
+    # --- MLC entry points -----------------------------------------------------------------
+    def fuse_embed_hidden_states(self, input_embed: Tensor, hidden_states: Tensor) -> Tensor:
+        """``eh_proj(concat(enorm(e), hnorm(h)))`` (DeepSeek-V3 eq. 21).
+
+        Args:
+            input_embed: ``(seq_len, hidden)`` base embeddings of tokens ``t_{i+1}`` (model dtype).
+            hidden_states: ``(seq_len, hidden)`` base final hidden states ``h_i``, or the drafter's
+                previous output when chaining (model dtype).
+
+        Returns:
+            ``(seq_len, hidden)`` block inputs, model dtype.
+        """
+        parts = [self.enorm(input_embed), self.hnorm(hidden_states)]
+        if self.config.hidden_states_first:
+            parts.reverse()
+        return self.eh_proj(op.concat(parts, dim=-1))
+
+    def prefill_to_last_hidden_states(self, hidden_states: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, s, hidden)`` fused inputs -> ``(1, s, hidden)`` outputs ``o``, and the cache."""
+        return self._block(hidden_states, paged_kv_cache), paged_kv_cache
+
+    def decode_to_last_hidden_states(self, hidden_states: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, 1, hidden)`` fused input -> ``(1, 1, hidden)`` output ``o``, and the cache."""
+        return self._block(hidden_states, paged_kv_cache), paged_kv_cache
+
+    def batch_prefill_to_last_hidden_states(self, hidden_states: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, s, hidden)`` packed sequences -> ``(1, s, hidden)`` outputs, and the cache."""
+        return self._block(hidden_states, paged_kv_cache), paged_kv_cache
+
+    def batch_decode_to_last_hidden_states(self, hidden_states: Tensor, paged_kv_cache: PagedKVCache):
+        """``(b, 1, hidden)`` -> ``(b, 1, hidden)`` outputs, and the cache."""
+        return self._block(hidden_states, paged_kv_cache), paged_kv_cache
+
+    def create_paged_kv_cache(  # pylint: disable=too-many-arguments
+        self,
+        max_batch_size: tirx.Var,
+        max_total_seq_len: tirx.Var,
+        prefill_chunk_size: tirx.Var,
+        page_size: tirx.Var,
+        support_sliding_window: tirx.Var,
+    ) -> PagedKVCache:
+        """The drafter's one-layer paged KV cache (sizes given at run time, as for the base;
+        ``support_sliding_window`` is ignored: a sliding block's window is applied exactly by
+        the kernels of :mod:`pipeline.models.kv_cache`)."""
+        del support_sliding_window
+        c = self.config.block_config()
+        return create_windowed_paged_kv_cache(
+            max_batch_size=max_batch_size,
+            max_total_seq_len=max_total_seq_len,
+            prefill_chunk_size=prefill_chunk_size,
+            page_size=page_size,
+            num_hidden_layers=1,
+            num_attention_heads=c.num_attention_heads,
+            num_key_value_heads=c.num_key_value_heads,
+            head_dim=c.head_dim,
+            sliding_window=c.sliding_window,
+            dtype=self.dtype,
+            target=current_target(),
+        )
+
+    def get_default_spec(self) -> nn.spec.ModuleSpec:
+        """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""
+        h, dtype = self.hidden_size, self.dtype
+        packed = {"param_mode": "packed", "effect_mode": "none"}
+        cache = nn.spec.Object(object_type=PagedKVCache)
+
+        def forward_spec(shape):
+            return {"hidden_states": nn.spec.Tensor(shape, dtype), "paged_kv_cache": cache, "$": packed}
+
+        spec = {
+            "fuse_embed_hidden_states": {
+                "input_embed": nn.spec.Tensor(["seq_len", h], dtype),
+                "hidden_states": nn.spec.Tensor(["seq_len", h], dtype), "$": packed},
+            "prefill_to_last_hidden_states": forward_spec([1, "seq_len", h]),
+            "decode_to_last_hidden_states": forward_spec([1, 1, h]),
+            "batch_prefill_to_last_hidden_states": forward_spec([1, "seq_len", h]),
+            "batch_decode_to_last_hidden_states": forward_spec(["batch_size", 1, h]),
+            "create_paged_kv_cache": {
+                "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int,
+                "page_size": int, "support_sliding_window": int,
+                "$": {"param_mode": "none", "effect_mode": "none"}},
+        }
+        return nn.spec.ModuleSpec.from_raw(spec, self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrafterKind:
+    """What :func:`pipeline.compile.build.export_model` needs of a model kind: the
+    ``model_type`` recorded in ``_metadata`` and the module class."""
+
+    name: str
+    model_cls: type
+
+
+GEMMA3_MTP = DrafterKind(name=MTPConfig.model_type, model_cls=Gemma3MTP)
