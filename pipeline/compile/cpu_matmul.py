@@ -17,6 +17,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.s_tir.schedule.schedule import ScheduleError
 from tvm.target import Target
 
 LANES = 8
@@ -54,6 +55,13 @@ class CPUMatmul(ScheduleRule):
         if not isinstance(k_extent, int) or k_extent % LANES:
             return None
 
+        try:
+            return self._schedule(sch, main, producers, epilogues)
+        except ScheduleError:  # a fusion the primitives reject (e.g. a gathered expert product
+            return None       # feeding several consumers): leave it to the default schedule
+
+    @staticmethod
+    def _schedule(sch, main, producers, epilogues):  # pylint: disable=too-many-locals
         row_extent = 1
         for it in main.iters[:-2]:
             row_extent = row_extent * it.dom if isinstance(it.dom, int) and isinstance(row_extent, int) else None

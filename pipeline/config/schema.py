@@ -3,12 +3,40 @@
 Sections: ``name``; ``model`` (family and config overrides); ``source`` (base weights: a GGUF
 file or a Hugging Face directory, by path or from an installed Python package); ``quantization``
 (MLC LLM's names, ``python/mlc_llm/quantization/quantization.py``); ``targets`` (preset names
-from ``targets/``); ``output``; ``generation`` defaults; ``mtp`` (reserved for MTP drafters).
+from ``targets/``); ``output``; ``generation`` defaults; ``speculative`` (whether and how the
+runtime decodes speculatively by default); ``mtp`` (reserved for MTP drafters).
 """
 
 QUANTIZATIONS = ["q0f32", "q0f16", "q4f16_1", "q4f32_1"]
 FAMILIES = ["gemma3"]
 SOURCE_FORMATS = ["gguf", "hf-safetensors"]
+SPECULATIVE_MODES = ["off", "mtp"]
+
+# Speculative decoding settings, the same keys in the YAML file and in the package's runtime config
+# (``mlc-mtp-config.json``), which adds the drafter's files (RUNTIME_SPECULATIVE).  The draft length
+# rule is in pipeline/runtime/draft_length.py.
+SPECULATIVE_DEFAULTS = {"mode": "off", "draft_length": 3, "adaptive": True, "min_draft_length": 1,
+                        "max_draft_length": 8}
+SPECULATIVE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "mode": {"enum": SPECULATIVE_MODES, "description": "off: plain decoding; mtp: the package's MTP drafter"},
+        "draft_length": {"type": "integer", "minimum": 1, "description": "tokens drafted per step (the first step's when adaptive)"},
+        "adaptive": {"type": "boolean", "description": "grow the draft length after fully accepted steps, shrink it after rejections"},
+        "min_draft_length": {"type": "integer", "minimum": 1},
+        "max_draft_length": {"type": "integer", "minimum": 1},
+    },
+}
+RUNTIME_SPECULATIVE = {
+    **SPECULATIVE,
+    "properties": {
+        **SPECULATIVE["properties"],
+        "drafter_lib": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
+                        "description": "target preset -> drafter library path inside the package"},
+        "drafter_weights": {"type": ["string", "null"], "description": "drafter weights directory inside the package"},
+    },
+}
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -61,13 +89,13 @@ SCHEMA = {
                 "prompt": {"type": "string"},
             },
         },
+        "speculative": SPECULATIVE,
         "mtp": {
             "type": "object",
             "additionalProperties": False,
             "description": "Reserved: multi-token-prediction heads (filled in by later releases).",
             "properties": {
                 "source": {"type": "object"},
-                "draft_length": {"type": "integer", "minimum": 1},
             },
         },
     },

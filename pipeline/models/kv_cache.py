@@ -33,6 +33,18 @@ def require_kernel_target(kind: str, where: str) -> None:
         )
 
 
+def current_target() -> Target:
+    """The target being compiled for (entered by :func:`pipeline.compile.build.compile_model`).
+
+    Raises:
+        RuntimeError: outside a ``with Target(...)`` scope.
+    """
+    current = Target.current(allow_none=True)
+    if current is None:
+        raise RuntimeError("create_paged_kv_cache must be exported inside a `with Target(...)` scope")
+    return current
+
+
 def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
     *,
     max_batch_size: tirx.Var,

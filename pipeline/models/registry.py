@@ -11,6 +11,9 @@ from typing import Any, Callable
 from ..errors import PipelineError
 from .gemma3 import loader as gemma3_loader
 from .gemma3.model import Gemma3Config, Gemma3ForCausalLM
+from .gemma4 import loader as gemma4_loader
+from .gemma4.config import Gemma4Config
+from .gemma4.model import Gemma4ForCausalLM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,17 @@ FAMILIES = {
         hf_name=gemma3_loader.hf_name,
         hf_transform=gemma3_loader.hf_transform,
         gguf_architecture="gemma3",
+    ),
+    "gemma4": Family(
+        name="gemma4",
+        config_cls=Gemma4Config,
+        model_cls=Gemma4ForCausalLM,
+        config_from_hf=Gemma4Config.from_hf,
+        config_from_gguf=gemma4_loader.config_from_gguf,
+        gguf_name_map=gemma4_loader.gguf_name_map,
+        hf_name=gemma4_loader.hf_name,
+        hf_transform=gemma4_loader.hf_transform,
+        gguf_architecture="gemma4",
     ),
 }
 

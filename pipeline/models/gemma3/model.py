@@ -32,8 +32,8 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from ..attention_kernels import sliding_sm_scale
-from ..kv_cache import create_windowed_paged_kv_cache
-from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope
+from ..kv_cache import create_windowed_paged_kv_cache, current_target
+from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
 
 
 @dataclasses.dataclass
@@ -221,19 +221,7 @@ class Gemma3ForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribu
 
     def get_logits(self, hidden_states: Tensor) -> Tensor:
         """``(..., hidden)`` -> ``(..., vocab)`` float32 logits (soft-capped when configured)."""
-        logits = self.model.embed_tokens.lm_head_forward(hidden_states)
-        cap = self.config.final_logit_softcapping
-        if cap is not None:
-            logits = op.tanh(logits / cap) * cap
-        return logits
-
-    @staticmethod
-    def _last_position(x: Tensor) -> Tensor:
-        def index(t: te.Tensor):
-            b, s, d = t.shape
-            return te.compute((b, 1, d), lambda i, _, k: t[i, s - 1, k], name="last_position")
-
-        return op.tensor_expr_op(index, "last_position", [x])
+        return tied_logits(self.model.embed_tokens, hidden_states, self.config.final_logit_softcapping)
 
     # --- MLC entry points -----------------------------------------------------------------
     def prefill_to_last_hidden_states(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
@@ -243,7 +231,7 @@ class Gemma3ForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribu
     def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
         """``(1, s, hidden)`` -> ``(1, 1, vocab)`` logits of the last token, and the cache."""
         hidden = self.model(input_embed, paged_kv_cache)
-        return self.get_logits(self._last_position(hidden)), paged_kv_cache
+        return self.get_logits(last_position(hidden)), paged_kv_cache
 
     def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
         """``(1, 1, hidden)`` -> ``(1, 1, vocab)`` logits, and the cache."""
@@ -290,7 +278,7 @@ class Gemma3ForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribu
             head_dim=c.head_dim,
             sliding_window=c.sliding_window,
             dtype=self.dtype,
-            target=_current_target(),
+            target=current_target(),
         )
 
     def get_default_spec(self) -> nn.spec.ModuleSpec:
@@ -321,14 +309,3 @@ class Gemma3ForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribu
                 "$": {"param_mode": "none", "effect_mode": "none"}},
         }
         return nn.spec.ModuleSpec.from_raw(spec, self)
-
-
-
-def _current_target():
-    """The target being compiled for (set by :func:`pipeline.compile.build.compile_model`)."""
-    from tvm.target import Target  # pylint: disable=import-outside-toplevel
-
-    current = Target.current(allow_none=True)
-    if current is None:
-        raise RuntimeError("create_paged_kv_cache must be exported inside a `with Target(...)` scope")
-    return current
