@@ -119,6 +119,9 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     for preset in presets:  # refuse a target before any stage runs
         preset.check_buildable()
         require_kernel_target(preset.target["kind"], f"{preset.path}: target {preset.name}")
+    if config.speculative["mode"] != "off":  # no drafter is built yet, so no package could use it
+        raise PipelineError(f"{config.path}: speculative.mode: {config.speculative['mode']!r}, expected 'off': "
+                            f"this build packages no drafter yet")
     output = Path(output or config.output)
     source_path = config.source_path()
     code = _code_digest()
@@ -200,7 +203,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
             "model_lib": libraries,
             "source": {"format": config.source_format, "path": str(source_path)},
             "generation": {k: config.generation[k] for k in ("max_tokens", "stop")},
-            "speculative": {"mode": "off"},
+            "speculative": {**config.speculative, "drafter_lib": None, "drafter_weights": None},
         }
         (tmp / RUNTIME_CONFIG).write_text(json.dumps(runtime, indent=2))
     say(f"package: wrote {output}")

@@ -32,6 +32,33 @@ def _settings(args, engine) -> None:
             setattr(args, name, defaults.get(name, {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64}[name]))
     if hasattr(args, "stop") and not args.stop:
         args.stop = list(defaults.get("stop", []))
+    if args.max_tokens < 1:
+        raise PipelineError(f"--max-tokens: {args.max_tokens}, expected >= 1")
+
+
+def _speculation(args, engine):
+    """The drafter (None: plain decoding) and draft-length policy for the package's speculative
+    settings as overridden by ``--speculative``, ``--draft-length`` and ``--adaptive``."""
+    from .runtime.drafter import (  # pylint: disable=import-outside-toplevel
+        draft_length_policy, load_drafter, package_speculative)
+
+    settings = package_speculative(engine.package, engine.runtime_config, _speculative_overrides(args))
+    return load_drafter(engine, settings), draft_length_policy(settings)
+
+
+def _speculative_overrides(args) -> dict:
+    """Speculative settings given on the command line (None: the package's)."""
+    return {"mode": args.speculative, "draft_length": args.draft_length, "adaptive": args.adaptive}
+
+
+def _speculative_report(stats) -> str:
+    """One line on the speculative steps of a generation (empty when there were none)."""
+    if not stats.steps:
+        return ""
+    rates = " ".join(f"{rate:.2f}" for rate in stats.acceptance_rate())
+    return (f"; speculative: {stats.steps} steps, {stats.tokens_per_step:.2f} tokens/step, "
+            f"acceptance per draft position {rates}, draft lengths {min(stats.draft_lengths)}-"
+            f"{max(stats.draft_lengths)}")
 
 
 def _stream(tokenizer, tokens) -> None:
@@ -60,22 +87,24 @@ def _sampler(args):
 def _generate(args) -> None:
     from .runtime.chat import encode_turn  # pylint: disable=import-outside-toplevel
     from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
-    from .runtime.generate import GenerationStats, generate  # pylint: disable=import-outside-toplevel
+    from .runtime.speculative import SpeculativeStats, speculative_generate  # pylint: disable=import-outside-toplevel
 
     engine = Engine(args.package, model_lib=args.model_lib)
     _settings(args, engine)
     sampler = _sampler(args)
+    drafter, draft_length = _speculation(args, engine)
     if args.chat:
         prompt_ids = encode_turn(engine, args.prompt, first=True)
     else:
         prompt_ids = [engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(
             args.prompt, add_special_tokens=False).ids
-    stats = GenerationStats()
+    stats = SpeculativeStats()
     sys.stdout.write(args.prompt if not args.chat else "")
-    _stream(engine.tokenizer, generate(engine, prompt_ids, args.max_tokens, sampler, tuple(args.stop), stats))
+    _stream(engine.tokenizer, speculative_generate(engine, prompt_ids, args.max_tokens, sampler, drafter,
+                                                   draft_length, tuple(args.stop), stats))
     print(f"[{stats.prompt_tokens} prompt tokens, prefill {stats.prefill_rate:.1f} tok/s; "
           f"{stats.generated_tokens} generated, decode {stats.decode_rate:.1f} tok/s; "
-          f"stopped by {stats.stopped_by}]", file=sys.stderr)
+          f"stopped by {stats.stopped_by}{_speculative_report(stats)}]", file=sys.stderr)
 
 
 def _chat(args) -> None:
@@ -84,7 +113,7 @@ def _chat(args) -> None:
 
     engine = Engine(args.package, model_lib=args.model_lib)
     _settings(args, engine)
-    session = ChatSession(engine, _sampler(args), args.max_tokens)
+    session = ChatSession(engine, _sampler(args), args.max_tokens, *_speculation(args, engine))
     print("Chatting with", args.package, "- empty line or Ctrl-D to quit.", file=sys.stderr)
     while True:
         try:
@@ -100,7 +129,8 @@ def _bench(args) -> None:
     from .runtime.bench import run_bench  # pylint: disable=import-outside-toplevel
 
     run_bench(args.package, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
-              threads=args.threads, gguf=args.gguf, model_lib=args.model_lib, repeats=args.repeats)
+              threads=args.threads, gguf=args.gguf, model_lib=args.model_lib, repeats=args.repeats,
+              speculative=_speculative_overrides(args))
 
 
 def _inspect(args) -> None:
@@ -115,6 +145,16 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None, help="default: the config's")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--model-lib", type=Path, default=None, help="library to load instead of the package's")
+    _add_speculative(p)
+
+
+def _add_speculative(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speculative", choices=["off", "mtp"], default=None,
+                   help="off: plain decoding; mtp: draft with the package's MTP drafter (default: the package's)")
+    p.add_argument("--draft-length", type=int, default=None,
+                   help="tokens drafted per step, the first step's when adaptive (default: the package's)")
+    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                   help="adapt the draft length to the acceptance rate (default: the package's)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -145,7 +185,8 @@ def parser() -> argparse.ArgumentParser:
     _add_sampling(p)
     p.set_defaults(func=_chat)
 
-    p = sub.add_parser("bench", help="prefill/decode tokens/s and peak memory, beside llama.cpp")
+    p = sub.add_parser("bench", help="prefill/decode tokens/s and peak memory, beside llama.cpp; "
+                                     "with --speculative mtp also acceptance and speed-up")
     p.add_argument("package", type=Path)
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--decode-tokens", type=int, default=64)
@@ -153,6 +194,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gguf", type=Path, default=None, help="GGUF for the llama.cpp peer (default: the package's source)")
     p.add_argument("--model-lib", type=Path, default=None)
+    _add_speculative(p)
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("inspect", help="what a .litertlm, .tflite, GGUF or safetensors file holds")

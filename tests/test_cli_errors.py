@@ -178,3 +178,38 @@ def test_unusable_target_preset(capsys, tmp_path, out, name, text, needles):
     good = write_gguf(tmp_path / "good.gguf")
     status, err = run_build(capsys, gguf_config(tmp_path, good), "--target", str(preset))
     assert_clean_failure(status, err, out, f"{name}.yaml", *needles)
+
+
+def run_cli(capsys, *argv):
+    status = main(list(argv))
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("command,flags,needles", [
+    ("generate", ["--speculative", "mtp"], ["speculative mode 'mtp' needs a drafter", "speculative.drafter_lib",
+                                            "for target 'cpu'", "the package holds no drafter"]),
+    ("bench", ["--speculative", "mtp"], ["speculative mode 'mtp' needs a drafter", "speculative.drafter_lib"]),
+    ("chat", ["--speculative", "mtp"], ["speculative mode 'mtp' needs a drafter"]),
+    ("generate", ["--draft-length", "4"], ["with draft_length=4", "speculative.mode: 'off', expected 'mtp'"]),
+    ("bench", ["--no-adaptive"], ["with adaptive=False", "speculative.mode: 'off', expected 'mtp'"]),
+    ("generate", ["--speculative", "mtp", "--draft-length", "0"], ["speculative.draft_length: 0", "minimum of 1"]),
+], ids=["generate-no-drafter", "bench-no-drafter", "chat-no-drafter", "draft-length-while-off",
+        "adaptive-while-off", "draft-length-zero"])
+def test_bad_speculative_settings_on_the_command_line(capsys, tiny_package, command, flags, needles):
+    package = tiny_package[0]
+    extra = ["--prompt", "w4"] if command == "generate" else []
+    status, err = run_cli(capsys, command, str(package), *extra, *flags)
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {package}"), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_max_tokens_below_one(capsys, tiny_package):
+    status, err = run_cli(capsys, "generate", str(tiny_package[0]), "--prompt", "w4", "--max-tokens", "0")
+    assert status == 2 and err == ["error: --max-tokens: 0, expected >= 1"]
+
+
+def test_build_refuses_speculation_it_cannot_package(capsys, tmp_path, out):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "absent.gguf", fmt="gguf", speculative={"mode": "mtp"})
+    status, err = run_build(capsys, config)
+    assert_clean_failure(status, err, out, "c.yaml", "speculative.mode: 'mtp', expected 'off'", "no drafter")

@@ -11,7 +11,7 @@ import jsonschema
 import yaml
 
 from ..errors import PipelineError
-from .schema import SCHEMA
+from .schema import SCHEMA, SPECULATIVE, SPECULATIVE_DEFAULTS
 
 GENERATION_DEFAULTS = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "stop": [],
                        "prompt": "The capital of France is"}
@@ -31,6 +31,7 @@ class PipelineConfig:
     targets: list[str]
     output: Path
     generation: dict[str, Any]
+    speculative: dict[str, Any]
     mtp: dict[str, Any] | None
 
     def source_path(self) -> Path:
@@ -69,6 +70,28 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "oneOf":
         return f"{key}: give exactly one of 'path' or 'package'"
     return f"{key}: {error.message}"
+
+
+def speculative_settings(section: dict[str, Any] | None, where: str, schema: dict = SPECULATIVE) -> dict[str, Any]:
+    """A ``speculative`` section (YAML or runtime config) checked against ``schema`` and completed
+    with :data:`~pipeline.config.schema.SPECULATIVE_DEFAULTS`.
+
+    Raises:
+        PipelineError: ``<where>: speculative.<key>: <value> ...`` for a key, type or range the
+            schema refuses, or an adaptive ``draft_length`` outside its bounds.
+    """
+    errors = sorted(jsonschema.Draft202012Validator({"properties": {"speculative": schema}}).iter_errors(
+        {"speculative": section if section is not None else {}}), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise PipelineError(f"{where}: {_describe(errors[0])}")
+    settings = {**SPECULATIVE_DEFAULTS, **(section or {})}
+    low, high, initial = settings["min_draft_length"], settings["max_draft_length"], settings["draft_length"]
+    if low > high:
+        raise PipelineError(f"{where}: speculative.min_draft_length: {low}, expected <= max_draft_length {high}")
+    if settings["adaptive"] and not low <= initial <= high:
+        raise PipelineError(f"{where}: speculative.draft_length: {initial}, expected within "
+                            f"[min_draft_length {low}, max_draft_length {high}] when adaptive")
+    return settings
 
 
 def load_config(path: str | Path) -> PipelineConfig:
@@ -110,5 +133,6 @@ def load_config(path: str | Path) -> PipelineConfig:
         targets=list(raw.get("targets", ["cpu"])),
         output=output,
         generation=generation,
+        speculative=speculative_settings(raw.get("speculative"), str(path)),
         mtp=raw.get("mtp"),
     )

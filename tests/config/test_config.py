@@ -22,6 +22,15 @@ def test_defaults_are_filled(tmp_path):
     assert config.quantization == "q4f16_1" and config.targets == ["cpu"]
     assert config.generation["temperature"] == 0.0 and config.generation["max_tokens"] == 64
     assert config.mtp is None
+    assert config.speculative == {"mode": "off", "draft_length": 3, "adaptive": True, "min_draft_length": 1,
+                                  "max_draft_length": 8}
+
+
+def test_speculative_section_overrides_the_defaults(tmp_path):
+    """A fixed draft length is not held to the adaptive bounds."""
+    config = load_config(write(tmp_path, BASE + "speculative: {mode: mtp, draft_length: 12, adaptive: false}\n"))
+    assert config.speculative == {"mode": "mtp", "draft_length": 12, "adaptive": False, "min_draft_length": 1,
+                                  "max_draft_length": 8}
 
 
 def test_the_repository_configs_validate():
@@ -30,8 +39,8 @@ def test_the_repository_configs_validate():
 
 
 def test_reserved_mtp_section_is_accepted(tmp_path):
-    config = load_config(write(tmp_path, BASE + "mtp: {draft_length: 3}\n"))
-    assert config.mtp == {"draft_length": 3}
+    config = load_config(write(tmp_path, BASE + "mtp: {source: {path: drafter.litertlm}}\n"))
+    assert config.mtp == {"source": {"path": "drafter.litertlm"}}
 
 
 @pytest.mark.parametrize("extra,needles", [
@@ -41,6 +50,14 @@ def test_reserved_mtp_section_is_accepted(tmp_path):
     ("source: {format: gguf, path: a, package: b}\n", ["source", "exactly one of 'path' or 'package'"]),
     ("source: {format: onnx, path: a}\n", ["source.format", "'onnx'", "hf-safetensors"]),
     ("model: {family: gemma3, overrides: {windw: 3}}\n", ["model.overrides", "windw", "sliding_window"]),
+    ("speculative: {mode: eagle}\n", ["speculative.mode", "'eagle'", "'off', 'mtp'"]),
+    ("speculative: {draft_length: 0}\n", ["speculative.draft_length", "0", "minimum of 1"]),
+    ("speculative: {adaptive: sometimes}\n", ["speculative.adaptive", "'sometimes'", "boolean"]),
+    ("speculative: {draft_lenght: 2}\n", ["speculative", "draft_lenght", "draft_length, max_draft_length"]),
+    ("speculative: {draft_length: 9}\n", ["speculative.draft_length", "9", "[min_draft_length 1, max_draft_length 8]"]),
+    ("speculative: {min_draft_length: 4, max_draft_length: 2}\n",
+     ["speculative.min_draft_length", "4", "<= max_draft_length 2"]),
+    ("mtp: {draft_length: 3}\n", ["mtp", "draft_length", "allowed keys: source"]),
 ])
 def test_schema_errors_name_key_value_and_allowed(tmp_path, extra, needles):
     text = BASE

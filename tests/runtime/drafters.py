@@ -48,12 +48,14 @@ class NoisyOracleDrafter(OracleDrafter):
 class SelfDrafter:
     """Greedy drafts by a second engine over the same package, for any history (chat turns too):
     ``offset`` 0 proposes the base model's own argmax chain (every token accepted under greedy
-    verification), ``offset`` k proposes ``(argmax + k) mod vocab`` (the first token always rejected)."""
+    verification), ``offset`` k proposes ``(argmax + k) mod vocab`` (the first token always rejected).
+    ``proposals`` counts the calls."""
 
     def __init__(self, package, offset=0):
-        self.engine, self.offset = Engine(package), offset
+        self.engine, self.offset, self.proposals = Engine(package), offset, 0
 
     def propose(self, history, n):
+        self.proposals += 1
         self.engine.reset()
         logits = self.engine.prefill(history)
         tokens = []
