@@ -1,16 +1,18 @@
 """A DeepSeek-V3-style multi-token-prediction (MTP) drafter over a Gemma 3 base, as a
 ``tvm.relax.frontend.nn`` module with a one-layer paged KV cache of its own.
 
-The module (DeepSeek-V3, arXiv 2412.19437, sec. 2.2, eq. 21-23; transformers 5.24
+The module (DeepSeek-V3, arXiv 2412.19437, sec. 2.2; transformers 5.24
 ``modeling_layers.MtpLayer``): for the pair of a base hidden state ``h_i`` and the embedding of
 the token after it, ``e_{i+1} = emb(t_{i+1})``,
 
-    h'_i = eh_proj(concat(enorm(e_{i+1}), hnorm(h_i)))      (order swapped by ``hidden_states_first``)
+    h'_i = eh_proj(concat(enorm(e_{i+1}), hnorm(h_i)))
     o_i  = post_norm(block(h'_i))                            (``post_norm`` optional)
     logits of t_{i+2} = head(o_i)
 
 where ``block`` is one Gemma 3 decoder layer (:class:`~pipeline.models.gemma3.model.Gemma3DecoderLayer`,
 sliding or full attention as ``layer_type`` says, attending over the drafter's own cache).
+The concatenation order is transformers' default (``MtpLayer``); the paper writes
+``[RMSNorm(h); RMSNorm(Emb(t))]``, which ``hidden_states_first`` selects.
 
 **Embedding and head are the base's, taken from the base library.**  This library holds only
 the MTP weights (``enorm``, ``hnorm``, ``eh_proj``, ``mtp_block.*``, ``post_norm``): its inputs
@@ -18,6 +20,9 @@ are embeddings made by the base's ``embed`` (scaled by ``sqrt(hidden)``) and the
 normed hidden states (``prefill_to_last_hidden_states`` / ``batch_verify_to_last_hidden_states``,
 what transformers passes as ``hidden_states[-1]``), and its outputs ``o_i`` go to the base's
 ``get_logits`` (tied head, soft-capping if configured).  No second copy of the 262144-row table.
+The base's final norm is not applied to ``o`` (transformers' ``MtpModel`` puts ``post_norm`` or
+nothing before the shared head); a drafter trained to reuse the base's final norm is this module
+with the base's ``model.norm.weight`` loaded as ``post_norm``.
 
 Chaining: the output ``o_i`` is also the hidden state of the next draft step (transformers'
 ``MtpModel.forward`` feeds each layer's output to the next); one module is reused for every
@@ -153,7 +158,8 @@ class Gemma3MTP(nn.Module):  # pylint: disable=too-many-instance-attributes
 
     # --- MLC entry points -----------------------------------------------------------------
     def fuse_embed_hidden_states(self, input_embed: Tensor, hidden_states: Tensor) -> Tensor:
-        """``eh_proj(concat(enorm(e), hnorm(h)))`` (DeepSeek-V3 eq. 21).
+        """``eh_proj(concat(enorm(e), hnorm(h)))`` (DeepSeek-V3 sec. 2.2; halves swapped when
+        ``hidden_states_first``).
 
         Args:
             input_embed: ``(seq_len, hidden)`` base embeddings of tokens ``t_{i+1}`` (model dtype).
