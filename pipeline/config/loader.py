@@ -117,6 +117,9 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise PipelineError(f"{path}: malformed YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    speculative = raw.get("speculative")
+    if isinstance(speculative, dict) and speculative.get("mode") is False:
+        speculative["mode"] = "off"  # YAML 1.1 (PyYAML) reads an unquoted `mode: off` as false
     errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
         raise PipelineError(f"{path}: {_describe(errors[0])}")

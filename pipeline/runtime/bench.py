@@ -226,7 +226,11 @@ def print_speculative_table(result: dict, settings: dict, prompt_tokens: int, de
 
 
 def _main() -> None:
-    print(json.dumps(run_worker(sys.argv[1:])))
+    try:
+        print(json.dumps(run_worker(sys.argv[1:])))
+    except PipelineError as err:  # one line for the parent to report
+        print(err, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

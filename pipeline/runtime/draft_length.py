@@ -35,7 +35,3 @@ class DraftLength:
             return
         step = 1 if accepted == drafted else -1
         self.current = min(self.maximum, max(self.minimum, self.current + step))
-
-    def describe(self) -> str:
-        """``3`` or ``3, adaptive in [1, 8]``: for reports."""
-        return f"{self.current}, adaptive in [{self.minimum}, {self.maximum}]" if self.adaptive else f"{self.current}"

