@@ -105,10 +105,114 @@ def _stage(name: str, key: str, force: bool, produce: Callable[[Path], None], sa
     return StageReport(name, key, False, path, seconds)
 
 
+@dataclasses.dataclass
+class ModelStages:
+    """What import, convert and compile produced for one model (the base model or its drafter)."""
+
+    config: Any
+    imported: Path
+    converted: Path
+    libraries: dict[str, tuple[Path, str]]  # preset name -> (stage directory, library file name)
+
+
+def _model_stages(role: str, family, source_format: str, source_path: Path, overrides: dict[str, Any],
+                  scheme, presets: list[TargetPreset], lib_stem: str, force: bool, progress: bool,
+                  say: Callable[[str], None], reports: list[StageReport]) -> ModelStages:
+    """Run (or reuse) import -> convert -> compile[target] for one model; ``role`` prefixes the
+    stage names (``""`` for the base model, ``"drafter-"`` for its MTP drafter)."""
+    code = _code_digest()
+    import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path), overrides)
+
+    def do_import(tmp: Path) -> None:
+        model_config, weights = import_weights(family, source_format, source_path, overrides, progress)
+        (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
+        save_file(weights, str(tmp / "weights.safetensors"))
+        if not role:
+            _import_tokenizer(source_format, source_path, tmp / "tokenizer")
+
+    reports.append(_stage(role + "import", import_key, force, do_import, say))
+    imported = reports[-1].path
+    model_config = family.config_cls(**json.loads((imported / "model-config.json").read_text()))
+
+    # convert: weights in the stored (quantized) form, as MLC's tensor cache.
+    convert_key = _digest(role + "convert", code, import_key, scheme.name)
+    model, quantized = quantize_model(family.model_cls(model_config, scheme.model_dtype), scheme)
+    params = [(name, [int(x) for x in p.shape], p.dtype) for name, p in model.named_parameters()]
+
+    def do_convert(tmp: Path) -> None:
+        weights = load_file(str(imported / "weights.safetensors"))
+        stored = dict(quantize_params(tqdm(weights.items(), desc=role + "convert", unit="tensor",
+                                           disable=not progress), quantized, scheme))
+        for name, shape, dtype in params:
+            array = stored[name]
+            if list(array.shape) != shape or str(array.dtype) != dtype:
+                raise PipelineError(f"convert: {name} is {array.shape} {array.dtype}, expected {shape} {dtype}")
+        write_tensor_cache(((name, stored[name]) for name, _, _ in params), tmp,
+                           {"ParamSize": len(params), "ParamBytes": int(sum(a.nbytes for a in stored.values())),
+                            "BitsPerParam": 4 if scheme.quantized else np.dtype(scheme.model_dtype).itemsize * 8})
+
+    reports.append(_stage(role + "convert", convert_key, force, do_convert, say))
+    converted = reports[-1].path
+
+    libraries = {}
+    for preset in presets:
+        lib = library_name(lib_stem, scheme.name, preset)
+        compile_key = _digest(role + "compile", code, family.name, model_config.to_dict(), scheme.name,
+                              preset.path.read_text(), preset.resolved_target(), _tvm_version())
+
+        def do_compile(tmp: Path, preset=preset, lib=lib) -> None:
+            mod, _, _ = export_model(family, model_config, scheme, preset, lib_stem)
+            compile_module(mod, preset, tmp / lib)
+
+        reports.append(_stage(f"{role}compile[{preset.name}]", compile_key, force, do_compile, say))
+        libraries[preset.name] = (reports[-1].path, lib)
+    return ModelStages(model_config, imported, converted, libraries)
+
+
+def _import_tokenizer(source_format: str, source_path: Path, directory: Path) -> None:
+    """Tokenizer files of the base model: made from GGUF metadata, or copied from the HF directory."""
+    directory.mkdir()
+    if source_format == "gguf":
+        write_tokenizer_json(source_path, directory)
+        return
+    for name in HF_TOKENIZER_FILES:
+        if (source_path / name).exists():
+            shutil.copy(source_path / name, directory / name)
+    if not any(directory.iterdir()):
+        raise PipelineError(f"{source_path}: no tokenizer files ({', '.join(HF_TOKENIZER_FILES)})")
+
+
+def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path] | None:
+    """The ``mtp`` section's ``(family, format, path)``; None without one.
+
+    Raises:
+        PipelineError: speculative decoding is asked for without a drafter, or the drafter source
+            is missing or in a format the build cannot read yet.
+    """
+    if not config.mtp:
+        if config.speculative["mode"] != "off":
+            raise PipelineError(f"{config.path}: speculative.mode: {config.speculative['mode']!r} needs an "
+                                f"'mtp' section naming the drafter")
+        return None
+    mtp = config.mtp
+    if mtp.get("format", "hf-safetensors") != "hf-safetensors" or "path" not in mtp:
+        raise PipelineError(f"{config.path}: mtp: format {mtp.get('format')!r} with "
+                            f"{'path' if 'path' in mtp else 'no path'}, expected hf-safetensors with a path")
+    path = (config.path.parent / mtp["path"]).resolve()
+    if not path.exists():
+        raise PipelineError(f"{config.path}: mtp.path: {path} does not exist")
+    return get_family(mtp.get("family", "gemma4_assistant")), "hf-safetensors", path
+
+
 def build(config: PipelineConfig, targets: list[str] | None = None, output: Path | None = None,
           force: bool = False, quantization: str | None = None, progress: bool = True,
           say: Callable[[str], None] = print) -> BuildResult:
-    """Run every stage for ``config`` and write the package to ``output`` (default: the config's).
+    """Run every stage for ``config`` (and its ``mtp`` drafter) and write the package to ``output``
+    (default: the config's).
+
+    Package layout: MLC's (weights, ``mlc-chat-config.json``, tokenizer, ``lib/``), plus
+    ``mlc-mtp-config.json`` (our runtime's config) and, with a drafter, its weights in
+    ``drafter/`` and its libraries in ``lib/``.
 
     Raises:
         PipelineError: any bad input (source, config, target); nothing is written to ``output``.
@@ -119,91 +223,41 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     for preset in presets:  # refuse a target before any stage runs
         preset.check_buildable()
         require_kernel_target(preset.target["kind"], f"{preset.path}: target {preset.name}")
-    if config.speculative["mode"] != "off":  # no drafter is built yet, so no package could use it
-        raise PipelineError(f"{config.path}: speculative.mode: {config.speculative['mode']!r}, expected 'off': "
-                            f"this build packages no drafter yet")
+    drafter_source = _drafter_source(config)
     output = Path(output or config.output)
     source_path = config.source_path()
-    code = _code_digest()
-    reports = []
+    reports: list[StageReport] = []
+    base = _model_stages("", family, config.source_format, source_path, config.overrides, scheme, presets,
+                         config.name, force, progress, say, reports)
+    drafter = None
+    if drafter_source is not None:
+        drafter = _model_stages("drafter-", drafter_source[0], drafter_source[1], drafter_source[2], {}, scheme,
+                                presets, f"{config.name}-drafter", force, progress, say, reports)
 
-    # 1. import: dequantized float32 weights in our names, model config, tokenizer files.
-    import_key = _digest("import", code, config.family, config.source_format, _file_digest(source_path),
-                         config.overrides)
-
-    def do_import(tmp: Path) -> None:
-        model_config, weights = import_weights(family, config.source_format, source_path, config.overrides, progress)
-        (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
-        save_file(weights, str(tmp / "weights.safetensors"))
-        tok = tmp / "tokenizer"
-        tok.mkdir()
-        if config.source_format == "gguf":
-            write_tokenizer_json(source_path, tok)
-        else:
-            for name in HF_TOKENIZER_FILES:
-                if (source_path / name).exists():
-                    shutil.copy(source_path / name, tok / name)
-            if not any(tok.iterdir()):
-                raise PipelineError(f"{source_path}: no tokenizer files ({', '.join(HF_TOKENIZER_FILES)})")
-
-    reports.append(_stage("import", import_key, force, do_import, say))
-    imported = reports[-1].path
-    model_config = family.config_cls(**json.loads((imported / "model-config.json").read_text()))
-
-    # 2. convert: weights in the stored (quantized) form, as MLC's tensor cache.
-    convert_key = _digest("convert", code, import_key, scheme.name)
-    model, quantized = quantize_model(family.model_cls(model_config, scheme.model_dtype), scheme)
-    params = [(name, [int(x) for x in p.shape], p.dtype) for name, p in model.named_parameters()]
-
-    def do_convert(tmp: Path) -> None:
-        weights = load_file(str(imported / "weights.safetensors"))
-        stored = dict(quantize_params(tqdm(weights.items(), desc="convert", unit="tensor", disable=not progress),
-                                      quantized, scheme))
-        for name, shape, dtype in params:
-            array = stored[name]
-            if list(array.shape) != shape or str(array.dtype) != dtype:
-                raise PipelineError(f"convert: {name} is {array.shape} {array.dtype}, expected {shape} {dtype}")
-        write_tensor_cache(((name, stored[name]) for name, _, _ in params), tmp,
-                           {"ParamSize": len(params), "ParamBytes": int(sum(a.nbytes for a in stored.values())),
-                            "BitsPerParam": 4 if scheme.quantized else np.dtype(scheme.model_dtype).itemsize * 8})
-
-    reports.append(_stage("convert", convert_key, force, do_convert, say))
-    converted = reports[-1].path
-
-    # 3. compile, per target.
-    libraries = {}
-    lib_dirs = []
-    for preset in presets:
-        lib = library_name(config.name, scheme.name, preset)
-        compile_key = _digest("compile", code, model_config.to_dict(), scheme.name, preset.path.read_text(),
-                              preset.resolved_target(), _tvm_version())
-
-        def do_compile(tmp: Path, preset=preset, lib=lib) -> None:
-            mod, _, _ = export_model(family, model_config, scheme, preset, config.name)
-            compile_module(mod, preset, tmp / lib)
-
-        reports.append(_stage(f"compile[{preset.name}]", compile_key, force, do_compile, say))
-        libraries[preset.name] = f"lib/{lib}"
-        lib_dirs.append((reports[-1].path, lib))
-
-    # 4. package.
+    # package.
     with atomic_directory(output) as tmp:
-        for file in converted.iterdir():
+        for file in base.converted.iterdir():
             shutil.copy(file, tmp / file.name)
         tokenizer_files = []
-        for file in sorted((imported / "tokenizer").iterdir()):
+        for file in sorted((base.imported / "tokenizer").iterdir()):
             shutil.copy(file, tmp / file.name)
             tokenizer_files.append(file.name)
         (tmp / "lib").mkdir()
-        for lib_dir, lib in lib_dirs:
+        for lib_dir, lib in [*base.libraries.values(), *(drafter.libraries.values() if drafter else [])]:
             shutil.copy(lib_dir / lib, tmp / "lib" / lib)
-        chat = chat_config(model_config, family.name, scheme.name, config.generation, tokenizer_files)
+        speculative = {**config.speculative, "drafter_lib": None, "drafter_weights": None, "drafter_family": None}
+        if drafter is not None:
+            shutil.copytree(drafter.converted, tmp / "drafter")
+            speculative.update(drafter_lib={name: f"lib/{lib}" for name, (_, lib) in drafter.libraries.items()},
+                               drafter_weights="drafter", drafter_family=drafter_source[0].name)
+        chat = chat_config(base.config, family.name, scheme.name, config.generation, tokenizer_files)
         (tmp / "mlc-chat-config.json").write_text(json.dumps(chat, indent=2))
+        libraries = {name: f"lib/{lib}" for name, (_, lib) in base.libraries.items()}
         runtime = {  # our runtime's own config, beside MLC's
             "model_lib": libraries,
             "source": {"format": config.source_format, "path": str(source_path)},
             "generation": {k: config.generation[k] for k in ("max_tokens", "stop")},
-            "speculative": {**config.speculative, "drafter_lib": None, "drafter_weights": None},
+            "speculative": speculative,
         }
         (tmp / RUNTIME_CONFIG).write_text(json.dumps(runtime, indent=2))
     say(f"package: wrote {output}")

@@ -14,6 +14,8 @@ from .gemma3.model import Gemma3Config, Gemma3ForCausalLM
 from .gemma4 import loader as gemma4_loader
 from .gemma4.config import Gemma4Config
 from .gemma4.model import Gemma4ForCausalLM
+from .gemma4_assistant import loader as assistant_loader
+from .gemma4_assistant.model import Gemma4AssistantConfig, Gemma4AssistantForCausalLM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,17 @@ FAMILIES = {
         hf_name=gemma4_loader.hf_name,
         hf_transform=gemma4_loader.hf_transform,
         gguf_architecture="gemma4",
+    ),
+    "gemma4_assistant": Family(  # an MTP drafter, built beside a gemma4 base model
+        name="gemma4_assistant",
+        config_cls=Gemma4AssistantConfig,
+        model_cls=Gemma4AssistantForCausalLM,
+        config_from_hf=Gemma4AssistantConfig.from_hf,
+        config_from_gguf=assistant_loader.config_from_gguf,
+        gguf_name_map=assistant_loader.gguf_name_map,
+        hf_name=assistant_loader.hf_name,
+        hf_transform=assistant_loader.hf_transform,
+        gguf_architecture="gemma4_assistant",
     ),
 }
 

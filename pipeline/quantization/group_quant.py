@@ -147,12 +147,15 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> tuple[nn.Module, se
 
 def quantize_params(params, quantized_names: set[str], scheme: QuantScheme):
     """Yield ``(name, array)`` in stored form: group-quantized weights as ``.q_weight``/``.q_scale``,
-    everything else cast to the model dtype.  ``params`` yields ``(name, float32 array)``."""
+    other float tensors cast to the model dtype, integer tensors (index tables) kept.  ``params``
+    yields ``(name, array)``, float ones float32."""
     for name, array in params:
         if name in quantized_names:
             q_weight, q_scale = quantize_array(array, scheme)
             base = name[: -len(".weight")]
             yield f"{base}.q_weight", q_weight
             yield f"{base}.q_scale", q_scale
+        elif np.issubdtype(array.dtype, np.integer):
+            yield name, array
         else:
             yield name, array.astype(scheme.model_dtype)

@@ -15,6 +15,7 @@ from ..config.loader import speculative_settings
 from ..config.schema import RUNTIME_SPECULATIVE
 from ..errors import PipelineError
 from ..package.chat_config import RUNTIME_CONFIG
+from .assistant_drafter import AssistantDrafter
 from .draft_length import DraftLength
 from .engine import Engine
 from .speculative import Drafter
@@ -72,14 +73,17 @@ def drafter_files(package: Path, settings: dict[str, Any], target: str = "cpu") 
 
 
 def load_mtp_drafter(engine: Engine, library: Path, weights: Path) -> Drafter:
-    """Load an MTP drafter (e.g. Gemma 4's ``gemma4_assistant``) that proposes tokens from
-    ``engine``'s hidden states and KV cache.
+    """Load the package's MTP drafter over ``engine`` by its ``drafter_family``
+    (``gemma4_assistant``: :class:`~pipeline.runtime.assistant_drafter.AssistantDrafter`).
 
     Raises:
-        PipelineError: always, until MTP drafters are packaged.
+        PipelineError: a drafter family this runtime cannot drive, or mismatched files.
     """
-    del engine, weights
-    raise PipelineError(f"{library}: loading MTP drafters is not implemented in this runtime yet")
+    family = engine.runtime_config.get("speculative", {}).get("drafter_family") or "gemma4_assistant"
+    if family != "gemma4_assistant":
+        raise PipelineError(f"{engine.package / RUNTIME_CONFIG}: speculative.drafter_family: {family!r}, "
+                            f"expected gemma4_assistant")
+    return AssistantDrafter(engine, library, weights)
 
 
 # Drafter kind (speculative.mode) -> loader(engine, library, weights) -> Drafter.

@@ -21,11 +21,38 @@ from tvm import relax
 from ..errors import PipelineError
 from ..package.chat_config import RUNTIME_CONFIG
 from ..package.tensor_cache import read_tensor_cache
+from .mtp_context import MTPContext
 
 PAGE_SIZE = 16
+# The functions that also return what an MTP drafter reads (hidden states, context K/V).
+MTP_FUNCTIONS = {"prefill": "prefill_to_mtp_context", "decode": "batch_verify_to_mtp_context",
+                 "batch_verify": "batch_verify_to_mtp_context"}
 # TVM's thread pool defaults to the physical core count, which is 1 on a 2-vCPU machine (halving
 # speed here); use every logical CPU unless the user chose.  Read when the pool first starts.
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+
+
+def load_library(library: Path, weights: Path, device) -> tuple[relax.VirtualMachine, dict, list]:
+    """Load a compiled library and the weights it takes, in its ``_metadata`` order.
+
+    Returns ``(vm, metadata, params)``.
+
+    Raises:
+        PipelineError: a parameter the library expects is missing from ``weights`` or has
+            another shape or dtype.
+    """
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
+    metadata = json.loads(str(vm["_metadata"]()))
+    tensors = read_tensor_cache(weights, device)
+    missing = [p["name"] for p in metadata["params"] if p["name"] not in tensors]
+    if missing:
+        raise PipelineError(f"{library}: expects parameter {missing[0]!r}, which {weights} lacks")
+    params = [tensors[p["name"]] for p in metadata["params"]]
+    for spec, value in zip(metadata["params"], params):
+        if list(value.shape) != spec["shape"] or str(value.dtype) != spec["dtype"]:
+            raise PipelineError(f"{library}: parameter {spec['name']} expected {spec['shape']} {spec['dtype']}, "
+                                f"{weights} has {list(value.shape)} {value.dtype}")
+    return vm, metadata, params
 
 
 def _builtin(name: str):
@@ -63,19 +90,7 @@ class Engine:
         if not model_lib.is_file():
             raise PipelineError(f"{model_lib}: model library not found")
         self.device = tvm.cpu()
-        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(model_lib)), self.device)
-        self.metadata = json.loads(str(self.vm["_metadata"]()))
-        tensors = read_tensor_cache(self.package, self.device)
-        missing = [p["name"] for p in self.metadata["params"] if p["name"] not in tensors]
-        if missing:
-            raise PipelineError(f"{model_lib}: expects parameter {missing[0]!r}, which {self.package} lacks")
-        self.params = [tensors[p["name"]] for p in self.metadata["params"]]
-        for spec, value in zip(self.metadata["params"], self.params):
-            if list(value.shape) != spec["shape"] or str(value.dtype) != spec["dtype"]:
-                raise PipelineError(
-                    f"{model_lib}: parameter {spec['name']} expected {spec['shape']} {spec['dtype']}, "
-                    f"package has {list(value.shape)} {value.dtype}"
-                )
+        self.vm, self.metadata, self.params = load_library(model_lib, self.package, self.device)
         self.tokenizer = Tokenizer.from_file(str(self.package / "tokenizer.json"))
         model_cfg = self.chat_config["model_config"]
         self.hidden_size = model_cfg["hidden_size"]
@@ -86,6 +101,24 @@ class Engine:
         )
         self.kv_cache = None
         self.tokens: list[int] = []  # the sequence in the KV cache, in order
+        self.mtp_context: MTPContext | None = None  # kept when an MTP drafter reads the base model
+
+    def capture_mtp_context(self) -> MTPContext:
+        """From the next sequence on, run the ``*_to_mtp_context`` functions and keep their hidden
+        states and K/V for an MTP drafter (:mod:`pipeline.runtime.mtp_context`).
+
+        Raises:
+            PipelineError: the library has no such functions (its model family has no MTP drafter).
+        """
+        try:
+            self.vm["prefill_to_mtp_context"]  # pylint: disable=pointless-statement
+        except Exception:  # pylint: disable=broad-except  # the VM raises for a missing function
+            raise PipelineError(f"{self.package}: its library has no prefill_to_mtp_context "
+                                f"(model {self.chat_config['model_type']} has no MTP drafter support)") from None
+        if self.mtp_context is None:
+            self.mtp_context = MTPContext()
+            self.reset()
+        return self.mtp_context
 
     # --- KV cache --------------------------------------------------------------------------
     def reset(self) -> None:
@@ -96,6 +129,8 @@ class Engine:
         )
         _builtin("vm.builtin.kv_state_add_sequence")(self.kv_cache, 0)
         self.tokens = []
+        if self.mtp_context is not None:
+            self.mtp_context.reset()
 
     @property
     def length(self) -> int:
@@ -107,6 +142,8 @@ class Engine:
         if n:
             _builtin("vm.builtin.kv_state_popn")(self.kv_cache, 0, n)
             del self.tokens[-n:]
+            if self.mtp_context is not None:
+                self.mtp_context.truncate(self.length)
 
     # --- forward passes --------------------------------------------------------------------
     def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
@@ -118,11 +155,18 @@ class Engine:
         ids = tvm.runtime.tensor(np.asarray(token_ids, dtype=np.int32), self.device)
         embeds = self.vm["embed"](ids, self.params)
         embeds = embeds._create_view((1, n, embeds.shape[-1]))  # pylint: disable=protected-access
+        if self.mtp_context is not None:
+            function = MTP_FUNCTIONS[function]
         _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
-        logits, self.kv_cache = self.vm[function](embeds, self.kv_cache, self.params)
+        out, self.kv_cache = self.vm[function](embeds, self.kv_cache, self.params)
         _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
+        if self.mtp_context is not None:
+            logits, hidden, *kv = (a.numpy() for a in out)
+            self.mtp_context.append(hidden[0], kv)
+        else:
+            logits = out
         self.tokens.extend(int(t) for t in token_ids)
-        return logits.numpy()[0]
+        return (logits if isinstance(logits, np.ndarray) else logits.numpy())[0]
 
     def prefill(self, token_ids: list[int]) -> np.ndarray:
         """Append ``token_ids`` (in chunks of ``prefill_chunk_size``); float32 ``(vocab,)`` logits of the last."""

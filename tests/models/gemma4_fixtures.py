@@ -67,3 +67,31 @@ def make_tiny_gemma4(directory: Path, shape: str, seed: int = 0):
     model.save_pretrained(directory, safe_serialization=True)
     write_word_tokenizer(directory, model.config.vocab_size)
     return model
+
+
+def make_tiny_assistant(directory: Path, base_config, seed: int = 0):
+    """Save a random tiny ``Gemma4AssistantForCausalLM`` drafting for a base of ``base_config``
+    (its attention shapes match the base's last sliding and full layers), with the centroid head
+    on (8 clusters of 12 tokens, top 2) and a random token ordering; return it (eval mode)."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from transformers import (  # pylint: disable=import-outside-toplevel
+        Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4TextConfig)
+
+    torch.manual_seed(seed + 1)
+    layers = base_config.per_layer_config
+    sliding_kv, full_kv = layers[0].num_key_value_heads, layers[base_config.num_hidden_layers - 1].num_key_value_heads
+    text = Gemma4TextConfig(
+        vocab_size=base_config.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=sliding_kv, head_dim=16, global_head_dim=32,
+        sliding_window=base_config.sliding_window, layer_types=["sliding_attention", "full_attention"],
+        hidden_size_per_layer_input=0, vocab_size_per_layer_input=0, attention_k_eq_v=base_config.attention_k_eq_v,
+        num_global_key_value_heads=full_kv if base_config.attention_k_eq_v else None, initializer_range=0.1)
+    config = Gemma4AssistantConfig(text_config=text, backbone_hidden_size=base_config.hidden_size,
+                                   use_ordered_embeddings=True, num_centroids=8, centroid_intermediate_top_k=2,
+                                   attn_implementation="eager")
+    model = Gemma4AssistantForCausalLM(config).eval()
+    randomize_scales(model, seed + 1)
+    with torch.no_grad():
+        model.masked_embedding.token_ordering.copy_(torch.randperm(base_config.vocab_size))
+    model.save_pretrained(directory, safe_serialization=True)
+    return model

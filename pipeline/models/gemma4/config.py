@@ -151,6 +151,13 @@ class Gemma4Config:  # pylint: disable=too-many-instance-attributes
             ValueError: an unsupported value (attention bias, bidirectional text attention, a RoPE
                 type other than default/proportional).
         """
+        values = cls.hf_values(cfg)
+        values.update(overrides)
+        return cls(**values)
+
+    @staticmethod
+    def hf_values(cfg: dict[str, Any]) -> dict[str, Any]:
+        """The dataclass fields read from a transformers config dict (see :meth:`from_hf`)."""
         if "text_config" in cfg:
             cfg = cfg["text_config"]
         if cfg.get("attention_bias"):
@@ -215,8 +222,7 @@ class Gemma4Config:  # pylint: disable=too-many-instance-attributes
             eos_token_id=eos if isinstance(eos, list) else [eos],
             pad_token_id=cfg.get("pad_token_id", 0),
         )
-        values.update(overrides)
-        return cls(**values)
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able data (written to ``mlc-chat-config.json``)."""

@@ -242,6 +242,11 @@ class Gemma4DecoderLayer(nn.Module):  # pylint: disable=too-many-instance-attrib
                 shared_kv: tuple[Tensor, Tensor] | None):
         """float32 ``(b, s, hidden)`` residual stream -> the same updated, and this layer's K/V."""
         attn, kv = self.self_attn(self.input_layernorm(x), cache, shared_kv)
+        return self.after_attention(x, attn, per_layer_input), kv
+
+    def after_attention(self, x: Tensor, attn: Tensor, per_layer_input: Tensor | None) -> Tensor:
+        """The layer from the attention output ``attn`` on: residual adds, MLP (and experts),
+        per-layer-embedding block and ``layer_scalar``; float32 ``(b, s, hidden)`` stream."""
         x = x + self.post_attention_layernorm(attn, "float32")
         ffn = self.mlp(self.pre_feedforward_layernorm(x))
         if self.moe:
@@ -255,7 +260,7 @@ class Gemma4DecoderLayer(nn.Module):  # pylint: disable=too-many-instance-attrib
         if self.ple:
             gate = op.gelu(self.per_layer_input_gate(x.astype(self.dtype)), approximate="tanh") * per_layer_input
             x = x + self.post_per_layer_input_norm(self.per_layer_projection(gate), "float32")
-        return x * self.layer_scalar.astype("float32"), kv
+        return x * self.layer_scalar.astype("float32")
 
 
 class Gemma4TextModel(nn.Module):  # pylint: disable=too-many-instance-attributes

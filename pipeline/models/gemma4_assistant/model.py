@@ -1,0 +1,261 @@
+"""Gemma 4 MTP drafter (``gemma4_assistant``) as a ``tvm.relax.frontend.nn`` module.
+
+Follows transformers 5.24 ``models/gemma4_assistant/modeling_gemma4_assistant.py``
+(``Gemma4AssistantForCausalLM``) and the way ``generation/candidate_generator.py``
+(``SinglePositionMultiTokenCandidateGenerator``) drives it.  One draft step:
+
+1. ``x = pre_projection(concat(e, h))`` where ``e`` is the **base** model's scaled embedding of
+   the last token and ``h`` the base's final-normed hidden state that predicted it (or, after the
+   first step, the previous step's projected output);
+2. Gemma 4 decoder layers (:class:`pipeline.models.gemma4.model.Gemma4DecoderLayer` maths) whose
+   attention projects queries only and attends to the base model's K/V of its last sliding and
+   last full non-shared layer (``Gemma4ForCausalLM.prefill_to_mtp_context``); the query sits at the
+   position of the last token, which stays constant through a draft chain; full layers see the
+   whole context, sliding layers its last ``sliding_window + 1`` entries (transformers'
+   bidirectional sliding mask, flipped to look back);
+3. final norm; logits from the head tied to the drafter's own embedding, or (``use_ordered_embeddings``)
+   the centroid-masked head: the ``centroid_intermediate_top_k`` best of ``num_centroids``
+   clusters keep their tokens' logits, all other tokens get ``min(kept) - 1``;
+4. ``post_projection`` of the normed hidden state is the ``h`` of the next step.
+
+The drafter holds no KV cache of its own: its state is the base model's context K/V, so rolling
+back the base model rolls back the drafter.
+
+The masked head is computed densely (every token's logit, then the mask), which equals the
+reference's sparse gather; ``token_rank`` (the inverse of the checkpoint's ``token_ordering``
+permutation, made at import) gives each token's cluster, ``token_rank[v] // (vocab / num_centroids)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tvm import te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+from ..gemma4.config import Gemma4Config
+from ..gemma4.model import Gemma4DecoderLayer
+from ..layers import RMSNorm, TiedEmbedding, apply_rope
+
+
+@dataclasses.dataclass
+class Gemma4AssistantConfig(Gemma4Config):
+    """A ``gemma4_assistant`` drafter: its Gemma 4 text config (every layer KV-shared) plus the
+    fields of ``Gemma4AssistantConfig`` in transformers."""
+
+    backbone_hidden_size: int = 1536
+    use_ordered_embeddings: bool = False
+    num_centroids: int = 2048
+    centroid_intermediate_top_k: int = 32
+
+    model_type = "gemma4_assistant"
+
+    def kv_sharing_modes(self) -> list[str | None]:
+        """Every layer reads the base model's K/V."""
+        return ["reuse"] * self.num_hidden_layers
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> "Gemma4AssistantConfig":
+        """Read a ``gemma4_assistant`` ``config.json`` dict.
+
+        Raises:
+            KeyError: a required key is missing.
+            ValueError: a feature the assistant cannot have (per-layer embeddings, MoE, double-wide
+                MLP), as transformers' ``validate_architecture`` says.
+        """
+        text = dict(cfg["text_config"])
+        for key, off in (("hidden_size_per_layer_input", 0), ("enable_moe_block", False),
+                         ("use_double_wide_mlp", False)):
+            if text.get(key, off) not in (off, None):
+                raise ValueError(f"text_config.{key} must be {off} for a gemma4_assistant, got {text[key]}")
+        text["hidden_size_per_layer_input"] = 0
+        text["num_kv_shared_layers"] = text["num_hidden_layers"]
+        values = Gemma4Config.hf_values(text)
+        values.update(
+            backbone_hidden_size=cfg.get("backbone_hidden_size", 1536),
+            use_ordered_embeddings=bool(cfg.get("use_ordered_embeddings", False)),
+            num_centroids=cfg.get("num_centroids", 2048),
+            centroid_intermediate_top_k=cfg.get("centroid_intermediate_top_k", 32),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+def context_attention(q: Tensor, k: Tensor, v: Tensor, window: int | None) -> Tensor:
+    """One query position against a given context, scale 1.0 (Gemma 4), grouped heads.
+
+    ``q``: ``(h_q, d)``; ``k``, ``v``: ``(n, h_kv, d)``; ``window``: attend to the last
+    ``window`` entries only, ``None`` for all.  Returns float32 ``(h_q, d)``.
+    """
+    def scores(qt: te.Tensor, kt: te.Tensor):
+        h_q, d = qt.shape
+        n, h_kv, _ = kt.shape
+        group = h_q // h_kv
+        r = te.reduce_axis((0, d), name="r")
+        raw = te.compute((h_q, n), lambda h, j: te.sum(
+            qt[h, r].astype("float32") * kt[j, h // group, r].astype("float32"), axis=r), name="scores")
+        if window is None:
+            return raw
+        return te.compute((h_q, n), lambda h, j: tirx.if_then_else(
+            j + window < n, tirx.min_value("float32"), raw[h, j]), name="windowed_scores")
+
+    def weighted(pt: te.Tensor, vt: te.Tensor):
+        h_q, n = pt.shape
+        _, h_kv, d = vt.shape
+        group = h_q // h_kv
+        j = te.reduce_axis((0, n), name="j")
+        return te.compute((h_q, d), lambda h, c: te.sum(pt[h, j] * vt[j, h // group, c].astype("float32"), axis=j),
+                          name="weighted_values")
+
+    probs = op.softmax(op.tensor_expr_op(scores, "context_scores", [q, k]), axis=-1)
+    return op.tensor_expr_op(weighted, "context_values", [probs, v])
+
+
+def position_of_next(k_full: Tensor) -> Tensor:
+    """``(n, h, d)`` context -> int32 ``(1,)`` holding ``n``, the position of the token after it."""
+    def compute(t: te.Tensor):
+        return te.compute((1,), lambda _: t.shape[0].astype("int32"), name="position_of_next")
+
+    return op.tensor_expr_op(compute, "position_of_next", [k_full])
+
+
+class AssistantAttention(nn.Module):
+    """Query-only attention of a drafter layer over the base model's context K/V."""
+
+    def __init__(self, config: Gemma4AssistantConfig, layer_id: int, dtype: str):
+        self.sliding = config.is_sliding(layer_id)
+        self.h_q, self.d = config.num_attention_heads, config.layer_head_dim(layer_id)
+        self.window = config.sliding_window + 1 if self.sliding else None
+        if self.sliding:
+            self.rope = (config.rope_theta_sliding, 1.0, None)
+        else:
+            self.rope = (config.rope_theta_full, config.rope_factor_full, config.rotary_pairs_full)
+        h = config.hidden_size
+        self.q_proj = nn.Linear(h, self.h_q * self.d, bias=False, dtype=dtype)
+        self.o_proj = nn.Linear(self.h_q * self.d, h, bias=False, dtype=dtype)
+        self.q_norm = RMSNorm(self.d, config.rms_norm_eps, dtype)
+
+    def forward(self, x: Tensor, position: Tensor, context: dict[bool, tuple[Tensor, Tensor]]) -> Tensor:
+        """``(1, 1, hidden)`` -> ``(1, 1, hidden)``; ``context[sliding]`` = ``(k, v)``."""
+        q = apply_rope(self.q_norm(self.q_proj(x).reshape(1, self.h_q, self.d)), position, *self.rope)
+        k, v = context[self.sliding]
+        out = context_attention(q.reshape(self.h_q, self.d), k, v, self.window)
+        return self.o_proj(out.astype(x.dtype).reshape(1, 1, self.h_q * self.d))
+
+
+class AssistantLayer(Gemma4DecoderLayer):
+    """A Gemma 4 decoder layer whose attention is :class:`AssistantAttention`."""
+
+    def __init__(self, config: Gemma4AssistantConfig, layer_id: int, dtype: str):
+        super().__init__(config, layer_id, dtype)
+        self.self_attn = AssistantAttention(config, layer_id, dtype)
+
+    def forward(self, x: Tensor, position: Tensor,  # pylint: disable=arguments-differ
+                context: dict[bool, tuple[Tensor, Tensor]]) -> Tensor:
+        """float32 ``(1, 1, hidden)`` -> the same, attending to the base model's ``context``."""
+        return self.after_attention(x, self.self_attn(self.input_layernorm(x), position, context), None)
+
+
+class MaskedEmbedder(nn.Module):
+    """Centroid mask of the head (``Gemma4AssistantMaskedEmbedder``, see the module docstring)."""
+
+    def __init__(self, config: Gemma4AssistantConfig, dtype: str):
+        self.top_k = config.centroid_intermediate_top_k
+        self.centroids = nn.Linear(config.hidden_size, config.num_centroids, bias=False, dtype=dtype)
+        self.per_cluster = config.vocab_size // config.num_centroids
+        self.token_rank = nn.Parameter((config.vocab_size,), "int32")
+
+    def forward(self, hidden: Tensor, logits: Tensor) -> Tensor:
+        """``(1, 1, hidden)``, float32 ``(1, 1, vocab)`` -> float32 ``(1, 1, vocab)`` masked."""
+        _, chosen = op.topk(self.centroids(hidden).astype("float32"), self.top_k, axis=-1,
+                            ret_type="both", largest=True, dtype="int32")
+
+        per_cluster = self.per_cluster
+
+        def compute(lt: te.Tensor, ct: te.Tensor, rank: te.Tensor):
+            vocab, k = lt.shape[2], ct.shape[2]
+            j = te.reduce_axis((0, k), name="j")
+            kept = te.compute((vocab,), lambda t: te.max(tirx.Select(
+                ct[0, 0, j] == tirx.floordiv(rank[t], per_cluster), tirx.const(1, "int32"), tirx.const(0, "int32")),
+                axis=j), name="kept")
+            t = te.reduce_axis((0, vocab), name="t")
+            floor = te.compute((1,), lambda _: te.min(
+                tirx.Select(kept[t] > 0, lt[0, 0, t], tirx.max_value("float32")), axis=t), name="kept_min")
+            return te.compute(lt.shape, lambda a, b, v: tirx.Select(
+                kept[v] > 0, lt[a, b, v], floor[0] - tirx.const(1.0, "float32")), name="masked_logits")
+
+        return op.tensor_expr_op(compute, "centroid_mask", [logits, chosen, self.token_rank])
+
+
+class Gemma4AssistantModel(nn.Module):
+    """The drafter's text model: embedding (head only), layers, final norm."""
+
+    def __init__(self, config: Gemma4AssistantConfig, dtype: str):
+        self.embed_tokens = TiedEmbedding(config.vocab_size, config.hidden_size, dtype)
+        self.layers = nn.ModuleList([AssistantLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+
+class Gemma4AssistantForCausalLM(nn.Module):
+    """The drafter with one entry point, ``draft_step`` (see the module docstring)."""
+
+    def __init__(self, config: Gemma4AssistantConfig, dtype: str = "float32"):
+        self.config = config
+        self.dtype = dtype
+        self.model = Gemma4AssistantModel(config, dtype)
+        hb, h = config.backbone_hidden_size, config.hidden_size
+        self.pre_projection = nn.Linear(2 * hb, h, bias=False, dtype=dtype)
+        self.post_projection = nn.Linear(h, hb, bias=False, dtype=dtype)
+        if config.use_ordered_embeddings:
+            self.masked_embedding = MaskedEmbedder(config, dtype)
+
+    def draft_step(self, input_embed: Tensor, hidden_states: Tensor,  # pylint: disable=too-many-arguments
+                   k_sliding: Tensor, v_sliding: Tensor, k_full: Tensor, v_full: Tensor):
+        """One draft step.
+
+        Args:
+            input_embed: ``(1, 1, backbone_hidden)`` the base's scaled embedding of the last token.
+            hidden_states: ``(1, 1, backbone_hidden)`` the base's final hidden state before it, or
+                the previous draft step's projected state.
+            k_sliding, v_sliding: ``(n_s, h_kv, head_dim)`` base context of its last sliding layer
+                (at least its last ``sliding_window + 1`` entries).
+            k_full, v_full: ``(n, h_kv_full, global_head_dim)`` the whole base context of its last
+                full layer; ``n`` is the position of the last token.
+
+        Returns:
+            float32 ``(1, 1, vocab)`` logits and ``(1, 1, backbone_hidden)`` projected state.
+        """
+        position = position_of_next(k_full)
+        context = {True: (k_sliding, v_sliding), False: (k_full, v_full)}
+        x = self.pre_projection(op.concat([input_embed, hidden_states], dim=-1)).astype("float32")
+        for layer in self.model.layers:
+            x = layer(x, position, context)
+        hidden = self.model.norm(x)
+        logits = self.model.embed_tokens.lm_head_forward(hidden)
+        if self.config.use_ordered_embeddings:
+            logits = self.masked_embedding(hidden, logits)
+        return logits, self.post_projection(hidden)
+
+    def get_default_spec(self) -> nn.spec.ModuleSpec:
+        """The export spec: symbolic context lengths, params packed as in MLC."""
+        c = self.config
+        hb = c.backbone_hidden_size
+        sliding = [i for i in range(c.num_hidden_layers) if c.is_sliding(i)]
+        full = [i for i in range(c.num_hidden_layers) if not c.is_sliding(i)]
+        d_s = c.layer_head_dim(sliding[0]) if sliding else c.head_dim
+        kv_s = c.layer_kv_heads(sliding[0]) if sliding else c.num_key_value_heads
+        d_f, kv_f = c.layer_head_dim(full[0]), c.layer_kv_heads(full[0])
+        packed = {"param_mode": "packed", "effect_mode": "none"}
+        spec = {
+            "draft_step": {
+                "input_embed": nn.spec.Tensor([1, 1, hb], self.dtype),
+                "hidden_states": nn.spec.Tensor([1, 1, hb], self.dtype),
+                "k_sliding": nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
+                "v_sliding": nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
+                "k_full": nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype),
+                "v_full": nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype),
+                "$": packed},
+        }
+        return nn.spec.ModuleSpec.from_raw(spec, self)
