@@ -4,12 +4,29 @@ Sections: ``name``; ``model`` (family and config overrides); ``source`` (base we
 file or a Hugging Face directory, by path or from an installed Python package); ``quantization``
 (MLC LLM's names, ``python/mlc_llm/quantization/quantization.py``); ``targets`` (preset names
 from ``targets/``); ``output``; ``generation`` defaults; ``speculative`` (whether and how the
-runtime decodes speculatively by default); ``mtp`` (reserved for MTP drafters).
+runtime decodes speculatively by default); ``mtp`` (the MTP drafter: family, weights format and
+location, optional tensor-name map and architecture).
+
+An architecture file (``model.architecture``, ``mtp.architecture``) is a model's Hugging Face
+``config.json`` content kept in the repository, so that a config can be dry-run without its weights;
+:data:`ARCHITECTURES` gives the fields each family's file must hold, with their types.  Keys that
+start with ``_`` (``_comment``: where each number comes from) are notes, never read.
 """
 
 QUANTIZATIONS = ["q0f32", "q0f16", "q4f16_1", "q4f32_1"]
-FAMILIES = ["gemma3"]
+FAMILIES = ["gemma3", "gemma4"]
 SOURCE_FORMATS = ["gguf", "hf-safetensors"]
+# Drafter families (pipeline/models/registry.py) and the base family each one drafts for.
+MTP_FAMILIES = {"gemma4_assistant": "gemma4", "mtp": "gemma3"}
+# Drafter family -> weights formats it can come in -> whether ``name_map`` is "required",
+# "optional" or "refused".  hf-safetensors: a Hugging Face directory (config.json + *.safetensors,
+# Hugging Face names); litertlm: a LiteRT-LM container with a tf_lite_mtp_drafter section;
+# safetensors: one file, in names the name map translates (the ``mtp`` family's loader knows
+# DeepSeek-V3's and transformers' names itself).
+MTP_FORMATS = {
+    "gemma4_assistant": {"hf-safetensors": "refused", "litertlm": "optional", "safetensors": "required"},
+    "mtp": {"safetensors": "optional"},
+}
 SPECULATIVE_MODES = ["off", "mtp"]
 
 # Speculative decoding settings, the same keys in the YAML file and in the package's runtime config
@@ -35,6 +52,88 @@ RUNTIME_SPECULATIVE = {
         "drafter_lib": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
                         "description": "target preset -> drafter library path inside the package"},
         "drafter_weights": {"type": ["string", "null"], "description": "drafter weights directory inside the package"},
+        "drafter_family": {"type": ["string", "null"], "description": "model family of the drafter (e.g. gemma4_assistant)"},
+    },
+}
+
+# A file or directory given by ``path`` (relative to the YAML file) or made by an installed Python
+# package (its ``entry`` function, default ``assemble``).
+LOCATION_KEYS = {
+    "path": {"type": "string", "minLength": 1},
+    "package": {"type": "string", "minLength": 1},
+    "entry": {"type": "string", "minLength": 1},
+}
+ONE_LOCATION = [{"required": ["path"]}, {"required": ["package"]}]
+
+MTP = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["family", "format"],
+    "oneOf": ONE_LOCATION,
+    "description": "The multi-token-prediction drafter built beside the base model.",
+    "properties": {
+        "family": {"enum": list(MTP_FAMILIES)},
+        "format": {"enum": sorted({f for formats in MTP_FORMATS.values() for f in formats})},
+        **LOCATION_KEYS,
+        "name_map": {"type": "string", "minLength": 1,
+                     "description": "YAML file (relative to the config) mapping source tensor names to ours"},
+        "architecture": {"type": "string", "minLength": 1,
+                         "description": "JSON file (relative to the config): the drafter's config.json content"},
+    },
+}
+
+# --- architecture files -----------------------------------------------------------------------
+POSITIVE = {"type": "integer", "minimum": 1}
+COUNT = {"type": ["integer", "null"], "minimum": 0}  # 0 or null: the feature is off
+LAYER_TYPES = ["sliding_attention", "full_attention"]
+ROPE = {"type": "object", "properties": {"rope_type": {"type": "string"}, "rope_theta": {"type": "number", "exclusiveMinimum": 0},
+                                         "partial_rotary_factor": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                                         "factor": {"type": "number", "exclusiveMinimum": 0}}}
+# Fields of a Gemma text config (transformers' Gemma3TextConfig / Gemma4TextConfig names); other
+# keys of a real config.json are allowed and not read here.
+TEXT_CONFIG = {
+    "type": "object",
+    "required": ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads"],
+    "properties": {
+        "vocab_size": POSITIVE, "hidden_size": POSITIVE, "intermediate_size": POSITIVE,
+        "num_hidden_layers": POSITIVE, "num_attention_heads": POSITIVE, "num_key_value_heads": POSITIVE,
+        "head_dim": POSITIVE, "global_head_dim": POSITIVE,
+        "num_global_key_value_heads": {"type": ["integer", "null"], "minimum": 1},
+        "sliding_window": POSITIVE, "max_position_embeddings": POSITIVE,
+        "layer_types": {"type": "array", "items": {"enum": LAYER_TYPES}, "minItems": 1},
+        "rms_norm_eps": {"type": "number", "exclusiveMinimum": 0},
+        "final_logit_softcapping": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "hidden_size_per_layer_input": COUNT, "vocab_size_per_layer_input": COUNT,
+        "num_kv_shared_layers": COUNT, "num_experts": COUNT, "top_k_experts": COUNT, "moe_intermediate_size": COUNT,
+        "attention_k_eq_v": {"type": "boolean"}, "use_double_wide_mlp": {"type": "boolean"},
+        "enable_moe_block": {"type": "boolean"},
+        "rope_parameters": {"type": ["object", "null"], "properties": {t: ROPE for t in LAYER_TYPES}},
+    },
+}
+# A base model's file: a text config, or a multimodal config.json whose text_config is one.
+BASE_ARCHITECTURE = {"if": {"type": "object", "required": ["text_config"]},
+                     "then": {"properties": {"text_config": TEXT_CONFIG}}, "else": TEXT_CONFIG}
+ARCHITECTURES = {
+    "gemma3": BASE_ARCHITECTURE,
+    "gemma4": BASE_ARCHITECTURE,
+    # transformers' Gemma4AssistantConfig
+    "gemma4_assistant": {
+        "type": "object",
+        "required": ["backbone_hidden_size", "text_config"],
+        "properties": {
+            "backbone_hidden_size": POSITIVE, "use_ordered_embeddings": {"type": "boolean"},
+            "num_centroids": POSITIVE, "centroid_intermediate_top_k": POSITIVE, "text_config": TEXT_CONFIG,
+        },
+    },
+    # pipeline.models.mtp.model.MTPConfig without ``base`` (the base model's config)
+    "mtp": {
+        "type": "object",
+        "required": ["layer_type"],
+        "additionalProperties": False,
+        "patternProperties": {"^_": {}},
+        "properties": {"layer_type": {"enum": LAYER_TYPES}, "use_post_norm": {"type": "boolean"},
+                       "hidden_states_first": {"type": "boolean"}},
     },
 }
 
@@ -51,6 +150,8 @@ SCHEMA = {
             "required": ["family"],
             "properties": {
                 "family": {"enum": FAMILIES},
+                "architecture": {"type": "string", "minLength": 1,
+                                 "description": "JSON file (relative to the config): the model's config.json content"},
                 "overrides": {
                     "type": "object",
                     "additionalProperties": False,
@@ -67,13 +168,8 @@ SCHEMA = {
             "type": "object",
             "additionalProperties": False,
             "required": ["format"],
-            "oneOf": [{"required": ["path"]}, {"required": ["package"]}],
-            "properties": {
-                "format": {"enum": SOURCE_FORMATS},
-                "path": {"type": "string", "minLength": 1},
-                "package": {"type": "string", "minLength": 1},
-                "entry": {"type": "string", "minLength": 1},
-            },
+            "oneOf": ONE_LOCATION,
+            "properties": {"format": {"enum": SOURCE_FORMATS}, **LOCATION_KEYS},
         },
         "quantization": {"enum": QUANTIZATIONS},
         "targets": {"type": "array", "items": {"type": "string"}, "minItems": 1},
@@ -90,13 +186,6 @@ SCHEMA = {
             },
         },
         "speculative": SPECULATIVE,
-        "mtp": {
-            "type": "object",
-            "additionalProperties": False,
-            "description": "Reserved: multi-token-prediction heads (filled in by later releases).",
-            "properties": {
-                "source": {"type": "object"},
-            },
-        },
+        "mtp": MTP,
     },
 }
