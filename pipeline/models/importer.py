@@ -8,6 +8,7 @@ with the config, or a source tensor nothing maps to is reported by name and shap
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,9 @@ def import_weights(family: Family, source_format: str, path: Path, overrides: di
             f"{path}: {len(missing)} parameter(s) missing, first {missing[0]} (shape {list(shapes[missing[0]])})"
         )
     if skipped:
-        log.warning("%s: %d source tensor(s) not used, e.g. %s", path, len(skipped), skipped[:3])
+        groups = Counter(".".join(name.split(".")[:2]) for name in skipped)
+        log.warning("%s: skipped %d source tensor(s) the text model does not use: %s", path, len(skipped),
+                    ", ".join(f"{group}.* ({count})" for group, count in sorted(groups.items())))
     weights = {}
     for dst in tqdm(shapes, desc="import", unit="tensor", disable=not progress):
         weights[dst] = transform(dst, source.load(mapping[dst]))
