@@ -116,3 +116,22 @@ def test_speculative_greedy_output_equals_plain_decoding(built, draft_length):
         assert spec == plain
         assert stats.drafted > 0  # drafts were proposed and verified, not only plain steps
         assert engine.mtp_context.length == engine.length
+
+
+def test_cli_generate_and_bench_with_the_packaged_drafter(built, capsys):
+    """``generate --speculative mtp`` prints plain decoding's text; ``bench --speculative mtp``
+    reports the drafter's acceptance per draft position and the speed-up row."""
+    from pipeline.cli import main  # pylint: disable=import-outside-toplevel
+
+    engine = built[0]
+    args = ["generate", str(engine.package), "--prompt", "w5 w9 w13 w40 w41", "--max-tokens", "12",
+            "--temperature", "0"]
+    texts = {}
+    for mode in ("off", "mtp"):
+        assert main(args + ["--speculative", mode] + (["--draft-length", "3"] if mode == "mtp" else [])) == 0
+        texts[mode] = capsys.readouterr().out.splitlines()[0]
+    assert texts["mtp"] == texts["off"] and texts["off"].strip()
+    assert main(["bench", str(engine.package), "--speculative", "mtp", "--draft-length", "2", "--no-adaptive",
+                 "--prompt-tokens", "16", "--decode-tokens", "12", "--repeats", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "speed-up" in table and "position" in table.lower()
