@@ -15,10 +15,17 @@ from .errors import PipelineError
 
 
 def _build(args) -> None:
-    from .build import build  # pylint: disable=import-outside-toplevel
     from .config import load_config  # pylint: disable=import-outside-toplevel
 
     config = load_config(args.config)
+    if args.dry_run:
+        from .dry_run import dry_run, format_dry_run  # pylint: disable=import-outside-toplevel
+
+        print(format_dry_run(dry_run(config, quantization=args.quantization, targets=args.target, output=args.output),
+                             verbose=getattr(args, "verbose", False)))
+        return
+    from .build import build  # pylint: disable=import-outside-toplevel
+
     build(config, targets=args.target, output=args.output, force=args.force,
           quantization=args.quantization, progress=not args.quiet)
 
@@ -170,6 +177,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quantization", default=None, help="override the config's quantization")
     p.add_argument("--force", action="store_true", help="redo every stage even if cached")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print parameter shapes and a memory estimate; no weights read, nothing written")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="with --dry-run: every parameter instead of one block per group of identical layers")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("generate", help="continue a prompt with a packaged model")

@@ -1,0 +1,404 @@
+"""``mlc-mtp build CONFIG --dry-run``: what a build would make, from the architecture alone.
+
+Validates the config and its targets, instantiates the model definitions (the base model's and,
+with an ``mtp`` section, the drafter's) from their ``config.json`` content
+(:meth:`pipeline.config.PipelineConfig.hf_config`: the weights' own file when present, else the
+architecture file), applies the quantization scheme, and reports every parameter's shape and
+stored form, the totals, and the KV cache for the configured context window.  Nothing is read
+from the weights, compiled or written.
+
+KV cache figures (bytes, for ``context_window_size x max_batch_size`` tokens rounded up to whole
+pages of :data:`~pipeline.models.kv_cache.PAGE_SIZE`, in the model's activation dtype; TVM's own
+bookkeeping buffers excluded):
+
+- **allocated**: what our paged cache holds: every layer gets a slot padded to the largest
+  layer's KV-head count and head dimension (see :mod:`pipeline.models.gemma4.model`);
+- **unpadded**: the same slots at each layer's own KV-head count and head dimension;
+- **minimum**: unpadded, with KV-shared layers storing nothing (they read their producer's K/V)
+  and sliding-window layers keeping only ``sliding_window`` tokens.
+
+A ``gemma4_assistant`` drafter has no cache of its own (it reads the base model's K/V); an
+``mtp`` drafter has a one-layer cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .compile.targets import load_target
+from .config import PipelineConfig
+from .errors import PipelineError
+from .models.gemma4.config import SLIDING
+from .models.kv_cache import PAGE_SIZE, require_kernel_target
+from .models.mtp.model import Gemma3MTP, MTPConfig
+from .models.registry import get_family
+from .quantization import QuantScheme, get_scheme, quantize_model
+
+LAYER_NAME = re.compile(r"^(?P<prefix>.*?layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One parameter of the model definition: ``name`` and ``shape`` as the unquantized model
+    has them, ``stored`` the tensors it is kept as after quantization, ``(name, shape, dtype)``."""
+
+    name: str
+    shape: tuple[int, ...]
+    stored: tuple[tuple[str, tuple[int, ...], str], ...]
+
+    @property
+    def count(self) -> int:
+        """Number of values (elements of the unquantized parameter)."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored tensors."""
+        return sum(math.prod(shape) * np.dtype(dtype).itemsize for _, shape, dtype in self.stored)
+
+
+@dataclasses.dataclass(frozen=True)
+class KVLayer:
+    """One layer's part of the KV cache: its own KV heads and head dimension, the window it
+    attends over (``None``: the whole context) and whether it stores K/V (a KV-shared layer reads
+    its producer's)."""
+
+    index: int
+    kind: str
+    kv_heads: int
+    head_dim: int
+    window: int | None
+    stores: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    """A paged KV cache: per-layer facts, the padded slot shape, tokens and dtype (module docstring)."""
+
+    layers: tuple[KVLayer, ...]
+    slot_heads: int
+    slot_head_dim: int
+    tokens: int
+    dtype: str
+
+    def _bytes(self, heads: int, head_dim: int, tokens: int) -> int:
+        return 2 * heads * head_dim * tokens * np.dtype(self.dtype).itemsize  # K and V
+
+    def allocated(self, layers=None) -> int:
+        """Bytes our cache allocates for ``layers`` (default all)."""
+        return sum(self._bytes(self.slot_heads, self.slot_head_dim, self.tokens) for _ in layers or self.layers)
+
+    def unpadded(self, layers=None) -> int:
+        """Bytes at each layer's own KV heads and head dimension."""
+        return sum(self._bytes(l.kv_heads, l.head_dim, self.tokens) for l in layers or self.layers)
+
+    def minimum(self, layers=None) -> int:
+        """Unpadded bytes without KV-shared copies and beyond-window tokens."""
+        return sum(self._bytes(l.kv_heads, l.head_dim, min(l.window or self.tokens, self.tokens))
+                   for l in layers or self.layers if l.stores)
+
+
+@dataclasses.dataclass
+class ModelPlan:
+    """The base model or the drafter as a build would make it."""
+
+    role: str
+    family: str
+    origin: Path
+    config: Any
+    parameters: list[Parameter]
+    kv_cache: KVCache | None
+
+    @property
+    def count(self) -> int:
+        """Parameters (values of the unquantized model)."""
+        return sum(p.count for p in self.parameters)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored weights."""
+        return sum(p.nbytes for p in self.parameters)
+
+
+@dataclasses.dataclass
+class DryRun:
+    """Everything :func:`dry_run` found, for :func:`format_dry_run`."""
+
+    config: PipelineConfig
+    scheme: QuantScheme
+    targets: list[str]
+    output: Path
+    base: ModelPlan
+    drafter: ModelPlan | None
+
+
+# --- model definitions ------------------------------------------------------------------------
+def stored_parameters(model, scheme: QuantScheme) -> list[Parameter]:
+    """The parameters of ``model`` (an unquantized model definition in ``scheme``'s dtype) and
+    the tensors each is stored as once :func:`pipeline.quantization.quantize_model` rewrote it."""
+    logical = [(name, tuple(int(x) for x in p.shape)) for name, p in model.named_parameters()]
+    quantized_model, quantized = quantize_model(model, scheme)
+    stored = [(name, tuple(int(x) for x in p.shape), str(p.dtype)) for name, p in quantized_model.named_parameters()]
+    by_name = {tensor[0]: tensor for tensor in stored}
+    by_owner: dict[str, list[tuple[str, tuple[int, ...], str]]] = {}
+    for tensor in stored:  # a quantized ``<owner>.weight`` becomes tensors ``<owner>.<part>``
+        by_owner.setdefault(tensor[0].rsplit(".", 1)[0], []).append(tensor)
+    return [Parameter(name, shape, tuple(by_owner[name.rsplit(".", 1)[0]]) if name in quantized else (by_name[name],))
+            for name, shape in logical]
+
+
+def _from_hf(family: str, content: dict[str, Any], origin: Path, overrides: dict[str, Any]):
+    """``family``'s config from a ``config.json`` dict; model errors become one-line PipelineErrors."""
+    try:
+        return get_family(family).config_from_hf(content, **overrides)
+    except KeyError as err:
+        raise PipelineError(f"{origin}: {err.args[0]}: missing, expected it in the architecture") from None
+    except (ValueError, TypeError) as err:
+        raise PipelineError(f"{origin}: {err}") from None
+
+
+def _mtp_config(content: dict[str, Any], origin: Path, base) -> MTPConfig:
+    """An ``mtp`` drafter's config: the base model's plus the architecture file's MTP fields."""
+    try:
+        return MTPConfig(base=base, **{k: v for k, v in content.items() if not k.startswith("_")})
+    except (ValueError, TypeError) as err:
+        raise PipelineError(f"{origin}: {err}") from None
+
+
+def check_drafter_fits(base, drafter, origin: Path) -> None:
+    """A ``gemma4_assistant`` drafter must match the base model it reads: backbone width,
+    vocabulary, window, and the KV-head count and head dimension of the base's last sliding and
+    last full layers, whose K/V its layers attend to.
+
+    Raises:
+        PipelineError: naming the drafter's field, its value and the base model's.
+    """
+    checks = [("backbone_hidden_size", drafter.backbone_hidden_size, base.hidden_size, "hidden_size"),
+              ("text_config.vocab_size", drafter.vocab_size, base.vocab_size, "vocab_size"),
+              ("text_config.sliding_window", drafter.sliding_window, base.sliding_window, "sliding_window")]
+    for kind in sorted(set(drafter.layer_types)):
+        if kind not in base.layer_types:
+            raise PipelineError(f"{origin}: text_config.layer_types: has {kind} layers, but the base model has none "
+                                f"whose K/V they could read")
+        mine = drafter.layer_types.index(kind)
+        theirs = base.store_layer(kind)
+        checks += [(f"text_config KV heads of its {kind} layers", drafter.layer_kv_heads(mine),
+                    base.layer_kv_heads(theirs), f"layer {theirs}'s"),
+                   (f"text_config head_dim of its {kind} layers", drafter.layer_head_dim(mine),
+                    base.layer_head_dim(theirs), f"layer {theirs}'s")]
+    for key, value, expected, what in checks:
+        if value != expected:
+            raise PipelineError(f"{origin}: {key}: {value}, expected the base model's {what} {expected}")
+
+
+# --- KV cache layouts, per family -------------------------------------------------------------
+def _gemma4_kv(config) -> tuple[list[KVLayer], int, int]:
+    modes = config.kv_sharing_modes()
+    layers = [KVLayer(i, config.layer_types[i] + (f", K/V of layer {config.store_layer(config.layer_types[i])}"
+                                                   if modes[i] == "reuse" else ""),
+                      config.layer_kv_heads(i), config.layer_head_dim(i),
+                      config.sliding_window if config.is_sliding(i) else None, modes[i] != "reuse")
+              for i in range(config.num_hidden_layers)]
+    return layers, config.cache_kv_heads, config.cache_head_dim
+
+
+def _gemma3_kv(config) -> tuple[list[KVLayer], int, int]:
+    layers = [KVLayer(i, kind, config.num_key_value_heads, config.head_dim,
+                      config.sliding_window if kind == SLIDING else None, True)
+              for i, kind in enumerate(config.layer_types)]
+    return layers, config.num_key_value_heads, config.head_dim
+
+
+KV_LAYOUTS: dict[str, Callable[[Any], tuple[list[KVLayer], int, int]] | None] = {
+    "gemma3": _gemma3_kv,
+    "gemma4": _gemma4_kv,
+    "gemma4_assistant": None,  # reads the base model's cache
+    "mtp": lambda config: _gemma3_kv(config.block_config()),
+}
+
+
+def kv_cache(family: str, config, dtype: str) -> KVCache | None:
+    """The KV cache a ``family`` model with ``config`` allocates (None: it has none of its own)."""
+    layout = KV_LAYOUTS[family]
+    if layout is None:
+        return None
+    layers, heads, head_dim = layout(config)
+    tokens = -(-config.context_window_size * config.max_batch_size // PAGE_SIZE) * PAGE_SIZE
+    return KVCache(tuple(layers), heads, head_dim, tokens, dtype)
+
+
+# --- the dry run --------------------------------------------------------------------------------
+def dry_run(config: PipelineConfig, quantization: str | None = None, targets: list[str] | None = None,
+            output: Path | None = None) -> DryRun:
+    """Check ``config`` and plan its build without weights; nothing is written or compiled.
+
+    Args:
+        config: a loaded pipeline config.
+        quantization, targets, output: the build's command-line overrides (None: the config's).
+
+    Returns:
+        The base model's (and drafter's) parameters, stored forms and KV cache.
+
+    Raises:
+        PipelineError: an unknown scheme or target; no architecture (neither an architecture file
+            nor the weights' config.json); an architecture the model definition refuses; an
+            architecture file that disagrees with the weights' config.json; a drafter that does
+            not fit the base model.  Each names the file or key, the value and the expectation.
+    """
+    scheme = get_scheme(quantization or config.quantization)
+    target_names = list(targets or config.targets)
+    for preset in map(load_target, target_names):
+        preset.check_buildable()
+        require_kernel_target(preset.target["kind"], f"{preset.path}: target {preset.name}")
+    content, origin = config.hf_config("model")
+    base_config = _from_hf(config.family, content, origin, config.overrides)
+    base = _plan("base model", config.family, origin, base_config, get_family(config.family).model_cls, scheme)
+    drafter = None
+    if config.mtp:
+        family = config.mtp["family"]
+        content, origin = config.hf_config("mtp")
+        if family == "mtp":
+            drafter_config, model_cls = _mtp_config(content, origin, base_config), Gemma3MTP
+        else:
+            context = {k: v for k, v in config.overrides.items() if k in ("context_window_size", "max_batch_size")}
+            drafter_config, model_cls = _from_hf(family, content, origin, context), get_family(family).model_cls
+            check_drafter_fits(base_config, drafter_config, origin)
+        drafter = _plan("drafter", family, origin, drafter_config, model_cls, scheme)
+    return DryRun(config, scheme, target_names, Path(output or config.output), base, drafter)
+
+
+def _plan(role: str, family: str, origin: Path, model_config, model_cls, scheme: QuantScheme) -> ModelPlan:
+    try:
+        model = model_cls(model_config, scheme.model_dtype)
+    except (ValueError, TypeError) as err:
+        raise PipelineError(f"{origin}: {err}") from None
+    return ModelPlan(role, family, origin, model_config, stored_parameters(model, scheme),
+                     kv_cache(family, model_config, scheme.model_dtype))
+
+
+# --- the report ------------------------------------------------------------------------------------
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:,.1f} MiB"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.3f}B" if n >= 10**9 else f"{n / 1e6:.2f}M" if n >= 10**6 else f"{n:,}"
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                      for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in [header, *rows]]
+
+
+def _stored(p: Parameter) -> str:
+    return " + ".join(f"{dtype}[{','.join(map(str, shape))}]" for _, shape, dtype in p.stored)
+
+
+def _row(name: str, p: Parameter, n: int) -> list[str]:
+    return [name, "x".join(map(str, p.shape)), _stored(p), str(n), _count(n * p.count), _mib(n * p.nbytes)]
+
+
+def _layer_label(config, indices: list[int]) -> str:
+    types = getattr(config, "layer_types", None)
+    kinds = sorted({types[i].removesuffix("_attention") for i in indices}) if types else []
+    modes = config.kv_sharing_modes() if hasattr(config, "kv_sharing_modes") else []
+    shared = " with shared K/V" if modes and all(modes[i] == "reuse" for i in indices) else ""
+    return f"{len(indices)} layer{'s' * (len(indices) > 1)}" + (f": {'/'.join(kinds)}{shared}" if kinds else "")
+
+
+def _parameter_rows(plan: ModelPlan, verbose: bool) -> list[list[str]]:
+    """One row per parameter (``verbose``), or per parameter of each group of layers that have
+    the same parameters, shapes and stored forms."""
+    if verbose:
+        return [_row(p.name, p, 1) for p in plan.parameters]
+    layers: dict[tuple[str, int], list[Parameter]] = {}
+    for p in plan.parameters:
+        match = LAYER_NAME.match(p.name)
+        if match:
+            layers.setdefault((match["prefix"], int(match["index"])), []).append(p)
+    groups: dict[tuple, list[int]] = {}
+    for (prefix, index), params in layers.items():
+        signature = (prefix, tuple((LAYER_NAME.match(p.name)["rest"], p.shape, _stored(p)) for p in params))
+        groups.setdefault(signature, []).append(index)
+    first_of = {(sig[0], indices[0]): indices for sig, indices in groups.items()}
+    rows = []
+    for p in plan.parameters:
+        match = LAYER_NAME.match(p.name)
+        if not match:
+            rows.append(_row(p.name, p, 1))
+            continue
+        indices = first_of.get((match["prefix"], int(match["index"])))
+        if indices is None:
+            continue
+        if p is layers[(match["prefix"], indices[0])][0]:
+            rows.append([f"{match['prefix']}.{{{_ranges(indices)}}}  ({_layer_label(plan.config, indices)})",
+                         "", "", "", "", ""])
+        rows.append(_row(f"  .{match['rest']}", p, len(indices)))
+    return rows
+
+
+def _kv_lines(cache: KVCache | None) -> list[str]:
+    if cache is None:
+        return ["  KV cache: none of its own (its layers read the base model's K/V)"]
+    groups: dict[tuple, list[KVLayer]] = {}
+    for layer in cache.layers:
+        groups.setdefault((layer.kind, layer.kv_heads, layer.head_dim, layer.window, layer.stores), []).append(layer)
+    rows = [[_ranges([l.index for l in ls]), kind, f"{heads} x {dim}", str(min(window or cache.tokens, cache.tokens))
+             if stores else "0 (shared)", _mib(cache.allocated(ls)), _mib(cache.unpadded(ls)), _mib(cache.minimum(ls))]
+            for (kind, heads, dim, window, stores), ls in groups.items()]
+    rows.append(["all", "", "", "", _mib(cache.allocated()), _mib(cache.unpadded()), _mib(cache.minimum())])
+    head = (f"  KV cache, {cache.dtype}, {cache.tokens} tokens; every slot padded to {cache.slot_heads} KV heads "
+            f"x head_dim {cache.slot_head_dim}:")
+    return [head, *("    " + line for line in _table(
+        ["layers", "kind", "KV heads x head_dim", "tokens kept", "allocated", "unpadded", "minimum"], rows,
+        {3, 4, 5, 6}))]
+
+
+def _model_lines(plan: ModelPlan, verbose: bool) -> list[str]:
+    c = plan.config
+    size = getattr(c, "base", c)
+    lines = [f"{plan.role}: {plan.family}, architecture from {plan.origin}",
+             f"  hidden {size.hidden_size}, vocabulary {size.vocab_size}, context window {size.context_window_size} "
+             f"tokens, {len(plan.parameters)} parameters"]
+    lines += ["  " + line for line in _table(["parameter", "shape", "stored as", "n", "values", "stored"],
+                                             _parameter_rows(plan, verbose), {3, 4, 5})]
+    bits = 8 * plan.nbytes / plan.count
+    lines.append(f"  total: {_count(plan.count)} parameters ({plan.count:,}), {_mib(plan.nbytes)} stored "
+                 f"({bits:.2f} bits per parameter)")
+    return lines + _kv_lines(plan.kv_cache)
+
+
+def format_dry_run(run: DryRun, verbose: bool = False) -> str:
+    """The dry run as text: settings, a parameter table per model (every parameter when
+    ``verbose``, else one block per group of identical layers), totals and KV cache figures."""
+    s = run.scheme
+    form = f"{s.bits}-bit groups of {s.group_size}, {s.model_dtype} scales" if s.quantized else "unquantized"
+    lines = [f"dry run of {run.config.path}: nothing read from the weights, compiled or written",
+             f"quantization {s.name} ({form}, {s.model_dtype} activations); targets {', '.join(run.targets)}; "
+             f"output {run.output} (not written)", ""]
+    plans = [run.base] + ([run.drafter] if run.drafter else [])
+    for plan in plans:
+        lines += _model_lines(plan, verbose) + [""]
+    weights = sum(p.nbytes for p in plans)
+    cache = sum(p.kv_cache.allocated() for p in plans if p.kv_cache)
+    lines.append(f"memory estimate: weights {_mib(weights)} + KV cache {_mib(cache)} (allocated) = "
+                 f"{_mib(weights + cache)}, before activations and the runtime")
+    return "\n".join(lines)
