@@ -182,19 +182,20 @@ def check_drafter_fits(base, drafter, origin: Path) -> None:
     checks = [("backbone_hidden_size", drafter.backbone_hidden_size, base.hidden_size, "hidden_size"),
               ("text_config.vocab_size", drafter.vocab_size, base.vocab_size, "vocab_size"),
               ("text_config.sliding_window", drafter.sliding_window, base.sliding_window, "sliding_window")]
-    for kind in sorted(set(drafter.layer_types)):
+    for kind in dict.fromkeys(drafter.layer_types):  # in layer order
         if kind not in base.layer_types:
             raise PipelineError(f"{origin}: text_config.layer_types: has {kind} layers, but the base model has none "
                                 f"whose K/V they could read")
-        mine = drafter.layer_types.index(kind)
-        theirs = base.store_layer(kind)
-        checks += [(f"text_config KV heads of its {kind} layers", drafter.layer_kv_heads(mine),
-                    base.layer_kv_heads(theirs), f"layer {theirs}'s"),
-                   (f"text_config head_dim of its {kind} layers", drafter.layer_head_dim(mine),
-                    base.layer_head_dim(theirs), f"layer {theirs}'s")]
+        mine, theirs = drafter.layer_types.index(kind), base.store_layer(kind)
+        global_kv = kind != SLIDING and drafter.attention_k_eq_v and drafter.num_global_key_value_heads
+        what = f"layer {theirs} ({kind}, whose K/V its {kind} layers read)"
+        checks += [("text_config." + ("num_global_key_value_heads" if global_kv else "num_key_value_heads"),
+                    drafter.layer_kv_heads(mine), base.layer_kv_heads(theirs), f"KV heads of {what}"),
+                   ("text_config." + ("head_dim" if kind == SLIDING else "global_head_dim"),
+                    drafter.layer_head_dim(mine), base.layer_head_dim(theirs), f"head_dim of {what}")]
     for key, value, expected, what in checks:
         if value != expected:
-            raise PipelineError(f"{origin}: {key}: {value}, expected the base model's {what} {expected}")
+            raise PipelineError(f"{origin}: {key}: {value}, expected the base model's {what}: {expected}")
 
 
 # --- KV cache layouts, per family -------------------------------------------------------------

@@ -57,6 +57,18 @@ def test_the_repository_configs_validate():
     ("speculative: {draft_length: 9}\n", ["speculative.draft_length", "9", "[min_draft_length 1, max_draft_length 8]"]),
     ("speculative: {min_draft_length: 4, max_draft_length: 2}\n",
      ["speculative.min_draft_length", "4", "<= max_draft_length 2"]),
+    ("mtp: {family: mtp, format: litertlm, path: d}\n", ["mtp.format", "'litertlm'", "['safetensors']", "family 'mtp'"]),
+    ("mtp: {family: gemma4_assistant, format: hf-safetensors, path: d}\n",
+     ["mtp.family", "'gemma4_assistant' drafts for a gemma4 base model", "model.family is 'gemma3'"]),
+    ("model: {family: gemma4}\nmtp: {family: gemma4_assistant, format: safetensors, path: d}\n",
+     ["mtp.name_map: missing", "format 'safetensors'"]),
+    ("model: {family: gemma4}\nmtp: {family: gemma4_assistant, format: hf-safetensors, path: d, name_map: m.yaml}\n",
+     ["mtp.name_map", "'m.yaml'", "expected none for format 'hf-safetensors'"]),
+    ("mtp: {family: mtp, format: safetensors}\n", ["mtp", "exactly one of 'path' or 'package'"]),
+    ("mtp: {format: safetensors, path: d}\n", ["mtp", "'family' is a required property"]),
+    ("mtp: {family: mtp, format: safetensors, path: d, kind: x}\n", ["mtp", "'kind'", "architecture, entry, family"]),
+    ("mtp: {family: eagle, format: safetensors, path: d}\n", ["mtp.family", "'eagle'", "'gemma4_assistant', 'mtp'"]),
+    ("model: {family: gemma3, architecture: absent.json}\n", ["model.architecture", "absent.json does not exist"]),
 ])
 def test_schema_errors_name_key_value_and_allowed(tmp_path, extra, needles):
     text = BASE
@@ -74,3 +86,47 @@ def test_schema_errors_name_key_value_and_allowed(tmp_path, extra, needles):
 def test_top_level_must_be_a_mapping(tmp_path):
     with pytest.raises(PipelineError, match="expected a mapping"):
         load_config(write(tmp_path, "- a\n- b\n"))
+
+
+MTP = "mtp: {family: mtp, format: safetensors, path: d.safetensors, name_map: names.yaml, architecture: mtp.json}\n"
+
+
+def with_drafter(tmp_path, names="model.layers.61.enorm.weight: enorm.weight\n", arch='{"layer_type": "full_attention"}'):
+    (tmp_path / "names.yaml").write_text(names)
+    (tmp_path / "mtp.json").write_text(arch)
+    return write(tmp_path, BASE + MTP)
+
+
+def test_drafter_section_and_its_files_are_read(tmp_path):
+    config = load_config(with_drafter(tmp_path))
+    assert config.mtp == {"family": "mtp", "format": "safetensors", "path": "d.safetensors", "name_map": "names.yaml",
+                          "architecture": "mtp.json"}
+    assert config.mtp_name_map == {"model.layers.61.enorm.weight": "enorm.weight"}
+    assert config.mtp_architecture.content == {"layer_type": "full_attention"}
+    assert config.mtp_architecture.path == (tmp_path / "mtp.json").resolve()
+    (tmp_path / "d.safetensors").write_bytes(b"")
+    assert config.mtp_path() == (tmp_path / "d.safetensors").resolve()
+
+
+@pytest.mark.parametrize("names, arch, needles", [
+    ("a: x\nb: x\n", None, ["names.yaml", "'a' and 'b' both map to 'x'"]),
+    ("a: [1]\n", None, ["names.yaml", "'a': [1], expected 'source tensor name: our tensor name'"]),
+    ("- a\n", None, ["names.yaml", "expected a mapping of source tensor names to ours"]),
+    ("a: [\n", None, ["names.yaml", "malformed YAML at line"]),
+    (None, '{"layer_type": "middle"}', ["mtp.json", "layer_type", "'middle' is not one of"]),
+    (None, '{"layer_type": "full_attention", "hidden": 3}', ["mtp.json", "'hidden'", "layer_type"]),
+    (None, '[1]', ["mtp.json", "expected a JSON object at the top level, got list"]),
+])
+def test_bad_drafter_files_are_one_line(tmp_path, names, arch, needles):
+    kwargs = {k: v for k, v in (("names", names), ("arch", arch)) if v is not None}
+    with pytest.raises(PipelineError) as err:
+        load_config(with_drafter(tmp_path, **kwargs))
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_missing_drafter_weights(tmp_path):
+    with pytest.raises(PipelineError, match=r"c.yaml: mtp.path: .*d.safetensors does not exist"):
+        load_config(with_drafter(tmp_path)).mtp_path()
