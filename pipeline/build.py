@@ -28,8 +28,10 @@ from .compile.build import compile_module, export_model, library_name
 from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig
 from .errors import PipelineError
-from .models.importer import import_weights
+from .models.gemma4_assistant import loader as assistant_loader
+from .models.importer import NAME_MAPPED_FORMATS, import_weights
 from .models.kv_cache import require_kernel_target
+from .models.name_map import NameMap
 from .models.registry import get_family
 from .package.atomic import atomic_directory
 from .package.chat_config import RUNTIME_CONFIG, chat_config
@@ -117,14 +119,19 @@ class ModelStages:
 
 def _model_stages(role: str, family, source_format: str, source_path: Path, overrides: dict[str, Any],
                   scheme, presets: list[TargetPreset], lib_stem: str, force: bool, progress: bool,
-                  say: Callable[[str], None], reports: list[StageReport]) -> ModelStages:
+                  say: Callable[[str], None], reports: list[StageReport],
+                  import_options: dict[str, Any] | None = None) -> ModelStages:
     """Run (or reuse) import -> convert -> compile[target] for one model; ``role`` prefixes the
-    stage names (``""`` for the base model, ``"drafter-"`` for its MTP drafter)."""
+    stage names (``""`` for the base model, ``"drafter-"`` for its MTP drafter);
+    ``import_options``: keyword arguments of :func:`import_weights` (architecture, name map)."""
     code = _code_digest()
-    import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path), overrides)
+    import_options = import_options or {}
+    import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path), overrides,
+                         import_options)
 
     def do_import(tmp: Path) -> None:
-        model_config, weights = import_weights(family, source_format, source_path, overrides, progress)
+        model_config, weights = import_weights(family, source_format, source_path, overrides, progress,
+                                               **import_options)
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
         save_file(weights, str(tmp / "weights.safetensors"))
         if not role:
@@ -182,12 +189,18 @@ def _import_tokenizer(source_format: str, source_path: Path, directory: Path) ->
         raise PipelineError(f"{source_path}: no tokenizer files ({', '.join(HF_TOKENIZER_FILES)})")
 
 
-def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path] | None:
-    """The ``mtp`` section's ``(family, format, path)``; None without one.
+def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path, dict[str, Any]] | None:
+    """The ``mtp`` section's ``(family, format, path, import options)``; None without one.
+
+    A ``gemma4_assistant`` drafter in ``safetensors`` or ``litertlm`` format is imported through
+    its name map (``mtp.name_map``; for ``litertlm`` by default
+    :data:`~pipeline.models.gemma4_assistant.loader.LITERTLM_NAME_MAP`) with the config of its
+    architecture file: the import options carry both.
 
     Raises:
-        PipelineError: speculative decoding is asked for without a drafter, or the drafter source
-            is missing or in a format the build cannot read yet.
+        PipelineError: speculative decoding is asked for without a drafter, the drafter source
+            is missing or in a format the build cannot read yet, or its architecture or name map
+            is missing or malformed.
     """
     if not config.mtp:
         if config.speculative["mode"] != "off":
@@ -195,13 +208,20 @@ def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path] | None:
                                 f"'mtp' section naming the drafter")
         return None
     mtp = config.mtp
+    if mtp.get("family") == "gemma4_assistant" and mtp.get("format") in NAME_MAPPED_FORMATS:
+        if config.mtp_name_map is None:
+            name_map = NameMap.read(assistant_loader.LITERTLM_NAME_MAP)
+        else:
+            name_map = NameMap(config.mtp_name_map, str((config.path.parent / mtp["name_map"]).resolve()))
+        return (get_family("gemma4_assistant"), mtp["format"], config.mtp_path(),
+                {"architecture": config.hf_config("mtp"), "name_map": name_map})
     if mtp.get("format", "hf-safetensors") != "hf-safetensors" or "path" not in mtp:
         raise PipelineError(f"{config.path}: mtp: format {mtp.get('format')!r} with "
                             f"{'path' if 'path' in mtp else 'no path'}, expected hf-safetensors with a path")
     path = (config.path.parent / mtp["path"]).resolve()
     if not path.exists():
         raise PipelineError(f"{config.path}: mtp.path: {path} does not exist")
-    return get_family(mtp.get("family", "gemma4_assistant")), "hf-safetensors", path
+    return get_family(mtp.get("family", "gemma4_assistant")), "hf-safetensors", path, {}
 
 
 def build(config: PipelineConfig, targets: list[str] | None = None, output: Path | None = None,
@@ -232,7 +252,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     drafter = None
     if drafter_source is not None:
         drafter = _model_stages("drafter-", drafter_source[0], drafter_source[1], drafter_source[2], {}, scheme,
-                                presets, f"{config.name}-drafter", force, progress, say, reports)
+                                presets, f"{config.name}-drafter", force, progress, say, reports, drafter_source[3])
 
     # package.
     with atomic_directory(output) as tmp:

@@ -1,8 +1,11 @@
-"""Import base weights from a source file into a family's parameter names, checking every shape.
+"""Import weights from a source file into a family's parameter names, checking every shape.
 
 Output: the family config and an ordered ``{our name: float32 array}`` covering exactly the
 parameters of the (unquantized) model definition.  A missing parameter, a shape that disagrees
-with the config, or a source tensor nothing maps to is reported by name and shape.
+with the config, or (through a name map) a source tensor nothing maps to is reported by name and
+shape.  Name maps (:mod:`pipeline.models.name_map`) translate a file's tensor names into
+transformers' names, which the family's ``hf_name`` / ``hf_transform`` then take as for a
+Hugging Face checkpoint.
 """
 
 from __future__ import annotations
@@ -18,9 +21,17 @@ from tqdm import tqdm
 from ..errors import PipelineError
 from ..sources.gguf_file import GGUFSource
 from ..sources.hf_dir import HFSource
+from ..sources.tensor_files import SafetensorsFile, TFLiteTensors
+from .name_map import NameMap
 from .registry import Family
 
 log = logging.getLogger(__name__)
+
+# Formats whose tensor names a name map translates (pipeline/config/schema.py MTP_FORMATS).
+NAME_MAPPED_FORMATS = ("safetensors", "litertlm")
+# The section of a ``.litertlm`` file a drafter is read from (its ``model_type``; LiteRT-LM
+# ``schema/py/litertlm_builder.py`` TfLiteModelType.MTP_DRAFTER).
+LITERTLM_ROLE = "tf_lite_mtp_drafter"
 
 
 def expected_shapes(family: Family, config: Any) -> dict[str, tuple[int, ...]]:
@@ -29,13 +40,25 @@ def expected_shapes(family: Family, config: Any) -> dict[str, tuple[int, ...]]:
     return {name: tuple(int(x) for x in param.shape) for name, param in model.named_parameters()}
 
 
-def import_weights(family: Family, source_format: str, path: Path, overrides: dict[str, Any],
-                   progress: bool = True) -> tuple[Any, dict[str, np.ndarray]]:
-    """Read ``path`` (``gguf`` or ``hf-safetensors``) into ``(config, {name: float32 array})``.
+def import_weights(family: Family, source_format: str, path: Path,  # pylint: disable=too-many-locals
+                   overrides: dict[str, Any], progress: bool = True, *,
+                   architecture: tuple[dict[str, Any], Path] | None = None,
+                   name_map: NameMap | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+    """Read ``path`` into ``(config, {name: float32 array})``.
+
+    Formats: ``gguf``; ``hf-safetensors`` (a Hugging Face directory, its ``config.json``);
+    ``safetensors`` (one file) and ``litertlm`` (the TFLite model of the file's
+    :data:`LITERTLM_ROLE` section), whose tensors ``name_map`` names and whose config is
+    ``architecture``: ``(config.json content, the file it came from)``.  Through a name map every
+    source tensor must be matched by an entry, and ``constant:`` entries fill parameters the
+    source does not store.
 
     Raises:
-        PipelineError: unreadable source, wrong architecture, a missing tensor, or a tensor whose
-            shape disagrees with the config (names the tensor, its shape and the expected one).
+        PipelineError: unreadable source, wrong architecture, a missing tensor (named with its
+            shape and, through a name map, the source name it was expected under), a source tensor
+            no name-map entry matches (named with its shape), two tensors for one parameter, or a
+            tensor whose shape disagrees with the config (names the tensor, its shape and the
+            expected one).
     """
     if source_format == "gguf":
         source = GGUFSource(path)
@@ -44,44 +67,80 @@ def import_weights(family: Family, source_format: str, path: Path, overrides: di
                 f"{path}: general.architecture is {source.architecture!r}, expected {family.gguf_architecture!r}"
             )
         config = family.config_from_gguf(source, **overrides)
-        ours = family.gguf_name_map(config.num_hidden_layers).get
+        name_of = family.gguf_name_map(config.num_hidden_layers).get
 
         def transform(_name, array):  # GGUF tensors are already in our convention
             return array
-    else:
+    elif source_format == "hf-safetensors":
         source = HFSource(path)
-        try:
-            config = family.config_from_hf(source.config, **overrides)
-        except (KeyError, ValueError) as err:
-            raise PipelineError(f"{path / 'config.json'}: {err}") from None
-        ours, transform = family.hf_name, family.hf_transform
+        config = _config_from_hf(family, source.config, path / "config.json", overrides)
+        name_of, transform = family.hf_name, family.hf_transform
+    elif source_format in NAME_MAPPED_FORMATS and architecture is not None and name_map is not None:
+        source = (SafetensorsFile(path) if source_format == "safetensors"
+                  else TFLiteTensors.from_litertlm(path, LITERTLM_ROLE))
+        config = _config_from_hf(family, architecture[0], architecture[1], overrides)
+        name_of, transform = family.hf_name, family.hf_transform
+    else:
+        raise PipelineError(f"{path}: source format {source_format!r} with{'' if name_map else 'out'} a name map, "
+                            f"expected gguf, hf-safetensors, or {' or '.join(NAME_MAPPED_FORMATS)} with a name map "
+                            f"and an architecture")
 
     shapes = expected_shapes(family, config)
+    constants = name_map.constants(list(shapes)) if name_map else {}
     mapping: dict[str, str] = {}
     skipped = []
     for src in source.tensor_names():
-        dst = ours(src)
-        if dst is None or dst not in shapes:
+        shape = tuple(source.tensor_info(src)[0])
+        targets = _mapped(src, shape, name_map, path) if name_map else [src]
+        ours = [dst for dst in map(name_of, targets) if dst in shapes]
+        if name_map and len(ours) < len(targets):
+            wrong = next(t for t in targets if name_of(t) not in shapes)
+            raise PipelineError(f"{name_map.origin}: tensor {src!r} maps to {wrong!r}, which is not a parameter of "
+                                f"this {family.name} model; expected a name such as {next(iter(shapes))!r}")
+        if not ours:
             skipped.append(src)
-            continue
-        if dst in mapping:
-            raise PipelineError(f"{path}: tensors {mapping[dst]!r} and {src!r} both map to {dst!r}")
-        mapping[dst] = src
-        shape = source.tensor_info(src)[0]
-        if tuple(shape) != shapes[dst]:
-            raise PipelineError(
-                f"{path}: tensor {src} has shape {list(shape)}, expected {list(shapes[dst])} for {dst} from the config"
-            )
-    missing = [name for name in shapes if name not in mapping]
+        for dst in ours:
+            if dst in mapping or dst in constants:
+                first = f"tensor {mapping[dst]!r}" if dst in mapping else "a 'constant:' entry"
+                raise PipelineError(f"{path}: {first} and tensor {src!r} both map to {dst!r}; expected one source each")
+            mapping[dst] = src
+            if shape != shapes[dst]:
+                raise PipelineError(f"{path}: tensor {src} has shape {list(shape)}, expected {list(shapes[dst])} "
+                                    f"for {dst} from the config")
+    missing = [name for name in shapes if name not in mapping and name not in constants]
     if missing:
+        hint = name_map.expected_source(missing[0]) if name_map else None
         raise PipelineError(
             f"{path}: {len(missing)} parameter(s) missing, first {missing[0]} (shape {list(shapes[missing[0]])})"
+            + (f", expected from tensor {hint!r} (name map {name_map.origin})" if hint else "")
         )
     if skipped:
         groups = Counter(".".join(name.split(".")[:2]) for name in skipped)
-        log.warning("%s: skipped %d source tensor(s) the text model does not use: %s", path, len(skipped),
+        log.warning("%s: skipped %d source tensor(s) the model does not use: %s", path, len(skipped),
                     ", ".join(f"{group}.* ({count})" for group, count in sorted(groups.items())))
     weights = {}
     for dst in tqdm(shapes, desc="import", unit="tensor", disable=not progress):
-        weights[dst] = transform(dst, source.load(mapping[dst]))
+        weights[dst] = (np.full(shapes[dst], constants[dst], np.float32) if dst in constants
+                        else transform(dst, source.load(mapping[dst])))
     return config, weights
+
+
+def _config_from_hf(family: Family, content: dict[str, Any], origin: Path, overrides: dict[str, Any]) -> Any:
+    """``family``'s config from ``config.json`` content; errors name ``origin``."""
+    try:
+        return family.config_from_hf(content, **overrides)
+    except (KeyError, ValueError) as err:
+        raise PipelineError(f"{origin}: {err}") from None
+
+
+def _mapped(src: str, shape: tuple[int, ...], name_map: NameMap, path: Path) -> tuple[str, ...]:
+    """The transformers names ``name_map`` gives source tensor ``src`` (empty: unused).
+
+    Raises:
+        PipelineError: no entry matches ``src`` (names it and its shape).
+    """
+    targets = name_map.lookup(src)
+    if targets is None:
+        raise PipelineError(f"{path}: tensor {src!r} (shape {list(shape)}) matches no entry of the name map "
+                            f"{name_map.origin}; expected it mapped to a parameter or marked 'unused: <why>'")
+    return targets

@@ -1,4 +1,5 @@
-"""Where a ``gemma4_assistant`` drafter's parameters come from: Hugging Face tensor names -> ours.
+"""Where a ``gemma4_assistant`` drafter's parameters come from: Hugging Face tensor names -> ours
+(other namings reach these through a name map, :mod:`pipeline.models.name_map`).
 
 Our names are those of transformers' ``Gemma4AssistantForCausalLM`` (``pre_projection.weight``,
 ``model.layers.N.self_attn.q_proj.weight``, ...), except that the centroid head's
@@ -10,11 +11,16 @@ ordering, ``token_rank[token_ordering[i]] = i``, so that a token's cluster is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ...errors import PipelineError
 
 ORDERING, RANK = "masked_embedding.token_ordering", "masked_embedding.token_rank"
+# The name map a ``litertlm`` drafter is read with when the config names none: the tensor names
+# of the tf_lite_mtp_drafter model in Google's Gemma 4 LiteRT-LM exports (evidence in its header).
+LITERTLM_NAME_MAP = Path(__file__).resolve().parents[3] / "configs" / "name-maps" / "litertlm-gemma4-mtp-drafter.yaml"
 
 
 def hf_name(source_name: str) -> str | None:
