@@ -25,7 +25,8 @@ from pipeline.models.importer import expected_shapes, import_weights
 from pipeline.models.name_map import NameMap
 from pipeline.models.registry import get_family
 from tests.sources.litert_fixtures import (
-    TT, ModelOptions, Weight, build_litertlm, build_tflite, default_weights, float_weight, quantized_weight)
+    ARG_SUFFIX, DRAFTER_NORMS, TT, float_weight, gemma4_drafter_litertlm, gemma4_drafter_names, gemma4_drafter_tensors,
+    quantized_weight)
 
 FAMILY = get_family("gemma4_assistant")
 COMMUNITY_MAP = LITERTLM_NAME_MAP.parent / "coreml-llm-gemma4-mtp-drafter.yaml"
@@ -40,62 +41,6 @@ ARCHITECTURE = {
     },
 }
 SHAPES = expected_shapes(FAMILY, FAMILY.config_from_hf(ARCHITECTURE))
-NORMS = ("post_attention_layernorm", "post_feedforward_layernorm", "input_layernorm", "pre_feedforward_layernorm")
-ARG_SUFFIX = "ReadVariableOp;StatefulPartitionedCall"
-
-
-def litert_names() -> dict[str, str]:
-    """Our parameter -> its tensor name in Google's LiteRT drafter (sources: the map's header)."""
-    names = {"pre_projection.weight": "MtpDrafterModel.mtp_pre_project/mtp_pre_proj/btm,md->btd/dot_general",
-             "post_projection.weight": "MtpDrafterModel.mtp_post_project/mtp_post_proj/btd,dm->btm/dot_general",
-             "model.embed_tokens.weight":
-                 "MtpDrafterModel.decode_softmax/transformer.decode_softmax/embedder.decode/composite",
-             "model.norm.weight": f"jax2tf_arg_0/{ARG_SUFFIX}",
-             "model.layers.3.self_attn.q_norm.weight": f"jax2tf_arg_39/{ARG_SUFFIX}"}
-    for i in range(4):
-        query = f"layer_{i}/layer_{i}.pre_q/attn.pre_q/attn._pre_attention_query_fn/q_einsum"
-        post = f"layer_{i}/layer_{i}.post_qkv"
-        names[f"model.layers.{i}.self_attn.q_proj.weight"] = f"{query}/reshape;{query}/btd,dH->btH/dot_general"
-        names[f"model.layers.{i}.self_attn.o_proj.weight"] = (
-            f"{post}/attn.post_qkv/attn_vec_einsum/btH,Hd->btd/dot_general")
-        names[f"model.layers.{i}.mlp.gate_proj.weight"] = f"{post}/mlp/gating_einsum1/btd,df->btf/dot_general"
-        names[f"model.layers.{i}.mlp.up_proj.weight"] = f"{post}/mlp/gating_einsum2/btd,df->btf/dot_general"
-        names[f"model.layers.{i}.mlp.down_proj.weight"] = f"{post}/mlp/linear/btf,fd->btd/dot_general"
-        for k, norm in enumerate(NORMS):  # jax2tf argument numbers: the map's header
-            names[f"model.layers.{i}.{norm}.weight"] = f"jax2tf_arg_{10 + 11 * i + k}/{ARG_SUFFIX}"
-    return names
-
-
-def litert_drafter(seed: int = 0) -> tuple[list[Weight], dict[str, np.ndarray]]:
-    """The drafter's tensors (INT8 and INT4 per-channel weights, float32 and bfloat16 norms with
-    stray quantization, the sliding layers' shared query-norm constant, non-parameter constants)
-    and the value each of our parameters must get."""
-    rng = np.random.default_rng(seed)
-    weights, expected = [], {}
-    for k, (ours, name) in enumerate(litert_names().items()):
-        shape = SHAPES[ours]
-        if len(shape) == 2:
-            weight = quantized_weight(rng, name, shape, bits=8 if k % 2 else 4, axis=0)
-        else:
-            weight = float_weight(rng, name, shape, "bf16" if k % 2 else "f32", stray_quant=True)
-        weights.append(weight)
-        expected[ours] = weight.expected
-    shared = float_weight(rng, "arith.constant3", SHAPES["model.layers.0.self_attn.q_norm.weight"], stray_quant=True)
-    weights.append(shared)
-    expected.update({f"model.layers.{i}.self_attn.q_norm.weight": shared.expected for i in range(3)})
-    expected.update({f"model.layers.{i}.layer_scalar": np.ones(1, np.float32) for i in range(4)})
-    rope = "attn.pre_q/attn._pre_attention_query_fn/maybe_rope/div"
-    weights += [float_weight(rng, f"layer_{i}/layer_{i}.pre_q/{rope}", (1, 1, 4)) for i in range(4)]
-    softcap = "MtpDrafterModel.decode_softmax/transformer.decode_softmax/transformer._post_process_decoding/div"
-    weights += [Weight(softcap, (), TT.FLOAT32, np.float32(30.0).tobytes()),
-                Weight("arith.constant14", (1, 1, 8), TT.INT32, np.arange(8, 16, dtype="<i4").tobytes())]
-    return weights, expected
-
-
-def write_litertlm(directory: Path, weights: list[Weight]) -> Path:
-    """A ``.litertlm`` with the drafter ``weights`` beside prefill/decode, metadata and a tokenizer."""
-    prefill, _ = build_tflite(default_weights(seed=5)[:2], ModelOptions(description="prefill"))
-    return build_litertlm(directory, build_tflite(weights)[0], prefill=prefill)
 
 
 def write_architecture(directory: Path) -> tuple[dict, Path]:
@@ -106,9 +51,9 @@ def write_architecture(directory: Path) -> tuple[dict, Path]:
 
 
 def test_litertlm_drafter_values_land_in_their_parameters(tmp_path):
-    weights, expected = litert_drafter()
+    weights, expected = gemma4_drafter_tensors(SHAPES)
     assert {TT.INT8, TT.INT4, TT.FLOAT32, TT.BFLOAT16} <= {w.type for w in weights}
-    path = write_litertlm(tmp_path, weights)
+    path = gemma4_drafter_litertlm(tmp_path, weights)
     config, imported = import_weights(FAMILY, "litertlm", path, {}, progress=False,
                                       architecture=write_architecture(tmp_path),
                                       name_map=NameMap.read(LITERTLM_NAME_MAP))
@@ -134,7 +79,7 @@ def coreml_names() -> dict[str, str]:
         for ours, theirs in (("self_attn.q_proj", "attn.q_proj"), ("self_attn.o_proj", "attn.o_proj"),
                              ("self_attn.q_norm", "attn.q_norm"), ("mlp.gate_proj", "mlp.gate1"),
                              ("mlp.up_proj", "mlp.gate2"), ("mlp.down_proj", "mlp.down"),
-                             *((norm, norm) for norm in NORMS)):
+                             *((norm, norm) for norm in DRAFTER_NORMS)):
             names[f"model.layers.{i}.{ours}.weight"] = f"layers.{i}.{theirs}.weight"
     return names
 
@@ -172,17 +117,17 @@ def test_renamed_extraction_imports_as_the_transformers_original(tmp_path):
 
 def _litertlm_case(tmp_path, change):
     """``(format, file, name map, the source name the error must give)`` for a bad LiteRT drafter."""
-    weights, _ = litert_drafter()
+    weights, _ = gemma4_drafter_tensors(SHAPES)
     by_name = {w.name: w for w in weights}
     named = {"missing": f"jax2tf_arg_22/{ARG_SUFFIX}", "unmatched": "layer_1/layer_1.post_qkv/mlp/bias",
-             "wrong-shape": litert_names()["model.layers.1.self_attn.q_proj.weight"]}[change]
+             "wrong-shape": gemma4_drafter_names()["model.layers.1.self_attn.q_proj.weight"]}[change]
     if change == "missing":
         del by_name[named]
     elif change == "unmatched":
         by_name[named] = float_weight(np.random.default_rng(3), named, (32,))
     else:
         by_name[named] = quantized_weight(np.random.default_rng(3), named, (16, 16), bits=8)
-    return "litertlm", write_litertlm(tmp_path, list(by_name.values())), LITERTLM_NAME_MAP, named
+    return "litertlm", gemma4_drafter_litertlm(tmp_path, list(by_name.values())), LITERTLM_NAME_MAP, named
 
 
 def _safetensors_case(tmp_path, change):
@@ -245,10 +190,10 @@ def test_name_map_lookup_rules():
 
 
 def test_target_that_is_no_parameter(tmp_path):
-    weights, _ = litert_drafter()
+    weights, _ = gemma4_drafter_tensors(SHAPES)
     mapping = dict(NameMap.read(LITERTLM_NAME_MAP).mapping)
     mapping["jax2tf_arg_0/ReadVariableOp;StatefulPartitionedCall"] = "model.final_norm.weight"
     with pytest.raises(PipelineError, match=r"^m.yaml: tensor 'jax2tf_arg_0/.*' maps to 'model.final_norm.weight', "
                                             r"which is not a parameter of this gemma4_assistant model"):
-        import_weights(FAMILY, "litertlm", write_litertlm(tmp_path, weights), {}, progress=False,
+        import_weights(FAMILY, "litertlm", gemma4_drafter_litertlm(tmp_path, weights), {}, progress=False,
                        architecture=write_architecture(tmp_path), name_map=NameMap(mapping, "m.yaml"))

@@ -252,3 +252,66 @@ def build_litertlm(directory: Path, drafter: bytes, *, prefill: bytes, aux: byte
     with open(out, "wb") as handle:
         builder.build(handle)
     return out
+
+
+# --- the MTP drafter of Gemma 4 LiteRT-LM exports -----------------------------------------------
+ARG_SUFFIX = "ReadVariableOp;StatefulPartitionedCall"
+DRAFTER_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm", "input_layernorm",
+                 "pre_feedforward_layernorm")
+
+
+def gemma4_drafter_names() -> dict[str, str]:
+    """transformers' parameter name -> its tensor name in Google's Gemma 4 LiteRT drafter (4 layers,
+    the last one full; evidence in configs/name-maps/litertlm-gemma4-mtp-drafter.yaml's header)."""
+    names = {"pre_projection.weight": "MtpDrafterModel.mtp_pre_project/mtp_pre_proj/btm,md->btd/dot_general",
+             "post_projection.weight": "MtpDrafterModel.mtp_post_project/mtp_post_proj/btd,dm->btm/dot_general",
+             "model.embed_tokens.weight":
+                 "MtpDrafterModel.decode_softmax/transformer.decode_softmax/embedder.decode/composite",
+             "model.norm.weight": f"jax2tf_arg_0/{ARG_SUFFIX}",
+             "model.layers.3.self_attn.q_norm.weight": f"jax2tf_arg_39/{ARG_SUFFIX}"}
+    for i in range(4):
+        query = f"layer_{i}/layer_{i}.pre_q/attn.pre_q/attn._pre_attention_query_fn/q_einsum"
+        post = f"layer_{i}/layer_{i}.post_qkv"
+        names[f"model.layers.{i}.self_attn.q_proj.weight"] = f"{query}/reshape;{query}/btd,dH->btH/dot_general"
+        names[f"model.layers.{i}.self_attn.o_proj.weight"] = (
+            f"{post}/attn.post_qkv/attn_vec_einsum/btH,Hd->btd/dot_general")
+        names[f"model.layers.{i}.mlp.gate_proj.weight"] = f"{post}/mlp/gating_einsum1/btd,df->btf/dot_general"
+        names[f"model.layers.{i}.mlp.up_proj.weight"] = f"{post}/mlp/gating_einsum2/btd,df->btf/dot_general"
+        names[f"model.layers.{i}.mlp.down_proj.weight"] = f"{post}/mlp/linear/btf,fd->btd/dot_general"
+        for k, norm in enumerate(DRAFTER_NORMS):  # jax2tf arguments, in the order of the JAX parameter tree
+            names[f"model.layers.{i}.{norm}.weight"] = f"jax2tf_arg_{10 + 11 * i + k}/{ARG_SUFFIX}"
+    return names
+
+
+def gemma4_drafter_tensors(shapes: dict[str, tuple[int, ...]],
+                           seed: int = 0) -> tuple[list[Weight], dict[str, np.ndarray]]:
+    """The drafter's tensors for parameter ``shapes`` (a 4-layer ``gemma4_assistant`` without
+    ordered embeddings): INT8 and INT4 per-channel weights, float32 and bfloat16 norms with stray
+    quantization, the sliding layers' shared query-norm constant, non-parameter constants; and the
+    value each parameter must get (layer scalars: 1)."""
+    rng = np.random.default_rng(seed)
+    weights, expected = [], {}
+    for k, (ours, name) in enumerate(gemma4_drafter_names().items()):
+        shape = shapes[ours]
+        if len(shape) == 2:
+            weight = quantized_weight(rng, name, shape, bits=8 if k % 2 else 4, axis=0)
+        else:
+            weight = float_weight(rng, name, shape, "bf16" if k % 2 else "f32", stray_quant=True)
+        weights.append(weight)
+        expected[ours] = weight.expected
+    shared = float_weight(rng, "arith.constant3", shapes["model.layers.0.self_attn.q_norm.weight"], stray_quant=True)
+    weights.append(shared)
+    expected.update({f"model.layers.{i}.self_attn.q_norm.weight": shared.expected for i in range(3)})
+    expected.update({f"model.layers.{i}.layer_scalar": np.ones(1, np.float32) for i in range(4)})
+    rope = "attn.pre_q/attn._pre_attention_query_fn/maybe_rope/div"
+    weights += [float_weight(rng, f"layer_{i}/layer_{i}.pre_q/{rope}", (1, 1, 4)) for i in range(4)]
+    softcap = "MtpDrafterModel.decode_softmax/transformer.decode_softmax/transformer._post_process_decoding/div"
+    weights += [Weight(softcap, (), TT.FLOAT32, np.float32(30.0).tobytes()),
+                Weight("arith.constant14", (1, 1, 8), TT.INT32, np.arange(8, 16, dtype="<i4").tobytes())]
+    return weights, expected
+
+
+def gemma4_drafter_litertlm(directory: Path, weights: list[Weight]) -> Path:
+    """A ``.litertlm`` with the drafter ``weights`` beside prefill/decode, metadata and a tokenizer."""
+    prefill, _ = build_tflite(default_weights(seed=5)[:2], ModelOptions(description="prefill"))
+    return build_litertlm(directory, build_tflite(weights)[0], prefill=prefill)

@@ -1,0 +1,87 @@
+"""A package built from a tiny random Gemma 4 base and a drafter read from a ``.litertlm`` file
+(``mtp.format: litertlm``, the default name map, an architecture file): the compiled drafter's
+4-step chain equals transformers' ``Gemma4AssistantForCausalLM`` holding the dequantized LiteRT
+tensors (float32; within 1e-5 of the largest magnitude, as the dequantized test weights reach
++-25 and logits +-100), so every tensor reached its parameter.
+
+The drafter has the real one's structure (three sliding layers and a full one, the sliding
+layers' query norms one folded constant, no layer scalars) at toy sizes fitting the E2B-like base.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.models.importer import expected_shapes
+from pipeline.models.registry import get_family
+from pipeline.runtime.assistant_drafter import AssistantDrafter
+from pipeline.runtime.engine import Engine
+from tests.conftest import write_config
+from tests.models.gemma4_fixtures import make_tiny_gemma4
+from tests.models.test_gemma4_assistant import reference_chain
+from tests.sources.litert_fixtures import gemma4_drafter_litertlm, gemma4_drafter_tensors
+
+TEXT = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=1, head_dim=16, global_head_dim=32, sliding_window=8, max_position_embeddings=512,
+            layer_types=["sliding_attention"] * 3 + ["full_attention"])
+RELATIVE = 1e-5
+ARCHITECTURE = {"model_type": "gemma4_assistant", "backbone_hidden_size": 64, "use_ordered_embeddings": False,
+                "text_config": TEXT}
+
+
+def transformers_assistant(tensors: dict[str, np.ndarray]):
+    """transformers' drafter for :data:`ARCHITECTURE` holding ``tensors`` (transformers names)."""
+    from transformers import (  # pylint: disable=import-outside-toplevel
+        Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4TextConfig)
+
+    text = Gemma4TextConfig(**TEXT, hidden_size_per_layer_input=0, vocab_size_per_layer_input=0)
+    model = Gemma4AssistantForCausalLM(Gemma4AssistantConfig(
+        text_config=text, backbone_hidden_size=64, use_ordered_embeddings=False, attn_implementation="eager")).eval()
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}  # the head is tied to the embedding
+    return model
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """``(engine, drafter, hf base, hf assistant)``."""
+    from pipeline.build import build  # pylint: disable=import-outside-toplevel
+    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp("litert-drafter")
+    base = make_tiny_gemma4(root / "hf", "e2b")
+    family = get_family("gemma4_assistant")
+    tensors, expected = gemma4_drafter_tensors(expected_shapes(family, family.config_from_hf(ARCHITECTURE)), seed=7)
+    litertlm = gemma4_drafter_litertlm(root / "litert", tensors)
+    (root / "drafter.json").write_text(json.dumps(ARCHITECTURE))
+    config = load_config(write_config(
+        root / "tiny.yaml", root / "hf", name="tiny-litert",
+        model={"family": "gemma4", "overrides": {"context_window_size": 256, "prefill_chunk_size": 64}},
+        mtp={"family": "gemma4_assistant", "format": "litertlm", "path": str(litertlm),
+             "architecture": str(root / "drafter.json")}))
+    package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+    engine = Engine(package)
+    speculative = engine.runtime_config["speculative"]
+    assert speculative["drafter_family"] == "gemma4_assistant"
+    drafter = AssistantDrafter(engine, package / speculative["drafter_lib"]["cpu"], package / speculative["drafter_weights"])
+    return engine, drafter, base, transformers_assistant(expected)
+
+
+def test_litertlm_drafter_chain_matches_transformers(built):
+    engine, drafter, base, assistant = built
+    ids = np.random.default_rng(11).integers(4, 96, size=16).tolist()
+    reference = reference_chain(base, assistant, ids, 4)
+    engine.reset()
+    token = int(np.argmax(engine.prefill(ids)))
+    hidden = drafter.context.last_hidden()
+    for ref_token, ref_logits, ref_hidden in reference:
+        assert token == ref_token
+        logits, hidden = drafter.step(token, hidden)
+        np.testing.assert_allclose(logits, ref_logits, atol=RELATIVE * np.abs(ref_logits).max(), rtol=0)
+        np.testing.assert_allclose(hidden, ref_hidden, atol=RELATIVE * np.abs(ref_hidden).max(), rtol=0)
+        token = int(np.argmax(logits))
+    assert np.ptp(reference[-1][1]) > 1.0  # the logits are not flat: the weights took part
