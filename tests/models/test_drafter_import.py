@@ -197,3 +197,30 @@ def test_target_that_is_no_parameter(tmp_path):
                                             r"which is not a parameter of this gemma4_assistant model"):
         import_weights(FAMILY, "litertlm", gemma4_drafter_litertlm(tmp_path, weights), {}, progress=False,
                        architecture=write_architecture(tmp_path), name_map=NameMap(mapping, "m.yaml"))
+
+
+@pytest.mark.parametrize("source_format, name_map", [("safetensors", COMMUNITY_MAP), ("litertlm", LITERTLM_NAME_MAP),
+                                                     ("litertlm", None)])
+def test_drafter_source_from_config(tmp_path, source_format, name_map):
+    """The build's drafter source: the config's name map (checked by the config loader) or the
+    LiteRT default, and the architecture file's content; without an architecture, one line."""
+    from pipeline.build import _drafter_source  # pylint: disable=import-outside-toplevel
+    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
+    from tests.conftest import write_config  # pylint: disable=import-outside-toplevel
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"")
+    _, arch_path = write_architecture(tmp_path)
+    mtp = {"family": "gemma4_assistant", "format": source_format, "path": str(weights)}
+    if name_map is not None:
+        mtp["name_map"] = str(name_map)
+    config_path = write_config(tmp_path / "c.yaml", tmp_path, model={"family": "gemma4"}, mtp=mtp)
+    with pytest.raises(PipelineError, match=r"mtp.architecture: not given"):
+        _drafter_source(load_config(config_path))
+    config_path = write_config(tmp_path / "c.yaml", tmp_path, model={"family": "gemma4"},
+                               mtp={**mtp, "architecture": str(arch_path)})
+    family, found_format, path, options = _drafter_source(load_config(config_path))
+    assert (family.name, found_format, path) == ("gemma4_assistant", source_format, weights)
+    assert options["architecture"] == (ARCHITECTURE, arch_path)
+    assert options["name_map"] == NameMap.read(name_map or LITERTLM_NAME_MAP)
+    assert options["name_map"].origin == str(name_map or LITERTLM_NAME_MAP)
