@@ -118,3 +118,29 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
         _expr=rx.call_pure_packed("vm.builtin.paged_attention_kv_cache_create", *args, ty_args=rx.AnyType()),
         _name="paged_kv_cache",
     )
+
+
+class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
+    """``create_paged_kv_cache`` (MLC's entry point) for a model that says its cache shape.
+
+    The model defines ``dtype`` and ``kv_cache_shape()`` -> ``(layers, query heads, KV heads,
+    head_dim, sliding_window)``; sizes are symbolic, given at run time.  MLC's
+    ``support_sliding_window`` argument is ignored: the window is applied exactly by the kernels.
+    """
+
+    def create_paged_kv_cache(  # pylint: disable=too-many-arguments
+        self,
+        max_batch_size: tirx.Var,
+        max_total_seq_len: tirx.Var,
+        prefill_chunk_size: tirx.Var,
+        page_size: tirx.Var,
+        support_sliding_window: tirx.Var,
+    ) -> PagedKVCache:
+        """Create the paged KV cache of :meth:`kv_cache_shape` for the target being compiled."""
+        del support_sliding_window
+        layers, h_q, h_kv, head_dim, window = self.kv_cache_shape()
+        return create_windowed_paged_kv_cache(
+            max_batch_size=max_batch_size, max_total_seq_len=max_total_seq_len,
+            prefill_chunk_size=prefill_chunk_size, page_size=page_size, num_hidden_layers=layers,
+            num_attention_heads=h_q, num_key_value_heads=h_kv, head_dim=head_dim, sliding_window=window,
+            dtype=self.dtype, target=current_target())

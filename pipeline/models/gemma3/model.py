@@ -26,13 +26,12 @@ import dataclasses
 import math
 from typing import Any
 
-from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from ..attention_kernels import sliding_sm_scale
-from ..kv_cache import create_windowed_paged_kv_cache, current_target
+from ..kv_cache import WindowedKVCacheMixin
 from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
 
 
@@ -205,7 +204,7 @@ class Gemma3TextModel(nn.Module):
         return self.norm(x)
 
 
-class Gemma3ForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attributes
+class Gemma3ForCausalLM(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-instance-attributes
     """Gemma 3 with MLC LLM's entry points (see the module docstring)."""
 
     def __init__(self, config: Gemma3Config, dtype: str = "float32"):
@@ -255,31 +254,10 @@ class Gemma3ForCausalLM(nn.Module):  # pylint: disable=too-many-instance-attribu
         """``(1, s, hidden)`` -> ``(1, s, hidden)`` final hidden states (for MTP drafters)."""
         return self.model(input_embeds, paged_kv_cache), paged_kv_cache
 
-    def create_paged_kv_cache(  # pylint: disable=too-many-arguments
-        self,
-        max_batch_size: tirx.Var,
-        max_total_seq_len: tirx.Var,
-        prefill_chunk_size: tirx.Var,
-        page_size: tirx.Var,
-        support_sliding_window: tirx.Var,
-    ) -> PagedKVCache:
-        """Create the paged KV cache (sizes given at run time; ``support_sliding_window`` is
-        ignored: the window is applied by this model's kernels, exactly)."""
-        del support_sliding_window
+    def kv_cache_shape(self) -> tuple[int, int, int, int, int]:
+        """``(layers, query heads, KV heads, head_dim, sliding_window)`` of the paged KV cache."""
         c = self.config
-        return create_windowed_paged_kv_cache(
-            max_batch_size=max_batch_size,
-            max_total_seq_len=max_total_seq_len,
-            prefill_chunk_size=prefill_chunk_size,
-            page_size=page_size,
-            num_hidden_layers=c.num_hidden_layers,
-            num_attention_heads=c.num_attention_heads,
-            num_key_value_heads=c.num_key_value_heads,
-            head_dim=c.head_dim,
-            sliding_window=c.sliding_window,
-            dtype=self.dtype,
-            target=current_target(),
-        )
+        return c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.sliding_window
 
     def get_default_spec(self) -> nn.spec.ModuleSpec:
         """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""

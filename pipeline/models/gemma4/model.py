@@ -45,7 +45,7 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from ..attention_kernels import sliding_sm_scale
-from ..kv_cache import create_windowed_paged_kv_cache, current_target
+from ..kv_cache import WindowedKVCacheMixin
 from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
 from .config import FULL, SLIDING, Gemma4Config
 
@@ -319,7 +319,7 @@ class Gemma4TextModel(nn.Module):  # pylint: disable=too-many-instance-attribute
         return self.norm(stream), [kvs[i] for i in self.mtp_layers]
 
 
-class Gemma4ForCausalLM(nn.Module):
+class Gemma4ForCausalLM(WindowedKVCacheMixin, nn.Module):
     """Gemma 4 with MLC LLM's entry points (see the module docstring)."""
 
     def __init__(self, config: Gemma4Config, dtype: str = "float32"):
@@ -378,31 +378,11 @@ class Gemma4ForCausalLM(nn.Module):
         (k_s, v_s), (k_f, v_f) = kvs
         return (self.get_logits(hidden), hidden, k_s, v_s, k_f, v_f), paged_kv_cache
 
-    def create_paged_kv_cache(  # pylint: disable=too-many-arguments
-        self,
-        max_batch_size: tirx.Var,
-        max_total_seq_len: tirx.Var,
-        prefill_chunk_size: tirx.Var,
-        page_size: tirx.Var,
-        support_sliding_window: tirx.Var,
-    ) -> PagedKVCache:
-        """Create the paged KV cache (one for all layers, padded; ``support_sliding_window`` is
-        ignored: the window is applied by this model's kernels, exactly)."""
-        del support_sliding_window
+    def kv_cache_shape(self) -> tuple[int, int, int, int, int]:
+        """``(layers, query heads, KV heads, head_dim, sliding_window)`` of the paged KV cache: one
+        cache for all layers, padded to the largest head dimension and KV-head count."""
         c = self.config
-        return create_windowed_paged_kv_cache(
-            max_batch_size=max_batch_size,
-            max_total_seq_len=max_total_seq_len,
-            prefill_chunk_size=prefill_chunk_size,
-            page_size=page_size,
-            num_hidden_layers=c.num_hidden_layers,
-            num_attention_heads=c.num_attention_heads,
-            num_key_value_heads=c.cache_kv_heads,
-            head_dim=c.cache_head_dim,
-            sliding_window=c.sliding_window,
-            dtype=self.dtype,
-            target=current_target(),
-        )
+        return c.num_hidden_layers, c.num_attention_heads, c.cache_kv_heads, c.cache_head_dim, c.sliding_window
 
     def get_default_spec(self) -> nn.spec.ModuleSpec:
         """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""

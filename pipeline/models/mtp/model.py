@@ -62,13 +62,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tvm import tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from ..gemma3.model import Gemma3Config, Gemma3DecoderLayer
-from ..kv_cache import create_windowed_paged_kv_cache, current_target
+from ..kv_cache import WindowedKVCacheMixin
 from ..layers import RMSNorm
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -130,7 +129,7 @@ class MTPConfig:
         return dataclasses.asdict(self)
 
 
-class Gemma3MTP(nn.Module):  # pylint: disable=too-many-instance-attributes
+class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-instance-attributes
     """The MTP drafter module with MLC-style entry points (see the module docstring).
 
     Parameters (transformers' ``MtpLayer`` names): ``enorm.weight``, ``hnorm.weight`` ``(hidden,)``;
@@ -190,32 +189,11 @@ class Gemma3MTP(nn.Module):  # pylint: disable=too-many-instance-attributes
         """``(b, 1, hidden)`` -> ``(b, 1, hidden)`` outputs, and the cache."""
         return self._block(hidden_states, paged_kv_cache), paged_kv_cache
 
-    def create_paged_kv_cache(  # pylint: disable=too-many-arguments
-        self,
-        max_batch_size: tirx.Var,
-        max_total_seq_len: tirx.Var,
-        prefill_chunk_size: tirx.Var,
-        page_size: tirx.Var,
-        support_sliding_window: tirx.Var,
-    ) -> PagedKVCache:
-        """The drafter's one-layer paged KV cache (sizes given at run time, as for the base;
-        ``support_sliding_window`` is ignored: a sliding block's window is applied exactly by
-        the kernels of :mod:`pipeline.models.kv_cache`)."""
-        del support_sliding_window
+    def kv_cache_shape(self) -> tuple[int, int, int, int, int]:
+        """``(layers, query heads, KV heads, head_dim, sliding_window)`` of the drafter's one-layer
+        paged KV cache (its block's attention shape)."""
         c = self.config.block_config()
-        return create_windowed_paged_kv_cache(
-            max_batch_size=max_batch_size,
-            max_total_seq_len=max_total_seq_len,
-            prefill_chunk_size=prefill_chunk_size,
-            page_size=page_size,
-            num_hidden_layers=1,
-            num_attention_heads=c.num_attention_heads,
-            num_key_value_heads=c.num_key_value_heads,
-            head_dim=c.head_dim,
-            sliding_window=c.sliding_window,
-            dtype=self.dtype,
-            target=current_target(),
-        )
+        return 1, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.sliding_window
 
     def get_default_spec(self) -> nn.spec.ModuleSpec:
         """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""
