@@ -241,11 +241,11 @@ def _architecture(config_path: Path, key: str, name: str | None, family: str) ->
 
 
 def _name_map(config_path: Path, name: str | None) -> dict[str, str] | None:
-    """Read ``mtp.name_map``: a YAML mapping of source tensor names to ours, one source per name.
+    """Read ``mtp.name_map``: a YAML mapping of strings (source tensor names or patterns to our
+    names; the entries' grammar is :mod:`pipeline.models.name_map`'s, checked where it is used).
 
     Raises:
-        PipelineError: the file is missing or malformed, an entry is not ``string: string``, or two
-            source tensors map to the same name of ours.
+        PipelineError: the file is missing or malformed, or an entry is not ``string: string``.
     """
     if name is None:
         return None
@@ -255,13 +255,9 @@ def _name_map(config_path: Path, name: str | None) -> dict[str, str] | None:
     mapping = _read_yaml(path, "name map")
     if not isinstance(mapping, dict) or not mapping:
         raise PipelineError(f"{path}: expected a mapping of source tensor names to ours, got {mapping!r}")
-    seen: dict[str, str] = {}
     for source, ours in mapping.items():
         if not isinstance(source, str) or not isinstance(ours, str) or not ours:
             raise PipelineError(f"{path}: {source!r}: {ours!r}, expected 'source tensor name: our tensor name'")
-        if ours in seen:
-            raise PipelineError(f"{path}: {seen[ours]!r} and {source!r} both map to {ours!r}; expected one source each")
-        seen[ours] = source
     return mapping
 
 
