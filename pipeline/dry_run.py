@@ -11,8 +11,9 @@ KV cache figures (bytes, for ``context_window_size x max_batch_size`` tokens rou
 pages of :data:`~pipeline.models.kv_cache.PAGE_SIZE`, in the model's activation dtype; TVM's own
 bookkeeping buffers excluded):
 
-- **allocated**: what our paged cache holds: every layer gets a slot padded to the largest
-  layer's KV-head count and head dimension (see :mod:`pipeline.models.gemma4.model`);
+- **allocated**: what our paged cache holds, the model's ``kv_cache_shape()``: every layer gets a
+  slot padded to the largest layer's KV-head count and head dimension (see
+  :mod:`pipeline.models.gemma4.model`);
 - **unpadded**: the same slots at each layer's own KV-head count and head dimension;
 - **minimum**: unpadded, with KV-shared layers storing nothing (they read their producer's K/V)
   and sliding-window layers keeping only ``sliding_window`` tokens.
@@ -199,39 +200,39 @@ def check_drafter_fits(base, drafter, origin: Path) -> None:
 
 
 # --- KV cache layouts, per family -------------------------------------------------------------
-def _gemma4_kv(config) -> tuple[list[KVLayer], int, int]:
+def _gemma4_kv_layers(config) -> list[KVLayer]:
     modes = config.kv_sharing_modes()
-    layers = [KVLayer(i, config.layer_types[i] + (f", K/V of layer {config.store_layer(config.layer_types[i])}"
-                                                   if modes[i] == "reuse" else ""),
-                      config.layer_kv_heads(i), config.layer_head_dim(i),
-                      config.sliding_window if config.is_sliding(i) else None, modes[i] != "reuse")
-              for i in range(config.num_hidden_layers)]
-    return layers, config.cache_kv_heads, config.cache_head_dim
+    return [KVLayer(i, config.layer_types[i] + (f", K/V of layer {config.store_layer(config.layer_types[i])}"
+                                                 if modes[i] == "reuse" else ""),
+                    config.layer_kv_heads(i), config.layer_head_dim(i),
+                    config.sliding_window if config.is_sliding(i) else None, modes[i] != "reuse")
+            for i in range(config.num_hidden_layers)]
 
 
-def _gemma3_kv(config) -> tuple[list[KVLayer], int, int]:
-    layers = [KVLayer(i, kind, config.num_key_value_heads, config.head_dim,
-                      config.sliding_window if kind == SLIDING else None, True)
-              for i, kind in enumerate(config.layer_types)]
-    return layers, config.num_key_value_heads, config.head_dim
+def _gemma3_kv_layers(config) -> list[KVLayer]:
+    return [KVLayer(i, kind, config.num_key_value_heads, config.head_dim,
+                    config.sliding_window if kind == SLIDING else None, True)
+            for i, kind in enumerate(config.layer_types)]
 
 
-KV_LAYOUTS: dict[str, Callable[[Any], tuple[list[KVLayer], int, int]] | None] = {
-    "gemma3": _gemma3_kv,
-    "gemma4": _gemma4_kv,
-    "gemma4_assistant": None,  # reads the base model's cache
-    "mtp": lambda config: _gemma3_kv(config.block_config()),
+# Each layer's own KV facts, for the families whose models have a cache (``kv_cache_shape``).
+KV_LAYERS: dict[str, Callable[[Any], list[KVLayer]]] = {
+    "gemma3": _gemma3_kv_layers,
+    "gemma4": _gemma4_kv_layers,
+    "mtp": lambda config: _gemma3_kv_layers(config.block_config()),
 }
 
 
-def kv_cache(family: str, config, dtype: str) -> KVCache | None:
-    """The KV cache a ``family`` model with ``config`` allocates (None: it has none of its own)."""
-    layout = KV_LAYOUTS[family]
-    if layout is None:
+def kv_cache(family: str, model) -> KVCache | None:
+    """The KV cache that ``model`` (a ``family`` model definition) allocates: its slots as its
+    ``kv_cache_shape()`` says, each layer's own sizes from its config; None for a model without
+    a cache of its own (a ``gemma4_assistant`` drafter reads the base model's)."""
+    if not hasattr(model, "kv_cache_shape"):
         return None
-    layers, heads, head_dim = layout(config)
+    _, _, heads, head_dim, _ = model.kv_cache_shape()
+    config = model.config
     tokens = -(-config.context_window_size * config.max_batch_size // PAGE_SIZE) * PAGE_SIZE
-    return KVCache(tuple(layers), heads, head_dim, tokens, dtype)
+    return KVCache(tuple(KV_LAYERS[family](config)), heads, head_dim, tokens, model.dtype)
 
 
 # --- the dry run --------------------------------------------------------------------------------
@@ -279,8 +280,8 @@ def _plan(role: str, family: str, origin: Path, model_config, model_cls, scheme:
         model = model_cls(model_config, scheme.model_dtype)
     except (ValueError, TypeError) as err:
         raise PipelineError(f"{origin}: {err}") from None
-    return ModelPlan(role, family, origin, model_config, stored_parameters(model, scheme),
-                     kv_cache(family, model_config, scheme.model_dtype))
+    cache = kv_cache(family, model)
+    return ModelPlan(role, family, origin, model_config, stored_parameters(model, scheme), cache)
 
 
 # --- the report ------------------------------------------------------------------------------------
