@@ -54,6 +54,7 @@ class _Entry:
     key: str
     targets: tuple[str, ...]  # empty for an ``unused:`` entry
     match: re.Pattern[str] | None  # None: the key is an exact tensor name or a constant
+    constant: float | None = None  # the value of a ``constant:`` entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,21 +87,21 @@ class NameMap:
                 raise PipelineError(f"{where}: {value!r}, expected 'unused: <why the tensor is no parameter>'")
             return _Entry(key, (), None if LAYER not in key and "*" not in key else _pattern(key))
         targets = tuple(t.strip() for t in value.split(","))
-        constant = key.startswith(CONSTANT)
-        if constant:
+        constant = None
+        if key.startswith(CONSTANT):
             try:
-                float(key[len(CONSTANT):])
+                constant = float(key[len(CONSTANT):])
             except ValueError:
                 raise PipelineError(f"{where}: expected 'constant: <number>'") from None
         for target in targets:
             if not target or "*" in target:
                 raise PipelineError(f"{where}: target {target!r} in {value!r}, expected transformers parameter "
                                     f"names separated by commas")
-            if LAYER in target and LAYER not in key and not constant:
+            if LAYER in target and LAYER not in key and constant is None:
                 raise PipelineError(f"{where}: target {target!r} uses {LAYER}, but the source name has no "
                                     f"{LAYER} to take the index from")
-        exact = constant or (LAYER not in key and "*" not in key)
-        return _Entry(key, targets, None if exact else _pattern(key))
+        exact = constant is not None or (LAYER not in key and "*" not in key)
+        return _Entry(key, targets, None if exact else _pattern(key), constant)
 
     @classmethod
     def read(cls, path: str | Path) -> NameMap:
@@ -128,7 +129,7 @@ class NameMap:
             PipelineError: two patterns match ``name``.
         """
         for entry in self._entries:
-            if entry.match is None and entry.key == name:
+            if entry.match is None and entry.constant is None and entry.key == name:
                 return entry.targets
         found = [(entry, m) for entry in self._entries if entry.match and (m := entry.match.fullmatch(name))]
         if len(found) > 1:
@@ -148,21 +149,21 @@ class NameMap:
         """
         out: dict[str, float] = {}
         for entry in self._entries:
-            if not entry.key.startswith(CONSTANT):
+            if entry.constant is None:
                 continue
             for target in entry.targets:
                 matched = [name for name in parameters if _pattern(target).fullmatch(name)]
                 if not matched:
                     raise PipelineError(f"{self.origin}: {entry.key!r}: target {target!r} matches no parameter of "
                                         f"the model, e.g. {parameters[0]!r}")
-                out.update(dict.fromkeys(matched, float(entry.key[len(CONSTANT):])))
+                out.update(dict.fromkeys(matched, entry.constant))
         return out
 
     def expected_source(self, target: str) -> str | None:
         """The source name (a pattern's index filled in) the map takes ``target`` from, if any."""
         for entry in self._entries:
             for template in entry.targets:
-                if entry.key.startswith(CONSTANT) or not (match := _pattern(template).fullmatch(target)):
+                if entry.constant is not None or not (match := _pattern(template).fullmatch(target)):
                     continue
                 return entry.key.replace(LAYER, match.groupdict().get("layer") or "")
         return None

@@ -187,6 +187,14 @@ def test_name_map_lookup_rules():
     assert name_map.expected_source("model.layers.5.self_attn.q_norm.weight") == "q.5.a.5"
     with pytest.raises(PipelineError, match=r"m.yaml: source tensor 'yz' matches both 'y\*' and '\*z'"):
         name_map.lookup("yz")
+    constants = NameMap({"constant: 1": "model.layers.{layer}.layer_scalar, model.norm.weight",
+                         "constant: -0.5": "pre_projection.weight"}, "m.yaml")
+    assert constants.lookup("constant: 1") is None  # a constant is no source tensor
+    assert constants.constants(list(SHAPES)) == {**{f"model.layers.{i}.layer_scalar": 1.0 for i in range(4)},
+                                                 "model.norm.weight": 1.0, "pre_projection.weight": -0.5}
+    with pytest.raises(PipelineError, match=r"m.yaml: 'constant: 2': target 'model.layers.{layer}.scalar' matches "
+                                            r"no parameter"):
+        NameMap({"constant: 2": "model.layers.{layer}.scalar"}, "m.yaml").constants(list(SHAPES))
 
 
 def test_target_that_is_no_parameter(tmp_path):

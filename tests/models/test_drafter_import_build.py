@@ -60,7 +60,8 @@ def built(tmp_path_factory):
     (root / "drafter.json").write_text(json.dumps(ARCHITECTURE))
     config = load_config(write_config(
         root / "tiny.yaml", root / "hf", name="tiny-litert",
-        model={"family": "gemma4", "overrides": {"context_window_size": 256, "prefill_chunk_size": 64}},
+        # a context window of its own: the compile stage's cache key leaves out the library name
+        model={"family": "gemma4", "overrides": {"context_window_size": 128, "prefill_chunk_size": 64}},
         mtp={"family": "gemma4_assistant", "format": "litertlm", "path": str(litertlm),
              "architecture": str(root / "drafter.json")}))
     package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
