@@ -27,6 +27,18 @@ GEMMA_TEMPLATE = {
 }
 
 
+# Gemma 4's turn markers (Google's "Gemma 4 prompt formatting" page, ai.google.dev/gemma/docs/core/
+# prompt-formatting-gemma4): <|turn>{role}\n ... <turn|>, roles system / user / model.
+GEMMA4_TEMPLATE = {
+    **GEMMA_TEMPLATE,
+    "name": "gemma4_instruction",
+    "roles": {"user": "<|turn>user", "assistant": "<|turn>model"},
+    "seps": ["<turn|>\n"],
+    "stop_str": ["<turn|>"],
+}
+TEMPLATES = {"gemma3": GEMMA_TEMPLATE, "gemma4": GEMMA4_TEMPLATE}
+
+
 def chat_config(model_config: Any, family: str, quantization: str, generation: dict[str, Any],
                 tokenizer_files: list[str]) -> dict[str, Any]:
     """The ``mlc-chat-config.json`` dict for a packaged model.
@@ -58,7 +70,7 @@ def chat_config(model_config: Any, family: str, quantization: str, generation: d
             "prepend_space_in_encode": False,
             "strip_space_in_decode": False,
         },
-        "conv_template": GEMMA_TEMPLATE,
+        "conv_template": TEMPLATES[family],
         "pad_token_id": cfg["pad_token_id"],
         "bos_token_id": cfg["bos_token_id"],
         "eos_token_id": cfg["eos_token_id"],

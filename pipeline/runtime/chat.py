@@ -1,7 +1,9 @@
-"""Multi-turn chat with Gemma's template, keeping the KV cache between turns.
+"""Multi-turn chat with the package's conversation template, keeping the KV cache between turns.
 
-Template (Gemma 3 model card / ``chat_template`` of its tokenizer):
-``<bos><start_of_turn>user\\n{message}<end_of_turn>\\n<start_of_turn>model\\n{reply}<end_of_turn>\\n...``
+The template is ``mlc-chat-config.json``'s ``conv_template`` (MLC's ``Conversation`` fields):
+a turn is ``roles.user + role_content_sep + message + seps[0] + roles.assistant +
+role_content_sep``, the reply ends with ``seps[0]``, whose start is the stop string.  For Gemma 3:
+``<bos><start_of_turn>user\\n{message}<end_of_turn>\\n<start_of_turn>model\\n{reply}<end_of_turn>\\n``.
 """
 
 from __future__ import annotations
@@ -12,15 +14,24 @@ from .sampling import Sampler
 from .speculative import Drafter, SpeculativeStats, speculative_generate
 
 
-def turn_text(message: str, first: bool) -> str:
+def turn_text(template: dict, message: str) -> str:
     """The text that opens a user turn and the model's reply (``<bos>`` is added as a token)."""
-    del first
-    return f"<start_of_turn>user\n{message}<end_of_turn>\n<start_of_turn>model\n"
+    roles, sep, role_sep = template["roles"], template["seps"][0], template["role_content_sep"]
+    return f"{roles['user']}{role_sep}{message}{sep}{roles['assistant']}{role_sep}"
+
+
+def turn_end(template: dict, stopped: bool) -> str:
+    """What closes the model's reply in the cache: the separator, less the stop string when the
+    model emitted it (a stop token, already in the cache)."""
+    sep = template["seps"][0]
+    stop = template["stop_str"][0] if template.get("stop_str") else ""
+    return sep[len(stop):] if stopped and sep.startswith(stop) else sep
 
 
 def encode_turn(engine: Engine, message: str, first: bool) -> list[int]:
     """Token ids for a user turn (with ``<bos>`` first when ``first``)."""
-    ids = engine.tokenizer.encode(turn_text(message, first), add_special_tokens=False).ids
+    ids = engine.tokenizer.encode(turn_text(engine.chat_config["conv_template"], message),
+                                  add_special_tokens=False).ids
     return ([engine.chat_config["bos_token_id"]] if first else []) + ids
 
 
@@ -45,8 +56,8 @@ class ChatSession:
                                          self.draft_length, stats=stats, continue_sequence=self.started):
             yield last
         self.started = True
-        encode = self.engine.tokenizer.encode
-        if stats.stopped_by == "stop_token":  # <end_of_turn> is in the cache already
-            self.pending = encode("\n", add_special_tokens=False).ids
-        else:  # cut by max_tokens: the last token is not in the cache yet; close the turn
-            self.pending = ([last] if last is not None else []) + encode("<end_of_turn>\n", add_special_tokens=False).ids
+        stopped = stats.stopped_by == "stop_token"  # the end-of-turn token is in the cache already
+        close = self.engine.tokenizer.encode(turn_end(self.engine.chat_config["conv_template"], stopped),
+                                             add_special_tokens=False).ids
+        # cut otherwise (max_tokens, a stop string): the last token is not in the cache yet
+        self.pending = close if stopped else ([last] if last is not None else []) + close
