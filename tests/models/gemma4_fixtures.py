@@ -54,7 +54,7 @@ def randomize_scales(model, seed: int) -> None:
 
 
 def make_tiny_gemma4(directory: Path, shape: str, seed: int = 0):
-    """Save a random tiny ``Gemma4ForCausalLM`` of ``shape`` (float32 safetensors) and a word
+    """Save a random tiny ``Gemma4ForCausalLM`` of ``shape`` (float32 safetensors, sharded) and a word
     tokenizer into ``directory``; return the transformers model (eval mode)."""
     import torch  # pylint: disable=import-outside-toplevel
     from transformers import Gemma4ForCausalLM  # pylint: disable=import-outside-toplevel
@@ -64,7 +64,7 @@ def make_tiny_gemma4(directory: Path, shape: str, seed: int = 0):
     torch.manual_seed(seed)
     model = Gemma4ForCausalLM(tiny_gemma4_config(shape)).eval()
     randomize_scales(model, seed)
-    model.save_pretrained(directory, safe_serialization=True)
+    model.save_pretrained(directory, max_shard_size="150KB", safe_serialization=True)  # sharded
     write_word_tokenizer(directory, model.config.vocab_size)
     return model
 
