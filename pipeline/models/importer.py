@@ -112,7 +112,7 @@ def import_weights(family: Family, source_format: str, path: Path,  # pylint: di
         hint = name_map.expected_source(missing[0]) if name_map else None
         raise PipelineError(
             f"{path}: {len(missing)} parameter(s) missing, first {missing[0]} (shape {list(shapes[missing[0]])})"
-            + (f", expected from tensor {hint!r} (name map {name_map.origin})" if hint else "")
+            + (f", expected under the source name {hint!r} (name map {name_map.origin})" if hint else "")
         )
     if skipped:
         groups = Counter(".".join(name.split(".")[:2]) for name in skipped)

@@ -116,7 +116,8 @@ def test_renamed_extraction_imports_as_the_transformers_original(tmp_path):
 
 
 def _litertlm_case(tmp_path, change):
-    """``(format, file, name map, the source name the error must give)`` for a bad LiteRT drafter."""
+    """``(format, file, name map, the source name the error must give)`` for a bad LiteRT drafter
+    (a missing one as the map's pattern gives it)."""
     weights, _ = gemma4_drafter_tensors(SHAPES)
     by_name = {w.name: w for w in weights}
     named = {"missing": f"jax2tf_arg_22/{ARG_SUFFIX}", "unmatched": "layer_1/layer_1.post_qkv/mlp/bias",
@@ -127,6 +128,7 @@ def _litertlm_case(tmp_path, change):
         by_name[named] = float_weight(np.random.default_rng(3), named, (32,))
     else:
         by_name[named] = quantized_weight(np.random.default_rng(3), named, (16, 16), bits=8)
+    named = "'jax2tf_arg_22/*'" if change == "missing" else named
     return "litertlm", gemma4_drafter_litertlm(tmp_path, list(by_name.values())), LITERTLM_NAME_MAP, named
 
 
@@ -147,7 +149,7 @@ def _safetensors_case(tmp_path, change):
 @pytest.mark.parametrize("case", [_litertlm_case, _safetensors_case], ids=["litertlm", "safetensors"])
 @pytest.mark.parametrize("change, words", [
     ("missing", ["1 parameter(s) missing, first model.layers.1.post_feedforward_layernorm.weight (shape [16]), "
-                 "expected from tensor"]),
+                 "expected under the source name"]),
     ("unmatched", ["(shape [32]) matches no entry of the name map"]),
     ("wrong-shape", ["has shape [16, 16], expected [32, 16] for model.layers.1.self_attn.q_proj.weight"]),
 ], ids=["missing", "unmatched", "wrong-shape"])
