@@ -68,21 +68,23 @@ def built(tmp_path_factory):
     engine = Engine(package)
     speculative = engine.runtime_config["speculative"]
     assert speculative["drafter_family"] == "gemma4_assistant"
-    drafter = AssistantDrafter(engine, package / speculative["drafter_lib"]["cpu"], package / speculative["drafter_weights"])
+    drafter = AssistantDrafter(engine, package / speculative["drafter_lib"]["cpu"],
+                               package / speculative["drafter_weights"])
     return engine, drafter, base, transformers_assistant(expected)
 
 
 def test_litertlm_drafter_chain_matches_transformers(built):
     engine, drafter, base, assistant = built
     ids = np.random.default_rng(11).integers(4, 96, size=16).tolist()
-    reference = reference_chain(base, assistant, ids, 4)
+    reference = reference_chain(base, assistant, ids, 4)  # [(token, logits, projected hidden)] per step
     engine.reset()
-    token = int(np.argmax(engine.prefill(ids)))
-    hidden = drafter.context.last_hidden()
-    for ref_token, ref_logits, ref_hidden in reference:
-        assert token == ref_token
+    chain, token, hidden = [], int(np.argmax(engine.prefill(ids))), drafter.context.last_hidden()
+    while len(chain) < len(reference):
         logits, hidden = drafter.step(token, hidden)
-        np.testing.assert_allclose(logits, ref_logits, atol=RELATIVE * np.abs(ref_logits).max(), rtol=0)
-        np.testing.assert_allclose(hidden, ref_hidden, atol=RELATIVE * np.abs(ref_hidden).max(), rtol=0)
+        chain.append((token, logits, hidden))
         token = int(np.argmax(logits))
+    assert [step[0] for step in chain] == [step[0] for step in reference]
+    for index, what in ((1, "logits"), (2, "projected hidden state")):
+        ours, theirs = np.stack([step[index] for step in chain]), np.stack([step[index] for step in reference])
+        np.testing.assert_allclose(ours, theirs, atol=RELATIVE * np.abs(theirs).max(), rtol=0, err_msg=what)
     assert np.ptp(reference[-1][1]) > 1.0  # the logits are not flat: the weights took part
