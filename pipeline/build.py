@@ -31,6 +31,8 @@ from .errors import PipelineError
 from .models.gemma4_assistant import loader as assistant_loader
 from .models.importer import NAME_MAPPED_FORMATS, import_weights
 from .models.kv_cache import require_kernel_target
+from .models.mtp.loader import import_mtp
+from .models.mtp.model import GEMMA3_MTP
 from .models.name_map import NameMap
 from .models.registry import get_family
 from .package.atomic import atomic_directory
@@ -120,18 +122,21 @@ class ModelStages:
 def _model_stages(role: str, family, source_format: str, source_path: Path, overrides: dict[str, Any],
                   scheme, presets: list[TargetPreset], lib_stem: str, force: bool, progress: bool,
                   say: Callable[[str], None], reports: list[StageReport],
-                  import_options: dict[str, Any] | None = None) -> ModelStages:
+                  import_options: dict[str, Any] | None = None,
+                  importer: Callable[[], tuple[Any, dict[str, np.ndarray]]] | None = None) -> ModelStages:
     """Run (or reuse) import -> convert -> compile[target] for one model; ``role`` prefixes the
     stage names (``""`` for the base model, ``"drafter-"`` for its MTP drafter);
-    ``import_options``: keyword arguments of :func:`import_weights` (architecture, name map)."""
+    ``import_options``: keyword arguments of :func:`import_weights` (architecture, name map);
+    ``importer``: the import itself, ``() -> (config, weights)``, for a drafter whose config
+    derives from the base model's (the ``mtp`` family), ``import_options`` then only keyed."""
     code = _code_digest()
     import_options = import_options or {}
     import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path), overrides,
                          import_options)
 
     def do_import(tmp: Path) -> None:
-        model_config, weights = import_weights(family, source_format, source_path, overrides, progress,
-                                               **import_options)
+        model_config, weights = importer() if importer else import_weights(
+            family, source_format, source_path, overrides, progress, **import_options)
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
         save_file(weights, str(tmp / "weights.safetensors"))
         if not role:
@@ -195,7 +200,9 @@ def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path, dict[str, A
     A ``gemma4_assistant`` drafter in ``safetensors`` or ``litertlm`` format is imported through
     its name map (``mtp.name_map``; for ``litertlm`` by default
     :data:`~pipeline.models.gemma4_assistant.loader.LITERTLM_NAME_MAP`) with the config of its
-    architecture file: the import options carry both.
+    architecture file: the import options carry both.  An ``mtp`` drafter (one safetensors
+    file, :data:`~pipeline.models.mtp.model.GEMMA3_MTP`) takes the same options; the build imports
+    it with :func:`~pipeline.models.mtp.loader.import_mtp`, its config derived from the base model's.
 
     Raises:
         PipelineError: speculative decoding is asked for without a drafter, the drafter source
@@ -208,6 +215,11 @@ def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path, dict[str, A
                                 f"'mtp' section naming the drafter")
         return None
     mtp = config.mtp
+    if mtp.get("family") == "mtp":  # a DeepSeek-V3-style head over a Gemma 3 base: one safetensors file
+        name_map = None if config.mtp_name_map is None else NameMap(
+            config.mtp_name_map, str((config.path.parent / mtp["name_map"]).resolve()))
+        return GEMMA3_MTP, mtp["format"], config.mtp_path(), {"architecture": config.hf_config("mtp")[0],
+                                                              "name_map": name_map}
     if mtp.get("family") == "gemma4_assistant" and mtp.get("format") in NAME_MAPPED_FORMATS:
         if config.mtp_name_map is None:
             name_map = NameMap.read(assistant_loader.LITERTLM_NAME_MAP)
@@ -251,8 +263,11 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
                          config.name, force, progress, say, reports)
     drafter = None
     if drafter_source is not None:
-        drafter = _model_stages("drafter-", drafter_source[0], drafter_source[1], drafter_source[2], {}, scheme,
-                                presets, f"{config.name}-drafter", force, progress, say, reports, drafter_source[3])
+        family_d, format_d, path_d, options_d = drafter_source
+        importer = (lambda: import_mtp(path_d, base.config, **options_d)) if family_d is GEMMA3_MTP else None
+        drafter = _model_stages("drafter-", family_d, format_d, path_d, base.config.to_dict() if importer else {},
+                                scheme, presets, f"{config.name}-drafter", force, progress, say, reports, options_d,
+                                importer)
 
     # package.
     with atomic_directory(output) as tmp:
@@ -269,7 +284,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         if drafter is not None:
             shutil.copytree(drafter.converted, tmp / "drafter")
             speculative.update(drafter_lib={name: f"lib/{lib}" for name, (_, lib) in drafter.libraries.items()},
-                               drafter_weights="drafter", drafter_family=drafter_source[0].name)
+                               drafter_weights="drafter", drafter_family=config.mtp["family"])
         chat = chat_config(base.config, family.name, scheme.name, config.generation, tokenizer_files)
         (tmp / "mlc-chat-config.json").write_text(json.dumps(chat, indent=2))
         libraries = {name: f"lib/{lib}" for name, (_, lib) in base.libraries.items()}

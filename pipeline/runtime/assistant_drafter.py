@@ -19,6 +19,7 @@ import numpy as np
 import tvm
 
 from .engine import Engine, load_library
+from .speculative import one_hot
 
 
 class AssistantDrafter:
@@ -65,6 +66,4 @@ class AssistantDrafter:
             logits, hidden = self.step(token, hidden)
             token = int(np.argmax(logits))
             tokens.append(token)
-        q = np.zeros((n, self.engine.chat_config["vocab_size"]))
-        q[np.arange(n), tokens] = 1.0
-        return tokens, q
+        return tokens, one_hot(tokens, self.engine.chat_config["vocab_size"])

@@ -18,6 +18,7 @@ from ..package.chat_config import RUNTIME_CONFIG
 from .assistant_drafter import AssistantDrafter
 from .draft_length import DraftLength
 from .engine import Engine
+from .mtp_drafter import MTPDrafter
 from .speculative import Drafter
 
 
@@ -72,18 +73,23 @@ def drafter_files(package: Path, settings: dict[str, Any], target: str = "cpu") 
     return library, weights
 
 
+# Drafter family (speculative.drafter_family) -> Drafter class, constructed (engine, library, weights).
+DRAFTER_FAMILIES: dict[str, Callable[[Engine, Path, Path], Drafter]] = {
+    "gemma4_assistant": AssistantDrafter, "mtp": MTPDrafter}
+
+
 def load_mtp_drafter(engine: Engine, library: Path, weights: Path) -> Drafter:
     """Load the package's MTP drafter over ``engine`` by its ``drafter_family``
-    (``gemma4_assistant``: :class:`~pipeline.runtime.assistant_drafter.AssistantDrafter`).
+    (:data:`DRAFTER_FAMILIES`; ``gemma4_assistant`` when the package names none).
 
     Raises:
         PipelineError: a drafter family this runtime cannot drive, or mismatched files.
     """
     family = engine.runtime_config.get("speculative", {}).get("drafter_family") or "gemma4_assistant"
-    if family != "gemma4_assistant":
+    if family not in DRAFTER_FAMILIES:
         raise PipelineError(f"{engine.package / RUNTIME_CONFIG}: speculative.drafter_family: {family!r}, "
-                            f"expected gemma4_assistant")
-    return AssistantDrafter(engine, library, weights)
+                            f"expected one of {sorted(DRAFTER_FAMILIES)}")
+    return DRAFTER_FAMILIES[family](engine, library, weights)
 
 
 # Drafter kind (speculative.mode) -> loader(engine, library, weights) -> Drafter.

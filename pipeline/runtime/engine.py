@@ -27,6 +27,10 @@ PAGE_SIZE = 16
 # The functions that also return what an MTP drafter reads (hidden states, context K/V).
 MTP_FUNCTIONS = {"prefill": "prefill_to_mtp_context", "decode": "batch_verify_to_mtp_context",
                  "batch_verify": "batch_verify_to_mtp_context"}
+# The functions that return the final hidden states of every token, for drafters that read only
+# those (logits then come from ``get_logits``): MLC's names, in Gemma 3 libraries.
+HIDDEN_STATE_FUNCTIONS = {"prefill": "prefill_to_last_hidden_states", "decode": "batch_verify_to_last_hidden_states",
+                          "batch_verify": "batch_verify_to_last_hidden_states"}
 # TVM's thread pool defaults to the physical core count, which is 1 on a 2-vCPU machine (halving
 # speed here); use every logical CPU unless the user chose.  Read when the pool first starts.
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
@@ -102,21 +106,24 @@ class Engine:
         self.kv_cache = None
         self.tokens: list[int] = []  # the sequence in the KV cache, in order
         self.mtp_context: MTPContext | None = None  # kept when an MTP drafter reads the base model
+        self.mtp_functions = MTP_FUNCTIONS  # what fills it (capture_mtp_context)
 
-    def capture_mtp_context(self) -> MTPContext:
-        """From the next sequence on, run the ``*_to_mtp_context`` functions and keep their hidden
-        states and K/V for an MTP drafter (:mod:`pipeline.runtime.mtp_context`).
+    def capture_mtp_context(self, functions: dict[str, str] = MTP_FUNCTIONS) -> MTPContext:
+        """From the next sequence on, run ``functions`` (:data:`MTP_FUNCTIONS`: the
+        ``*_to_mtp_context`` ones, hidden states and K/V; :data:`HIDDEN_STATE_FUNCTIONS`: the final
+        hidden state of every token) and keep what they return for an MTP drafter
+        (:mod:`pipeline.runtime.mtp_context`).
 
         Raises:
-            PipelineError: the library has no such functions (its model family has no MTP drafter).
+            PipelineError: the library has no such functions (its model family has no such drafter).
         """
         try:
-            self.vm["prefill_to_mtp_context"]  # pylint: disable=pointless-statement
+            self.vm[functions["prefill"]]  # pylint: disable=pointless-statement
         except Exception:  # pylint: disable=broad-except  # the VM raises for a missing function
-            raise PipelineError(f"{self.package}: its library has no prefill_to_mtp_context "
-                                f"(model {self.chat_config['model_type']} has no MTP drafter support)") from None
+            raise PipelineError(f"{self.package}: its library has no {functions['prefill']} "
+                                f"(model {self.chat_config['model_type']} has no such MTP drafter support)") from None
         if self.mtp_context is None:
-            self.mtp_context = MTPContext()
+            self.mtp_context, self.mtp_functions = MTPContext(), functions
             self.reset()
         return self.mtp_context
 
@@ -156,11 +163,17 @@ class Engine:
         embeds = self.vm["embed"](ids, self.params)
         embeds = embeds._create_view((1, n, embeds.shape[-1]))  # pylint: disable=protected-access
         if self.mtp_context is not None:
-            function = MTP_FUNCTIONS[function]
+            last_only = function == "prefill"
+            function = self.mtp_functions[function]
         _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
         out, self.kv_cache = self.vm[function](embeds, self.kv_cache, self.params)
         _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
-        if self.mtp_context is not None:
+        if self.mtp_context is not None and self.mtp_functions is HIDDEN_STATE_FUNCTIONS:
+            hidden = out.numpy()[0]
+            self.mtp_context.append(hidden, [])
+            rows = tvm.runtime.tensor(np.ascontiguousarray(hidden[-1:] if last_only else hidden), self.device)
+            logits = self.vm["get_logits"](rows, self.params).numpy()[None]
+        elif self.mtp_context is not None:
             logits, hidden, *kv = (a.numpy() for a in out)
             self.mtp_context.append(hidden[0], kv)
         else:

@@ -2,9 +2,11 @@
 sliding and last full non-shared layers, kept position by position beside the KV cache.
 
 The base library's ``prefill_to_mtp_context`` / ``batch_verify_to_mtp_context`` return them with
-the logits (:mod:`pipeline.models.gemma4.model`); :class:`MTPContext` appends them and truncates
-them whenever the engine rolls its KV cache back, so that they always describe exactly the
-tokens in the cache.
+the logits (:mod:`pipeline.models.gemma4.model`); a Gemma 3 library's
+``prefill_to_last_hidden_states`` / ``batch_verify_to_last_hidden_states`` return the hidden
+states of every token and no K/V (for :mod:`pipeline.runtime.mtp_drafter`).
+:class:`MTPContext` appends them and truncates them whenever the engine rolls its KV cache back,
+so that they always describe exactly the tokens in the cache.
 """
 
 from __future__ import annotations
@@ -60,9 +62,10 @@ class MTPContext:
 
     def append(self, hidden: np.ndarray, kv: list[np.ndarray]) -> None:
         """Add ``n`` positions: ``hidden`` ``(m, H)`` for the last ``m <= n`` of them, ``kv`` the
-        four ``(n, h, d)`` arrays in :data:`NAMES` order."""
-        n = kv[0].shape[0]
-        if not self.kv:
+        four ``(n, h, d)`` arrays in :data:`NAMES` order, or none (then ``n = m``: a base library
+        that returns hidden states only)."""
+        n = kv[0].shape[0] if kv else hidden.shape[0]
+        if self.hidden is None:
             self.kv = {name: GrowingRows(a.shape[1:], a.dtype) for name, a in zip(self.NAMES, kv)}
             self.hidden = GrowingRows(hidden.shape[1:], hidden.dtype)
         for name, array in zip(self.NAMES, kv):
@@ -88,6 +91,17 @@ class MTPContext:
         if not self.length or not self.known.view()[-1]:
             raise RuntimeError("the base model's hidden state of the last cached token is unknown")
         return self.hidden.view()[-1]
+
+    def hidden_states(self, start: int, stop: int) -> np.ndarray:
+        """``(stop - start, H)`` hidden states of positions ``start..stop-1``.
+
+        Raises:
+            RuntimeError: one of them was never returned, or ``stop`` is past the positions held.
+        """
+        if stop > self.length or not self.known.view()[start:stop].all():
+            raise RuntimeError(f"the base model's hidden states of positions {start}..{stop - 1} are not all known "
+                               f"({self.length} positions held)")
+        return self.hidden.view()[start:stop]
 
     def reset(self) -> None:
         """Forget everything (a new sequence)."""

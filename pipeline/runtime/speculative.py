@@ -38,6 +38,14 @@ class Drafter(Protocol):  # pylint: disable=too-few-public-methods
         """``n`` draft tokens and their distributions."""
 
 
+def one_hot(tokens: list[int], vocab_size: int) -> np.ndarray:
+    """Draft distributions of a greedy drafter: float64 ``(len(tokens), vocab_size)`` rows, 1 at
+    each draft token."""
+    q = np.zeros((len(tokens), vocab_size))
+    q[np.arange(len(tokens)), tokens] = 1.0
+    return q
+
+
 @dataclasses.dataclass
 class SpeculativeStats(GenerationStats):
     """:class:`GenerationStats` plus the counts of the speculative steps (one ``batch_verify``

@@ -68,6 +68,21 @@ class MTPDraftChain:
         tvm.get_global_func("vm.builtin.kv_state_add_sequence")(self.cache, 0)
         self.length, self.speculative, self._last = 0, 0, None
 
+    def rollback(self, k: int) -> None:
+        """Drop the last chain's entries and the last ``k`` exact entries (the sequence they
+        describe was cut back).  The next call must be :meth:`accept`, which re-seeds the chain.
+
+        Raises:
+            PipelineError: ``k`` is negative or more than the exact entries held.
+        """
+        if not 0 <= k <= self.length:
+            raise PipelineError(f"rollback: {k} entries, expected 0..{self.length}")
+        self._discard_chain()
+        if k:
+            tvm.get_global_func("vm.builtin.kv_state_popn")(self.cache, 0, k)
+            self.length -= k
+            self._last = None
+
     def accept(self, hidden_states: np.ndarray, next_tokens: list[int]) -> np.ndarray:
         """Append exact pairs ``(h_j, t_{j+1})`` after dropping the last chain's entries.
 

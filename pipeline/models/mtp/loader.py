@@ -20,11 +20,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import ml_dtypes  # noqa: F401  # pylint: disable=unused-import  # gives numpy (and safetensors' numpy reader) bfloat16
 import numpy as np
 from safetensors import safe_open
 
 from ...errors import PipelineError
 from ..gemma3.loader import hf_transform
+from ..gemma3.model import Gemma3Config
+from ..name_map import NameMap
 from .model import Gemma3MTP, MTPConfig
 
 LAYER_NAME = re.compile(r"^(?P<prefix>.*?)layers\.(?P<index>\d+)\.(?P<rest>.+)$")
@@ -62,7 +65,20 @@ def _mtp_layer_index(names: list[str], path: Path) -> int:
     return indices[0]
 
 
-def load_mtp_weights(path: str | Path, config: MTPConfig, layer_index: int | None = None) -> dict[str, np.ndarray]:
+def _renamed(names: list[str], name_map: NameMap | None) -> dict[str, str]:
+    """``{transformers-style name: stored name}``: the stored names themselves without a map;
+    with one, the names its entries give (``unused:`` tensors and tensors it does not list left out)."""
+    if name_map is None:
+        return {name: name for name in names}
+    renamed = {}
+    for name in names:
+        for target in name_map.lookup(name) or ():
+            renamed[target] = name
+    return renamed
+
+
+def load_mtp_weights(path: str | Path, config: MTPConfig, layer_index: int | None = None,
+                     name_map: NameMap | None = None) -> dict[str, np.ndarray]:
     """Read the MTP weights of ``path`` into ``{our name: float32 array}`` in parameter order.
 
     Args:
@@ -71,6 +87,9 @@ def load_mtp_weights(path: str | Path, config: MTPConfig, layer_index: int | Non
         layer_index: ``N`` of the source's ``layers.N.`` holding the MTP module; default the
             lowest ``N`` with an ``enorm.weight`` (the first prediction depth).  Tensors outside
             that layer (a base model's, further depths) are not read.
+        name_map: for a file in other names: renames its tensors to DeepSeek-V3 or transformers
+            names first (:class:`~pipeline.models.name_map.NameMap`; ``constant:`` entries are not
+            read here).
 
     Returns:
         Float32 arrays (bf16/f16 widened), RMSNorm weights as ``1 + w``.
@@ -86,26 +105,26 @@ def load_mtp_weights(path: str | Path, config: MTPConfig, layer_index: int | Non
     except Exception as err:  # pylint: disable=broad-except
         raise PipelineError(f"{path}: unreadable safetensors file ({err})") from None
     with handle:
-        names = list(handle.keys())
-        index = _mtp_layer_index(names, path) if layer_index is None else layer_index
+        renamed = _renamed(list(handle.keys()), name_map)
+        index = _mtp_layer_index(list(renamed), path) if layer_index is None else layer_index
         shapes = expected_shapes(config)
         mapping: dict[str, str] = {}
-        for src in names:
+        for src, stored in renamed.items():
             match = LAYER_NAME.match(src)
             if not match or int(match["index"]) != index:
                 continue
             dst = mtp_name(match["rest"])
             if dst is None:
                 continue
-            shape = tuple(handle.get_slice(src).get_shape())
+            shape = tuple(handle.get_slice(stored).get_shape())
             if dst not in shapes:
-                raise PipelineError(f"{path}: tensor {src} (shape {list(shape)}) matches no MTP parameter")
+                raise PipelineError(f"{path}: tensor {stored} (shape {list(shape)}) matches no MTP parameter")
             if dst in mapping:
-                raise PipelineError(f"{path}: tensors {mapping[dst]} and {src} both map to {dst}")
+                raise PipelineError(f"{path}: tensors {mapping[dst]} and {stored} both map to {dst}")
             if shape != shapes[dst]:
                 raise PipelineError(
-                    f"{path}: tensor {src} has shape {list(shape)}, expected {list(shapes[dst])} for {dst}")
-            mapping[dst] = src
+                    f"{path}: tensor {stored} has shape {list(shape)}, expected {list(shapes[dst])} for {dst}")
+            mapping[dst] = stored
         missing = [name for name in shapes if name not in mapping]
         if missing:
             listed = ", ".join(f"{name} {list(shapes[name])}" for name in missing[:8])
@@ -113,3 +132,26 @@ def load_mtp_weights(path: str | Path, config: MTPConfig, layer_index: int | Non
                                 + (", ..." if len(missing) > 8 else ""))
         return {dst: hf_transform(dst, np.ascontiguousarray(handle.get_tensor(mapping[dst]), dtype=np.float32))
                 for dst in shapes}
+
+
+def import_mtp(path: str | Path, base: Gemma3Config, architecture: dict, name_map: NameMap | None = None,
+               ) -> tuple[MTPConfig, dict[str, np.ndarray]]:
+    """The drafter's config and weights for the build's import stage.
+
+    Args:
+        path: the weights (``.safetensors``).
+        base: the base model's config (the MTP block takes its sizes).
+        architecture: the ``mtp`` architecture file's content (``layer_type``, ``use_post_norm``,
+            ``hidden_states_first``; keys starting with ``_`` are notes).
+        name_map: as for :func:`load_mtp_weights`.
+
+    Raises:
+        PipelineError: an architecture value the config refuses, or bad weights
+            (:func:`load_mtp_weights`).
+    """
+    fields = {key: value for key, value in architecture.items() if not key.startswith("_")}
+    try:
+        config = MTPConfig(base, **fields)
+    except (TypeError, ValueError) as err:
+        raise PipelineError(f"{path}: MTP architecture {fields}: {err}") from None
+    return config, load_mtp_weights(path, config, name_map=name_map)

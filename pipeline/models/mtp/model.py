@@ -222,11 +222,12 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-in
 
 @dataclasses.dataclass(frozen=True)
 class DrafterKind:
-    """What :func:`pipeline.compile.build.export_model` needs of a model kind: the
-    ``model_type`` recorded in ``_metadata`` and the module class."""
+    """What the build needs of a drafter kind: the ``model_type`` recorded in ``_metadata``
+    (:func:`pipeline.compile.build.export_model`), the module class and its config class."""
 
     name: str
     model_cls: type
+    config_cls: type
 
 
-GEMMA3_MTP = DrafterKind(name=MTPConfig.model_type, model_cls=Gemma3MTP)
+GEMMA3_MTP = DrafterKind(name=MTPConfig.model_type, model_cls=Gemma3MTP, config_cls=MTPConfig)
