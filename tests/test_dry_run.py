@@ -92,10 +92,10 @@ def drafter_counts(a: dict) -> Counter:
 
 
 def stored_bytes(n: Counter, dtype: str) -> int:
-    """4-bit groups of 32 (half a byte per value plus one scale per 32) for embeddings and
-    matrices; ``dtype`` for the rest; int32 for index tables."""
+    """4-bit groups of 32 (half a byte per value plus one scale per 32) for embeddings, matrices
+    and expert weights; ``dtype`` for the rest; int32 for index tables."""
     size = np.dtype(dtype).itemsize
-    return int((n["embeddings"] + n["matrices"]) * (0.5 + size / 32) + (n["vectors"] + n["experts"]) * size
+    return int((n["embeddings"] + n["matrices"] + n["experts"]) * (0.5 + size / 32) + n["vectors"] * size
                + n["index"] * 4)
 
 

@@ -155,3 +155,40 @@ def tied_logits(embedding: nn.Module, hidden_states: Tensor, softcap: float | No
     if softcap is not None:
         logits = op.tanh(logits / softcap) * softcap
     return logits
+
+
+def gathered_expert_matmul(x: Tensor, weights: list[Tensor], index: Tensor, weight_value, in_features: int) -> Tensor:
+    """Per token and chosen expert, ``x @ W[expert].T`` without gathering the weights.
+
+    ``x``: ``(n, K)`` or ``(n, k, K)`` (one row per choice); ``weights``: the stored tensors of
+    ``W`` ``(E, N, K)``, read through ``weight_value(*stored, e, o, r)`` (a float32 TE
+    expression); ``index``: int32 ``(n, k)`` expert ids.  Returns float32 ``(n, k, N)``.
+    """
+    per_choice = len(x.shape) == 3
+
+    def compute(xt: te.Tensor, *rest: te.Tensor):
+        *stored, it = rest
+        n, k = it.shape
+        r = te.reduce_axis((0, in_features), name="r")
+
+        def body(t, j, o):
+            xv = xt[t, j, r] if per_choice else xt[t, r]
+            return te.sum(xv.astype("float32") * weight_value(*stored, it[t, j], o, r), axis=r)
+
+        return te.compute((n, k, stored[0].shape[1]), body, name="expert_matmul")
+
+    return op.tensor_expr_op(compute, "expert_matmul", [x, *weights, index])
+
+
+class ExpertWeights(nn.Module):
+    """The weights of ``E`` experts' linear maps, ``weight`` ``(E, out_features, in_features)``
+    (transformers' 3-D expert tensors); quantization swaps in a group-quantized twin."""
+
+    def __init__(self, experts: int, out_features: int, in_features: int, dtype: str):
+        self.in_features = in_features
+        self.weight = nn.Parameter((experts, out_features, in_features), dtype)
+
+    def gathered_matmul(self, x: Tensor, index: Tensor) -> Tensor:
+        """``(n, K)`` or ``(n, k, K)``, int32 ``(n, k)`` expert ids -> float32 ``(n, k, N)``."""
+        return gathered_expert_matmul(x, [self.weight], index,
+                                      lambda w, e, o, r: w[e, o, r].astype("float32"), self.in_features)

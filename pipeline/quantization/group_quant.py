@@ -16,44 +16,48 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
 from ..errors import PipelineError
-from ..models.layers import TiedEmbedding
+from ..models.layers import ExpertWeights, TiedEmbedding, gathered_expert_matmul
 from .schemes import QuantScheme
 
 
 def quantize_array(weight: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray]:
-    """Quantize a float ``(N, K)`` array; returns ``(q_weight uint32, q_scale)`` as above.
+    """Quantize a float ``(..., N, K)`` array (e.g. ``(E, N, K)`` expert weights, each row on its
+    own); returns ``(q_weight uint32, q_scale)`` as above, with the same leading axes.
 
     Raises:
         PipelineError: ``K`` is not a multiple of the group size.
     """
-    n, k = weight.shape
+    *lead, k = weight.shape
     if k % scheme.group_size:
         raise PipelineError(f"cannot group-quantize a weight of shape {weight.shape}: {k} % {scheme.group_size} != 0")
-    groups = weight.astype(np.float32).reshape(n, k // scheme.group_size, scheme.group_size)
+    rows = int(np.prod(lead))
+    groups = weight.astype(np.float32).reshape(rows, k // scheme.group_size, scheme.group_size)
     scale = np.abs(groups).max(axis=-1, keepdims=True) / scheme.max_int
     scale = scale.astype(scheme.model_dtype).astype(np.float32)  # quantize against the stored scale
     safe = np.where(scale == 0, 1, scale)
     codes = np.clip(np.round(groups / safe) + scheme.max_int, 0, 2 * scheme.max_int).astype(np.uint32)
-    codes = codes.reshape(n, k // scheme.per_storage, scheme.per_storage)
+    codes = codes.reshape(rows, k // scheme.per_storage, scheme.per_storage)
     shifts = (np.arange(scheme.per_storage, dtype=np.uint32) * scheme.bits)[None, None, :]
     packed = np.bitwise_or.reduce(codes << shifts, axis=-1).astype(np.uint32)
-    return packed, scale.reshape(n, -1).astype(scheme.model_dtype)
+    return packed.reshape(*lead, -1), scale.reshape(*lead, -1).astype(scheme.model_dtype)
 
 
 def dequantize_array(q_weight: np.ndarray, q_scale: np.ndarray, scheme: QuantScheme) -> np.ndarray:
-    """Inverse of :func:`quantize_array` (float32 ``(N, K)``), the numpy reference of the kernel."""
-    shifts = (np.arange(scheme.per_storage, dtype=np.uint32) * scheme.bits)[None, None, :]
-    codes = (q_weight[:, :, None] >> shifts) & np.uint32(2**scheme.bits - 1)
-    codes = codes.reshape(q_weight.shape[0], -1).astype(np.float32) - scheme.max_int
-    return codes * np.repeat(q_scale.astype(np.float32), scheme.group_size, axis=1)
+    """Inverse of :func:`quantize_array` (float32 ``(..., N, K)``), the numpy reference of the kernels."""
+    shifts = (np.arange(scheme.per_storage, dtype=np.uint32) * scheme.bits)
+    codes = (q_weight[..., None] >> shifts) & np.uint32(2**scheme.bits - 1)
+    codes = codes.reshape(*q_weight.shape[:-1], -1).astype(np.float32) - scheme.max_int
+    return codes * np.repeat(q_scale.astype(np.float32), scheme.group_size, axis=-1)
 
 
 def _code(qw, sc, i, j, scheme: QuantScheme):
-    """TE expression of weight ``(i, j)`` dequantized, in the model dtype."""
-    word = qw[i, j // scheme.per_storage]
+    """TE expression of weight ``(*i, j)`` dequantized, in the model dtype (``i``: an index or a
+    tuple of leading indices)."""
+    lead = i if isinstance(i, tuple) else (i,)
+    word = qw[(*lead, j // scheme.per_storage)]
     shift = (j % scheme.per_storage * scheme.bits).astype("uint32")
     code = ((word >> shift) & tirx.const(2**scheme.bits - 1, "uint32")).astype(scheme.model_dtype)
-    return (code - tirx.const(scheme.max_int, scheme.model_dtype)) * sc[i, j // scheme.group_size]
+    return (code - tirx.const(scheme.max_int, scheme.model_dtype)) * sc[(*lead, j // scheme.group_size)]
 
 
 def _dequantize(q_weight: Tensor, q_scale: Tensor, scheme: QuantScheme, k: int) -> Tensor:
@@ -118,6 +122,26 @@ class GroupQuantEmbedding(nn.Module):
         return _dequantize_matmul(x, self.q_weight, self.q_scale, self.scheme, self.hidden_size, "float32")
 
 
+class GroupQuantExpertWeights(nn.Module):
+    """Quantized twin of :class:`pipeline.models.layers.ExpertWeights`: ``q_weight``
+    ``(E, N, K / per_storage)``, ``q_scale`` ``(E, N, K / group_size)``, each expert row quantized
+    on its own; the gathered product dequantizes the chosen experts' rows inline."""
+
+    def __init__(self, experts: int, out_features: int, in_features: int, scheme: QuantScheme):
+        self.in_features, self.scheme = in_features, scheme
+        self.q_weight = nn.Parameter((experts, out_features, in_features // scheme.per_storage), scheme.storage_dtype)
+        self.q_scale = nn.Parameter((experts, out_features, in_features // scheme.group_size), scheme.model_dtype)
+
+    def gathered_matmul(self, x: Tensor, index: Tensor) -> Tensor:
+        """As :meth:`pipeline.models.layers.ExpertWeights.gathered_matmul`."""
+        scheme = self.scheme
+
+        def weight(qw, sc, e, o, r):
+            return _code(qw, sc, (e, o), r, scheme).astype("float32")
+
+        return gathered_expert_matmul(x, [self.q_weight, self.q_scale], index, weight, self.in_features)
+
+
 class _Quantizer(nn.Mutator):
     def __init__(self, scheme: QuantScheme):
         self.scheme = scheme
@@ -127,6 +151,9 @@ class _Quantizer(nn.Mutator):
         if isinstance(node, nn.Linear) and node.bias is None and node.in_features % self.scheme.group_size == 0:
             self.names.add(f"{name}.weight")
             return GroupQuantLinear(node.in_features, node.out_features, self.scheme)
+        if isinstance(node, ExpertWeights) and node.in_features % self.scheme.group_size == 0:
+            self.names.add(f"{name}.weight")
+            return GroupQuantExpertWeights(*node.weight.shape, self.scheme)
         if isinstance(node, TiedEmbedding) and node.hidden_size % self.scheme.group_size == 0:
             self.names.add(f"{name}.weight")
             return GroupQuantEmbedding(node.vocab_size, node.hidden_size, self.scheme)

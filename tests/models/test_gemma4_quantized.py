@@ -1,7 +1,7 @@
 """Group-quantized Gemma 4 (q4f32_1) against transformers running on the same dequantized weights.
 
-The quantized graph (fused dequantize-matmul linears, quantized embeddings including the
-per-layer embedding table, unquantized experts) must compute exactly the float model of the
+The quantized graph (fused dequantize-matmul linears, quantized embeddings, expert weights
+dequantized inside the gathered expert products) must compute exactly the float model of the
 weights it stores: every weight that :func:`quantize_model` replaces is quantized and dequantized
 with the numpy reference, loaded into the transformers model, and the logits compared.
 Tolerance: 1e-4 absolute (float32 compute on both sides).
@@ -39,12 +39,15 @@ def test_q4f32_logits_equal_transformers_on_dequantized_weights(shape, tmp_path)
     family = get_family("gemma4")
     ours = family.config_from_hf(hf_model.config.to_dict())
     _, quantized = quantize_model(family.model_cls(ours, SCHEME.model_dtype), SCHEME)
-    assert "model.embed_tokens.weight" in quantized and not any("experts" in n for n in quantized)
+    assert "model.embed_tokens.weight" in quantized
     if shape == "e2b":  # the PLE projection is a linear layer like the others
         assert "model.per_layer_model_projection.weight" in quantized
+    else:  # 3-D expert weights, each expert's rows quantized on their own
+        assert {"model.layers.0.experts.gate_up_proj.weight", "model.layers.0.experts.down_proj.weight"} <= quantized
     state = hf_model.state_dict()
     with torch.no_grad():
-        for name in quantized:
+        for ours in quantized:
+            name = ours if ours in state else ours[:-len(".weight")]  # transformers' expert tensors
             weight = state[name].numpy()
             state[name].copy_(torch.from_numpy(dequantize_array(*quantize_array(weight, SCHEME), SCHEME)))
         hf_model.lm_head.weight.copy_(state["model.embed_tokens.weight"])

@@ -1,7 +1,7 @@
 """Where Gemma 4's parameters come from: Hugging Face tensor names -> ours.
 
 Our parameter names are those of transformers' ``Gemma4ForCausalLM``
-(``model.layers.N.self_attn.q_proj.weight``, ...).  Multimodal checkpoints
+(``model.layers.N.self_attn.q_proj.weight``, ...), with ``.weight`` added to the expert tensors.  Multimodal checkpoints
 (``Gemma4ForConditionalGeneration``) keep the text model under ``model.language_model.``; their
 vision and audio towers and embedders are skipped.  ``Gemma4RMSNorm`` multiplies by its weight
 as stored, so no tensor is transformed.
@@ -16,6 +16,8 @@ from ...errors import PipelineError
 # Prefixes under which Hugging Face checkpoints keep the text model.
 HF_PREFIXES = ("model.language_model.", "model.")
 # Parts of multimodal checkpoints that the text model does not use.
+# The 3-D expert tensors, parameters of their own in transformers, ``.weight`` of a module in ours.
+EXPERT_TENSORS = ("experts.gate_up_proj", "experts.down_proj")
 HF_SKIPPED = ("model.vision_tower.", "model.audio_tower.", "model.embed_vision.", "model.embed_audio.")
 
 
@@ -26,7 +28,8 @@ def hf_name(source_name: str) -> str | None:
         return None
     for prefix in HF_PREFIXES:
         if source_name.startswith(prefix):
-            return "model." + source_name[len(prefix):]
+            ours = "model." + source_name[len(prefix):]
+            return ours + ".weight" if ours.endswith(EXPERT_TENSORS) else ours
     return None
 
 

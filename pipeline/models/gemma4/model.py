@@ -46,7 +46,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from ..attention_kernels import sliding_sm_scale
 from ..kv_cache import WindowedKVCacheMixin
-from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
+from ..layers import ExpertWeights, GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
 from .config import FULL, SLIDING, Gemma4Config
 
 
@@ -170,44 +170,23 @@ class Gemma4Router(nn.Module):
         return weights * scale.reshape(*index.shape), index
 
 
-def gathered_matmul(x: Tensor, weight: Tensor, index: Tensor) -> Tensor:
-    """Per token and chosen expert, ``x @ weight[expert].T`` without gathering the weights.
-
-    ``x``: ``(n, K_in)`` or ``(n, k, K_in)``; ``weight``: ``(E, out, K_in)``; ``index``: int32
-    ``(n, k)``.  Returns float32 ``(n, k, out)``.
-    """
-    per_choice = len(x.shape) == 3
-
-    def compute(xt: te.Tensor, wt: te.Tensor, it: te.Tensor):
-        n, k = it.shape
-        out, k_in = wt.shape[1], wt.shape[2]
-        r = te.reduce_axis((0, k_in), name="r")
-
-        def body(t, j, o):
-            xv = xt[t, j, r] if per_choice else xt[t, r]
-            return te.sum(xv.astype("float32") * wt[it[t, j], o, r].astype("float32"), axis=r)
-
-        return te.compute((n, k, out), body, name="expert_matmul")
-
-    return op.tensor_expr_op(compute, "expert_matmul", [x, weight, index])
-
-
 class Gemma4Experts(nn.Module):
     """Routed experts (``Gemma4TextExperts``): ``gate_up_proj`` ``(E, 2I, H)`` whose first ``I``
     rows are the gate, ``down_proj`` ``(E, H, I)``; each token sums its top-k experts'
-    ``down(gelu_tanh(gate x) * up x)`` weighted by the router."""
+    ``down(gelu_tanh(gate x) * up x)`` weighted by the router.  Our names add ``.weight``
+    (``experts.gate_up_proj.weight``) to transformers' parameters."""
 
     def __init__(self, config: Gemma4Config, dtype: str):
         e, h, i = config.num_experts, config.hidden_size, config.moe_intermediate_size
         self.inter = i
-        self.gate_up_proj = nn.Parameter((e, 2 * i, h), dtype)
-        self.down_proj = nn.Parameter((e, h, i), dtype)
+        self.gate_up_proj = ExpertWeights(e, 2 * i, h, dtype)
+        self.down_proj = ExpertWeights(e, h, i, dtype)
 
     def forward(self, x: Tensor, weights: Tensor, index: Tensor) -> Tensor:
         """``(n, H)``, float32 ``(n, k)`` weights, int32 ``(n, k)`` ids -> float32 ``(n, H)``."""
-        gate_up = gathered_matmul(x, self.gate_up_proj, index)
+        gate_up = self.gate_up_proj.gathered_matmul(x, index)
         act = op.gelu(leading_columns(gate_up, self.inter), approximate="tanh") * trailing_columns(gate_up, self.inter)
-        down = gathered_matmul(act, self.down_proj, index)  # (n, k, H)
+        down = self.down_proj.gathered_matmul(act, index)  # (n, k, H)
         return op.sum(down * weights.reshape(*weights.shape, 1), axis=1)
 
 
