@@ -177,7 +177,7 @@ def link_wasm(output: str | Path, objects: list[str], options: list[str] | None 
     from tvm.support.emcc import create_tvmjs_wasm  # pylint: disable=import-outside-toplevel
 
     home, output = runtime_home(), Path(output)
-    partial = output.with_name(f".{output.name}.partial")
+    partial = output.with_name(f".partial-{output.name}")  # emcc picks its output kind by suffix
     with _environ(TVM_HOME=str(home), NODE_PATH=_emcc_env()["NODE_PATH"]):
         try:
             create_tvmjs_wasm(str(partial), [str(o) for o in objects], options=options, cc=find_emcc())
