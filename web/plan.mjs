@@ -79,6 +79,8 @@ export async function runPlan({ tvmjs, plan, readBytes, log = () => {} }) {
   const tvm = await tvmjs.instantiate(await readBytes(plan.wasm), tvmjs.createPolyfillWASI(), log);
   const gpu = await tvmjs.detectGPUDevice();
   if (gpu === undefined) throw new Error("no WebGPU adapter (navigator.gpu is missing)");
+  const gpuErrors = [];  // shader compilation and validation messages, reported with a failure
+  gpu.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
   tvm.initWebGPU(gpu.device);
   const dev = tvm.webgpu();
   const info = gpu.adapterInfo;
@@ -93,7 +95,11 @@ export async function runPlan({ tvmjs, plan, readBytes, log = () => {} }) {
   };
   tvm.beginScope();
   const vm = tvm.createVirtualMachine(dev);
-  await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());  // compiles every shader up front
+  try {
+    await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());  // compiles every shader up front
+  } catch (err) {
+    throw new Error(`${err.message}\n${gpuErrors.join("\n")}`);
+  }
   const tensors = {};
   for (const [name, t] of Object.entries(plan.tensors || {})) {
     tensors[name] = await upload(tvm, dev, await readBytes(t.file), t.shape, t.dtype);

@@ -34,6 +34,7 @@ import tvm
 import tvm_ffi
 
 from ..errors import PipelineError
+from .webgpu_access import restore_read_only
 
 HEADERS = Path(__file__).with_name("wasm_headers")
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"  # the repository's npm folder (esbuild, Dawn)
@@ -173,14 +174,24 @@ def _environ(**values: str):
 def link_wasm(output: str | Path, objects: list[str], options: list[str] | None = None) -> None:
     """Link wasm object files of a model (``export_library``'s host code and packed device code)
     with TVM's wasm runtime into ``output`` through TVM's ``create_tvmjs_wasm``; written to a
-    temporary name, then renamed.  Usable as ``export_library(..., fcompile=link_wasm)``."""
+    temporary name, then renamed.  Usable as ``export_library(..., fcompile=link_wasm)``.
+
+    The packed WebGPU module is linked from a copy whose never-written buffers are declared
+    read-only (:mod:`pipeline.compile.webgpu_access`: TVM 0.26 declares them all read-write, and
+    WebGPU then rejects kernels with barriers under data-dependent control flow)."""
     from tvm.support.emcc import create_tvmjs_wasm  # pylint: disable=import-outside-toplevel
 
     home, output = runtime_home(), Path(output)
     partial = output.with_name(f".partial-{output.name}")  # emcc picks its output kind by suffix
-    with _environ(TVM_HOME=str(home), NODE_PATH=_emcc_env()["NODE_PATH"]):
+    with tempfile.TemporaryDirectory() as tmp, _environ(TVM_HOME=str(home), NODE_PATH=_emcc_env()["NODE_PATH"]):
+        repaired = []
+        for i, obj in enumerate(objects):
+            data = bytearray(Path(obj).read_bytes())
+            restore_read_only(data)
+            repaired.append(Path(tmp) / f"{i}-{Path(obj).name}")
+            repaired[-1].write_bytes(data)
         try:
-            create_tvmjs_wasm(str(partial), [str(o) for o in objects], options=options, cc=find_emcc())
+            create_tvmjs_wasm(str(partial), [str(o) for o in repaired], options=options, cc=find_emcc())
         except RuntimeError as err:
             partial.unlink(missing_ok=True)
             last = str(err).strip().splitlines()[-1]
