@@ -169,7 +169,7 @@ def _model_stages(role: str, family, source_format: str, source_path: Path, over
     libraries = {}
     for preset in presets:
         lib = library_name(lib_stem, scheme.name, preset)
-        compile_key = _digest(role + "compile", code, family.name, model_config.to_dict(), scheme.name,
+        compile_key = _digest(role + "compile", code, family.name, lib, model_config.to_dict(), scheme.name,
                               preset.path.read_text(), preset.resolved_target(), _tvm_version())
 
         def do_compile(tmp: Path, preset=preset, lib=lib) -> None:

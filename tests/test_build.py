@@ -90,3 +90,16 @@ def test_generate_takes_its_defaults_from_the_config(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "pkg"), "--prompt", "w4 w5 w6", "--max-tokens", "2"]) == 0
     err = capsys.readouterr().err
     assert "2 generated" in err or "stopped by stop_token" in err, err
+
+
+def test_renamed_config_compiles_its_own_library(tiny_config, tmp_path):
+    """The library file name (from the config's name) is part of the compile stage's key: a second
+    config that differs only in name gets its own library, while import and convert are reused."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+
+    first = build(tiny_config, output=tmp_path / "d", progress=False, say=lambda _: None)
+    renamed = dataclasses.replace(tiny_config, name="tiny-renamed")
+    second = build(renamed, output=tmp_path / "e", progress=False, say=lambda _: None)
+    assert [r.cached for r in second.stages] == [True, True, False]
+    assert second.libraries == {"cpu": "lib/tiny-renamed-q0f32-cpu.so"} and first.libraries != second.libraries
+    assert Engine(second.output).metadata["model_name"] == "tiny-renamed"
