@@ -1,11 +1,12 @@
-"""CPU attention kernels with an exact per-layer sliding window, for TVM's paged KV cache.
+"""Attention kernels with an exact per-layer sliding window, for TVM's paged KV cache, on the CPU
+and on GPUs.
 
 TVM 0.26's ``mha_sliding`` layers do not honour the configured window (the runtime fixes it
 at 1024 tokens and applies no window inside a prefill chunk; see
 ``shared/reference/environment.md``).  These kernels replace the three attention kernels the
-runtime calls on the CPU (``vm.builtin.paged_attention_kv_cache_create``'s ragged-prefill,
-paged-prefill and paged-decode slots) with ones that apply the window themselves, so every
-layer is created as plain ``mha`` and the window is exact in prefill, decode and verify.
+runtime calls (``vm.builtin.paged_attention_kv_cache_create``'s ragged-prefill, paged-prefill and
+paged-decode slots) with ones that apply the window themselves, so every layer is created as
+plain ``mha`` and the window is exact in prefill, decode and verify.
 
 Which layers slide: the runtime hands a kernel no layer id, only the ``sm_scale`` the model
 passed to ``attention_with_fused_qkv``.  A layer that slides passes ``-sm_scale``
@@ -16,49 +17,29 @@ transformers ``masking_utils.sliding_window_overlay``: ``q_idx - kv_idx < slidin
 Softmax state follows the runtime's convention: ``lse`` is in log2 units
 (``log2(sum(exp(s)))``), the form ``merge_state_inplace`` expects.  A query with no key in
 range (a cached prefix entirely outside its window) gets output 0 and ``lse = -1e30`` so the
-merge gives it no weight.  The online softmax is the one of FlashAttention (Dao et al. 2022,
-arXiv 2205.14135, Algorithm 1).
+merge gives it no weight.
+
+Each factory takes ``threads``: 0 gives the CPU kernel (tasks over a ``T.parallel`` loop,
+:mod:`.attention_kernels_cpu`), a power of two the GPU kernel (one thread block of ``threads``
+threads per query row and head, :mod:`.attention_kernels_gpu`).  Both compute the same function;
+the signatures are the runtime's (``src/runtime/vm/attn_backend.h`` of TVM 0.26).
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 from tvm.script import tirx as T
 
-LOG2E = math.log2(math.e)
-EMPTY_LSE = -1e30
-
-
-# Shared steps of the three kernels.  Non-hygienic macros: ``d`` and ``dtype`` resolve in the
-# kernel factory that uses them.  ``state`` holds (running max, denominator, score, rescale).
-@T.macro(hygienic=False)
-def _softmax_init(acc, state):
-    state[0] = T.float32(EMPTY_LSE)
-    state[1] = T.float32(0)
-    for x in T.serial(d):
-        acc[x] = T.float32(0)
-
-
-@T.macro(hygienic=False)
-def _softmax_update(q, row, h, key, value, acc, state, scale):
-    state[2] = T.float32(0)
-    for x in T.serial(d):
-        state[2] += T.Cast("float32", q[row, h, x]) * key[x]
-    state[2] = state[2] * scale
-    state[3] = T.exp2(state[0] - T.max(state[0], state[2]))
-    state[0] = T.max(state[0], state[2])
-    state[2] = T.exp2(state[2] - state[0])
-    state[1] = state[1] * state[3] + state[2]
-    for x in T.serial(d):
-        acc[x] = acc[x] * state[3] + state[2] * value[x]
-
-
-@T.macro(hygienic=False)
-def _softmax_finish(output, lse, row, h, acc, state):
-    for x in T.serial(d):
-        output[row, h, x] = T.Cast(dtype, T.if_then_else(state[1] > 0, acc[x] / state[1], T.float32(0)))
-    lse[row, h] = T.if_then_else(state[1] > 0, state[0] + T.log2(state[1]), T.float32(EMPTY_LSE))
+from .attention_kernels_common import (
+    PagedKV,
+    RaggedKV,
+    causal_end,
+    paged_length,
+    window_start,
+)
+from .attention_kernels_cpu import attend_cpu
+from .attention_kernels_gpu import attend_gpu
 
 
 def sliding_sm_scale(sm_scale: float, sliding: bool) -> float:
@@ -79,187 +60,232 @@ def sliding_sm_scale(sm_scale: float, sliding: bool) -> float:
     return -sm_scale if sliding else sm_scale
 
 
-def ragged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int):
+@dataclasses.dataclass(frozen=True)
+class KernelShape:
+    """Sizes a kernel is specialized for; ``threads`` 0 means the CPU kernel."""
+
+    h_kv: int
+    h_q: int
+    d: int
+    dtype: str
+    window: int
+    page_size: int
+    threads: int
+
+    def __post_init__(self):
+        if self.threads < 0 or self.threads & (self.threads - 1):
+            raise ValueError(f"threads must be 0 (CPU) or a power of two, got {self.threads}")
+        if self.h_q % self.h_kv:
+            raise ValueError(f"query heads ({self.h_q}) must be a multiple of KV heads ({self.h_kv})")
+
+    @property
+    def slices(self) -> int:
+        """Output dimensions per GPU thread (thread ``t`` owns ``t, t + threads, ...``)."""
+        return (self.d + self.threads - 1) // self.threads
+
+    @property
+    def group(self) -> int:
+        """Query heads per KV head (grouped-query attention)."""
+        return self.h_q // self.h_kv
+
+    def name(self, kernel: str) -> str:
+        """Global symbol: ``windowed_<kernel>_cpu`` or ``windowed_<kernel>_gpu``."""
+        return f"windowed_{kernel}_{'gpu' if self.threads else 'cpu'}"
+
+
+# Non-hygienic macros: buffers and loop variables (``b``, ``h``, ``tx``) resolve in the kernel
+# that expands them.
+@T.macro(hygienic=False)
+def _attend(shape, kv, row, first, last):
+    if shape.threads == 0:
+        attend_cpu(shape, kv, q, output, lse, sm_scale, row, h, first, last)
+    else:
+        attend_gpu(shape, kv, q, output, lse, sm_scale, tx, row, h, first, last)
+
+
+@T.macro(hygienic=False)
+def _ragged_task(shape, row, i):
+    n_q: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
+    n_kv: T.let[T.int32] = kv_indptr[b + 1] - kv_indptr[b]
+    first: T.let[T.int32] = window_start(sm_scale, n_kv - n_q + i, 0, shape.window)
+    last: T.let[T.int32] = causal_end(causal, n_kv, n_q, i)
+    _attend(shape, RaggedKV(k, v, kv_indptr, b, h // shape.group), row, first, last)
+
+
+@T.macro(hygienic=False)
+def _paged_prefill_task(shape, row, i):
+    n_q: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
+    n_kv: T.let[T.int32] = paged_length(page_indptr, length_info, b, shape.page_size)
+    first: T.let[T.int32] = window_start(sm_scale, q_pos[row], k_pos_offset[b], shape.window)
+    last: T.let[T.int32] = causal_end(causal, n_kv, n_q, i)
+    _attend(shape, PagedKV(pages, page_values, page_indptr, b, h // shape.group, shape.page_size), row, first, last)
+
+
+@T.macro(hygienic=False)
+def _decode_task(shape):
+    first: T.let[T.int32] = window_start(sm_scale, q_pos[b], k_pos_offset[b], shape.window)
+    last: T.let[T.int32] = paged_length(page_indptr, length_info, b, shape.page_size)
+    _attend(shape, PagedKV(pages, page_values, page_indptr, b, h // shape.group, shape.page_size), b, first, last)
+
+
+@T.macro(hygienic=False)
+def _prefill_tasks(shape, task):
+    """Run ``task`` for every query row and head: CPU tasks or GPU thread blocks."""
+    if shape.threads == 0:
+        for b in T.serial(batch):
+            for t in T.parallel((q_indptr[b + 1] - q_indptr[b]) * shape.h_q):
+                with T.sblock("task"):
+                    T.reads()
+                    T.writes()
+                    h: T.let[T.int32] = t % shape.h_q
+                    task(shape, q_indptr[b] + t // shape.h_q, t // shape.h_q)
+    else:
+        for row in T.thread_binding(n_rows, thread="blockIdx.x"):
+            for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
+                for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
+                    with T.sblock("task"):
+                        T.reads()
+                        T.writes()
+                        sequence = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                        sequence[0] = 0  # the sequence whose query rows (q_indptr) hold row
+                        for s in T.serial(batch):
+                            if q_indptr[s + 1] <= row:
+                                sequence[0] = s + 1
+                        b: T.let[T.int32] = sequence[0]
+                        if b < batch:
+                            task(shape, row, row - q_indptr[b])
+
+
+def ragged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, threads: int = 0):
     """Self-attention of the tokens of a prefill chunk among themselves (causal, windowed).
 
-    Shapes: q ``(qo_len, h_q, d)``, k/v ``(kv_len, h_kv, d)``, output ``(qo_len, h_q, d)``,
-    lse ``(qo_len, h_q)`` float32; ``q_indptr``/``kv_indptr`` ``(batch + 1,)`` int32.
+    Shapes: q ``(n_rows, h_q, d)``, k/v ``(kv_len, h_kv, d)``, output ``(n_rows, h_q, d)``,
+    lse ``(n_rows, h_q)`` float32; ``q_indptr``/``kv_indptr`` ``(batch + 1,)`` int32.
     Grouped-query attention: query head ``h`` reads KV head ``h // (h_q // h_kv)``.
+    ``dtype`` is q/k/v's (``float32`` or ``float16``); arithmetic is float32.
+
+    Raises:
+        ValueError: ``threads`` neither 0 nor a power of two, or ``h_q`` not a multiple of ``h_kv``.
     """
-    group = h_q // h_kv
+    shape = KernelShape(h_kv, h_q, d, dtype, window, 1, threads)
+    name = shape.name("ragged_prefill")
 
     @T.prim_func(s_tir=True)
-    def ragged_prefill(
+    def ragged_prefill_kernel(
         var_q: T.handle, var_q_indptr: T.handle, var_k: T.handle, var_v: T.handle,
         var_kv_indptr: T.handle, var_q_pos: T.handle, var_k_pos_offset: T.handle,
         var_output: T.handle, var_lse: T.handle, causal: T.int32, rotary_mode: T.int32,
         rope_scale: T.float32, rope_theta: T.float32, sm_scale: T.float32,
     ):
-        T.func_attr({"global_symbol": "windowed_ragged_prefill_cpu", "tirx.is_scheduled": True})
+        T.func_attr({"global_symbol": name, "tirx.is_scheduled": True})
         batch = T.int32()
-        qo_len = T.int32()
+        n_rows = T.int32()
         kv_len = T.int32()
-        q = T.match_buffer(var_q, (qo_len, h_q, d), dtype)
+        q = T.match_buffer(var_q, (n_rows, shape.h_q, shape.d), shape.dtype)
         q_indptr = T.match_buffer(var_q_indptr, (batch + 1,), "int32", elem_offset=T.int32())
-        k = T.match_buffer(var_k, (kv_len, h_kv, d), dtype)
-        v = T.match_buffer(var_v, (kv_len, h_kv, d), dtype)
+        k = T.match_buffer(var_k, (kv_len, shape.h_kv, shape.d), shape.dtype)
+        v = T.match_buffer(var_v, (kv_len, shape.h_kv, shape.d), shape.dtype)
         kv_indptr = T.match_buffer(var_kv_indptr, (batch + 1,), "int32", elem_offset=T.int32())
-        q_pos = T.match_buffer(var_q_pos, (qo_len,), "int32", elem_offset=T.int32())
+        q_pos = T.match_buffer(var_q_pos, (n_rows,), "int32", elem_offset=T.int32())
         k_pos_offset = T.match_buffer(var_k_pos_offset, (batch,), "int32", elem_offset=T.int32())
-        output = T.match_buffer(var_output, (qo_len, h_q, d), dtype)
-        lse = T.match_buffer(var_lse, (qo_len, h_q), "float32")
+        output = T.match_buffer(var_output, (n_rows, shape.h_q, shape.d), shape.dtype)
+        lse = T.match_buffer(var_lse, (n_rows, shape.h_q), "float32")
+        _prefill_tasks(shape, _ragged_task)
 
-        for b in T.serial(batch):
-            for task in T.parallel((q_indptr[b + 1] - q_indptr[b]) * h_q):
-                with T.sblock("ragged"):
-                    T.reads()
-                    T.writes()
-                    acc = T.sblock_alloc_buffer((d,), "float32")
-                    key = T.sblock_alloc_buffer((d,), "float32")
-                    value = T.sblock_alloc_buffer((d,), "float32")
-                    state = T.sblock_alloc_buffer((4,), "float32")
-                    i: T.let[T.int32] = task // h_q
-                    h: T.let[T.int32] = task % h_q
-                    n_q: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
-                    n_kv: T.let[T.int32] = kv_indptr[b + 1] - kv_indptr[b]
-                    row: T.let[T.int32] = q_indptr[b] + i
-                    last: T.let[T.int32] = T.if_then_else(causal > 0, n_kv - n_q + i + 1, n_kv)
-                    first: T.let[T.int32] = T.if_then_else(
-                        sm_scale < T.float32(0), T.max(0, n_kv - n_q + i - window + 1), 0)
-                    scale: T.let[T.float32] = T.abs(sm_scale) * T.float32(LOG2E)
-                    _softmax_init(acc, state)
-                    for j in T.serial(first, T.max(first, last)):
-                        for x in T.serial(d):
-                            key[x] = T.Cast("float32", k[kv_indptr[b] + j, h // group, x])
-                            value[x] = T.Cast("float32", v[kv_indptr[b] + j, h // group, x])
-                        _softmax_update(q, row, h, key, value, acc, state, scale)
-                    _softmax_finish(output, lse, row, h, acc, state)
-
-    return ragged_prefill
+    return ragged_prefill_kernel
 
 
-def paged_prefill_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = 16):
+def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = 16,
+                  threads: int = 0):
     """Attention of prefill-chunk queries to the keys already in the paged cache (windowed).
 
-    Shapes: q ``(total_len, h_q, d)``, pages ``(max_pages, 2, h_kv, page_size, d)``,
+    Shapes: q ``(n_rows, h_q, d)``, pages ``(max_pages, 2, h_kv, page_size, d)``,
     page_indptr ``(batch + 1,)``, page_values ``(nnz_pages,)``, length_info ``(batch,)``
-    (slots used in each sequence's last page), output ``(total_len, h_q, d)``, lse
-    ``(total_len, h_q)`` float32.  Key ``j`` of sequence ``b`` sits at absolute position
-    ``k_pos_offset[b] + j``; query ``i`` at ``q_pos[i]``.
+    (slots used in each sequence's last page), output ``(n_rows, h_q, d)``, lse
+    ``(n_rows, h_q)`` float32.  Key ``j`` of sequence ``b`` sits at absolute position
+    ``k_pos_offset[b] + j``; query row ``r`` at ``q_pos[r]``.
+
+    Raises:
+        ValueError: as :func:`ragged_prefill`.
     """
-    group = h_q // h_kv
+    shape = KernelShape(h_kv, h_q, d, dtype, window, page_size, threads)
+    name = shape.name("paged_prefill")
 
     @T.prim_func(s_tir=True)
-    def paged_prefill(
+    def paged_prefill_kernel(
         var_q: T.handle, var_q_indptr: T.handle, var_pages: T.handle, var_page_indptr: T.handle,
         var_page_values: T.handle, var_length_info: T.handle, var_k_pos_offset: T.handle,
         var_q_pos: T.handle, var_output: T.handle, var_lse: T.handle, causal: T.int32,
         rotary_mode: T.int32, rope_scale: T.float32, rope_theta: T.float32, sm_scale: T.float32,
     ):
-        T.func_attr({"global_symbol": "windowed_paged_prefill_cpu", "tirx.is_scheduled": True})
+        T.func_attr({"global_symbol": name, "tirx.is_scheduled": True})
         batch = T.int32()
-        total_len = T.int32()
+        n_rows = T.int32()
         nnz_pages = T.int32()
         max_pages = T.int32()
-        q = T.match_buffer(var_q, (total_len, h_q, d), dtype)
+        q = T.match_buffer(var_q, (n_rows, shape.h_q, shape.d), shape.dtype)
         q_indptr = T.match_buffer(var_q_indptr, (batch + 1,), "int32", elem_offset=T.int32())
-        pages = T.match_buffer(var_pages, (max_pages, 2, h_kv, page_size, d), dtype)
+        pages = T.match_buffer(var_pages, (max_pages, 2, shape.h_kv, shape.page_size, shape.d), shape.dtype)
         page_indptr = T.match_buffer(var_page_indptr, (batch + 1,), "int32", elem_offset=T.int32())
         page_values = T.match_buffer(var_page_values, (nnz_pages,), "int32", elem_offset=T.int32())
         length_info = T.match_buffer(var_length_info, (batch,), "int32", elem_offset=T.int32())
         k_pos_offset = T.match_buffer(var_k_pos_offset, (batch,), "int32", elem_offset=T.int32())
-        q_pos = T.match_buffer(var_q_pos, (total_len,), "int32", elem_offset=T.int32())
-        output = T.match_buffer(var_output, (total_len, h_q, d), dtype)
-        lse = T.match_buffer(var_lse, (total_len, h_q), "float32")
+        q_pos = T.match_buffer(var_q_pos, (n_rows,), "int32", elem_offset=T.int32())
+        output = T.match_buffer(var_output, (n_rows, shape.h_q, shape.d), shape.dtype)
+        lse = T.match_buffer(var_lse, (n_rows, shape.h_q), "float32")
+        _prefill_tasks(shape, _paged_prefill_task)
 
-        for b in T.serial(batch):
-            for task in T.parallel((q_indptr[b + 1] - q_indptr[b]) * h_q):
-                with T.sblock("paged"):
-                    T.reads()
-                    T.writes()
-                    acc = T.sblock_alloc_buffer((d,), "float32")
-                    key = T.sblock_alloc_buffer((d,), "float32")
-                    value = T.sblock_alloc_buffer((d,), "float32")
-                    state = T.sblock_alloc_buffer((4,), "float32")
-                    i: T.let[T.int32] = task // h_q
-                    h: T.let[T.int32] = task % h_q
-                    row: T.let[T.int32] = q_indptr[b] + i
-                    n_q: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
-                    n_pages: T.let[T.int32] = page_indptr[b + 1] - page_indptr[b]
-                    n_kv: T.let[T.int32] = T.if_then_else(
-                        n_pages > 0, (n_pages - 1) * page_size + length_info[b], 0)
-                    last: T.let[T.int32] = T.if_then_else(
-                        causal > 0, T.min(n_kv, n_kv - n_q + i + 1), n_kv)
-                    first: T.let[T.int32] = T.if_then_else(
-                        sm_scale < T.float32(0),
-                        T.max(0, q_pos[row] - window + 1 - k_pos_offset[b]), 0)
-                    scale: T.let[T.float32] = T.abs(sm_scale) * T.float32(LOG2E)
-                    _softmax_init(acc, state)
-                    for j in T.serial(first, T.max(first, last)):
-                        page: T.let[T.int32] = page_values[page_indptr[b] + j // page_size]
-                        slot: T.let[T.int32] = j % page_size
-                        for x in T.serial(d):
-                            key[x] = T.Cast("float32", pages[page, 0, h // group, slot, x])
-                            value[x] = T.Cast("float32", pages[page, 1, h // group, slot, x])
-                        _softmax_update(q, row, h, key, value, acc, state, scale)
-                    _softmax_finish(output, lse, row, h, acc, state)
-
-    return paged_prefill
+    return paged_prefill_kernel
 
 
-def paged_decode_cpu(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = 16):
+def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = 16,
+                 threads: int = 0):
     """One query per sequence against its paged keys (windowed).
 
     Shapes: q ``(batch, h_q, d)``, pages ``(max_pages, 2, h_kv, page_size, d)``, output
-    ``(batch, h_q, d)``, lse ``(batch, h_q)`` float32; positions as in :func:`paged_prefill_cpu`.
+    ``(batch, h_q, d)``, lse ``(batch, h_q)`` float32; positions as in :func:`paged_prefill`.
+
+    Raises:
+        ValueError: as :func:`ragged_prefill`.
     """
-    group = h_q // h_kv
+    shape = KernelShape(h_kv, h_q, d, dtype, window, page_size, threads)
+    name = shape.name("paged_decode")
 
     @T.prim_func(s_tir=True)
-    def paged_decode(
+    def paged_decode_kernel(
         var_q: T.handle, var_pages: T.handle, var_page_indptr: T.handle,
         var_page_values: T.handle, var_length_info: T.handle, var_k_pos_offset: T.handle,
         var_q_pos: T.handle, var_output: T.handle, var_lse: T.handle, rotary_mode: T.int32,
         rope_scale: T.float32, rope_theta: T.float32, sm_scale: T.float32,
     ):
-        T.func_attr({"global_symbol": "windowed_paged_decode_cpu", "tirx.is_scheduled": True})
+        T.func_attr({"global_symbol": name, "tirx.is_scheduled": True})
         batch = T.int32()
         nnz_pages = T.int32()
         max_pages = T.int32()
-        q = T.match_buffer(var_q, (batch, h_q, d), dtype)
-        pages = T.match_buffer(var_pages, (max_pages, 2, h_kv, page_size, d), dtype)
+        q = T.match_buffer(var_q, (batch, shape.h_q, shape.d), shape.dtype)
+        pages = T.match_buffer(var_pages, (max_pages, 2, shape.h_kv, shape.page_size, shape.d), shape.dtype)
         page_indptr = T.match_buffer(var_page_indptr, (batch + 1,), "int32", elem_offset=T.int32())
         page_values = T.match_buffer(var_page_values, (nnz_pages,), "int32", elem_offset=T.int32())
         length_info = T.match_buffer(var_length_info, (batch,), "int32", elem_offset=T.int32())
         k_pos_offset = T.match_buffer(var_k_pos_offset, (batch,), "int32", elem_offset=T.int32())
         q_pos = T.match_buffer(var_q_pos, (batch,), "int32", elem_offset=T.int32())
-        output = T.match_buffer(var_output, (batch, h_q, d), dtype)
-        lse = T.match_buffer(var_lse, (batch, h_q), "float32")
+        output = T.match_buffer(var_output, (batch, shape.h_q, shape.d), shape.dtype)
+        lse = T.match_buffer(var_lse, (batch, shape.h_q), "float32")
+        if shape.threads == 0:
+            for t in T.parallel(batch * shape.h_q):
+                with T.sblock("task"):
+                    T.reads()
+                    T.writes()
+                    b: T.let[T.int32] = t // shape.h_q
+                    h: T.let[T.int32] = t % shape.h_q
+                    _decode_task(shape)
+        else:
+            for b in T.thread_binding(batch, thread="blockIdx.x"):
+                for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
+                    for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
+                        with T.sblock("task"):
+                            T.reads()
+                            T.writes()
+                            _decode_task(shape)
 
-        for task in T.parallel(batch * h_q):
-            with T.sblock("decode"):
-                T.reads()
-                T.writes()
-                acc = T.sblock_alloc_buffer((d,), "float32")
-                key = T.sblock_alloc_buffer((d,), "float32")
-                value = T.sblock_alloc_buffer((d,), "float32")
-                state = T.sblock_alloc_buffer((4,), "float32")
-                b: T.let[T.int32] = task // h_q
-                h: T.let[T.int32] = task % h_q
-                n_pages: T.let[T.int32] = page_indptr[b + 1] - page_indptr[b]
-                n_kv: T.let[T.int32] = T.if_then_else(
-                    n_pages > 0, (n_pages - 1) * page_size + length_info[b], 0)
-                first: T.let[T.int32] = T.if_then_else(
-                    sm_scale < T.float32(0), T.max(0, q_pos[b] - window + 1 - k_pos_offset[b]), 0)
-                scale: T.let[T.float32] = T.abs(sm_scale) * T.float32(LOG2E)
-                _softmax_init(acc, state)
-                for j in T.serial(first, T.max(first, n_kv)):
-                    page: T.let[T.int32] = page_values[page_indptr[b] + j // page_size]
-                    slot: T.let[T.int32] = j % page_size
-                    for x in T.serial(d):
-                        key[x] = T.Cast("float32", pages[page, 0, h // group, slot, x])
-                        value[x] = T.Cast("float32", pages[page, 1, h // group, slot, x])
-                    _softmax_update(q, b, h, key, value, acc, state, scale)
-                _softmax_finish(output, lse, b, h, acc, state)
-
-    return paged_decode
+    return paged_decode_kernel

@@ -1,11 +1,13 @@
 """TVM paged KV cache whose attention kernels apply an exact per-layer sliding window.
 
-Builds the same ``vm.builtin.paged_attention_kv_cache_create`` call that TVM 0.26's
-``TIRPagedKVCache`` makes for the CPU (argument order read from
-``tvm/relax/frontend/nn/llm/kv_cache.py`` and ``src/runtime/vm/paged_kv_cache.cc``), with
-every layer declared ``mha`` and the ragged-prefill, paged-prefill and decode kernels taken
-from :mod:`pipeline.models.attention_kernels`.  RoPE is applied by the model (``RopeMode.NONE``),
-so layers may use different RoPE bases.  Tree-mask kernels are TVM's and carry no window.
+Builds the ``vm.builtin.paged_attention_kv_cache_create`` call that TVM 0.26's
+``TIRPagedKVCache`` makes (argument order read from ``tvm/relax/frontend/nn/llm/kv_cache.py`` and
+``src/runtime/vm/paged_kv_cache.cc``), with every layer declared ``mha`` and the ragged-prefill,
+paged-prefill and decode kernels taken from :mod:`pipeline.models.attention_kernels`: the CPU
+kernels for ``llvm``, the GPU kernels (generic GPU TIR) for the GPU kinds.  The other slots
+(append, page copy, tree attention, state merge, compaction, debug read) are TVM's own kernels
+for that device.  RoPE is applied by the model (``RopeMode.NONE``), so layers may use different
+RoPE bases.  Tree-mask kernels are TVM's and carry no window.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from tvm.target import Target
 
 from ..errors import PipelineError
 from . import attention_kernels as kernels
+from .attention_kernels_gpu import block_threads
 
 PAGE_SIZE = 16
-KERNEL_TARGET_KINDS = ("llvm",)  # TVM target kinds the windowed attention kernels exist for
+GPU_KINDS = ("cuda", "metal", "opencl", "vulkan", "webgpu")  # generic GPU TIR serves each of them
+KERNEL_TARGET_KINDS = ("llvm", *GPU_KINDS)  # TVM target kinds the windowed attention kernels exist for
 NO_ROPE_SCALING: dict = {}  # RoPE is applied by the model (RopeMode.NONE)
 
 
@@ -29,7 +33,8 @@ def require_kernel_target(kind: str, where: str) -> None:
     (``where`` names the preset file or target in the message)."""
     if kind not in KERNEL_TARGET_KINDS:
         raise PipelineError(
-            f"{where}: windowed attention kernels exist for the CPU (llvm) target only, not {kind}"
+            f"{where}: windowed attention kernels exist for target kinds {', '.join(KERNEL_TARGET_KINDS)}, "
+            f"not {kind}"
         )
 
 
@@ -67,21 +72,18 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
         num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim: model sizes.
         sliding_window: window (tokens) applied by layers that pass a negative ``sm_scale``.
         dtype: KV dtype, ``"float32"`` or ``"float16"``.
-        target: compile target; only ``llvm`` (CPU) kernels are provided here.
+        target: compile target: ``llvm`` gets the CPU kernels, a kind of :data:`GPU_KINDS` the GPU
+            kernels with up to 128 threads per block (fewer if ``max_num_threads`` is lower).
 
     Returns:
         The cache object expression.
 
     Raises:
-        PipelineError: for a non-CPU target.
+        PipelineError: for a target kind without kernels (:data:`KERNEL_TARGET_KINDS`).
     """
     require_kernel_target(target.kind.name, f"target {target.kind.name}")
     bb = rx.BlockBuilder.current()
     h_kv, h_q, d = num_key_value_heads, num_attention_heads, head_dim
-
-    def tir(func, name):
-        return rx.Tuple([rx.StringImm("tirx"), bb.add_func(func, name)])
-
     args = [
         rx.ShapeExpr([max_batch_size, max_total_seq_len, prefill_chunk_size, page_size, 0]),
         rx.ShapeExpr([0, num_hidden_layers]),  # layer partition: one pipeline stage
@@ -98,21 +100,7 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
         rx.op.zeros((), dtype),
         bb.add_func(tvm_kv._kv_cache_transpose_append(h_kv, d, dtype), "kv_cache_transpose_append"),
         bb.add_func(tvm_kv._kv_cache_transpose_append_mla(d, dtype), "kv_cache_transpose_append_mla"),
-        tir(kernels.ragged_prefill_cpu(h_kv, h_q, d, dtype, sliding_window), "windowed_ragged_prefill_cpu"),
-        tir(kernels.paged_prefill_cpu(h_kv, h_q, d, dtype, sliding_window, PAGE_SIZE), "windowed_paged_prefill_cpu"),
-        tir(kernels.paged_decode_cpu(h_kv, h_q, d, dtype, sliding_window, PAGE_SIZE), "windowed_paged_decode_cpu"),
-        # Runtime sliding-window kernel slots: unused, since no layer is ``mha_sliding``.
-        tir(kernels.paged_prefill_cpu(h_kv, h_q, d, dtype, sliding_window, PAGE_SIZE), "unused_sliding_prefill_cpu"),
-        tir(kernels.paged_decode_cpu(h_kv, h_q, d, dtype, sliding_window, PAGE_SIZE), "unused_sliding_decode_cpu"),
-        tir(tvm_kv.tree_attn_cpu(h_kv, h_q, d, dtype, NO_ROPE_SCALING), "tir_attention_prefill_with_tree_mask_cpu"),
-        tir(tvm_kv.tree_attn_with_paged_kv_cache_cpu(h_kv, h_q, d, dtype, NO_ROPE_SCALING),
-            "tir_attention_prefill_with_tree_mask_with_paged_kv_cache_cpu"),
-        rx.Tuple([]),  # no MLA prefill
-        rx.Tuple([bb.add_func(tvm_kv._merge_state_inplace_cpu(dtype), "tir_attention_merge_state_cpu")]),
-        bb.add_func(tvm_kv.llama_rope_with_position_map(10000, 1, d, h_q, h_kv, dtype, NO_ROPE_SCALING, d), "tir_split_rotary"),
-        bb.add_func(tvm_kv._copy_single_page_cpu(h_kv, page_size, d, dtype), "kv_cache_copy_single_page_cpu"),
-        bb.add_func(tvm_kv._kv_cache_debug_get_kv(num_hidden_layers, h_kv, d, dtype), "kv_cache_debug_get_kv"),
-        bb.add_func(tvm_kv._compact_kv_copy_cpu(h_kv, d, dtype), "kv_cache_compact_kv_copy_cpu"),
+        *_kernel_slots(bb, target, num_hidden_layers, h_kv, h_q, d, sliding_window, dtype, page_size),
     ]
     return PagedKVCache(
         _expr=rx.call_pure_packed("vm.builtin.paged_attention_kv_cache_create", *args, ty_args=rx.AnyType()),
@@ -144,3 +132,55 @@ class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
             prefill_chunk_size=prefill_chunk_size, page_size=page_size, num_hidden_layers=layers,
             num_attention_heads=h_q, num_key_value_heads=h_kv, head_dim=head_dim, sliding_window=window,
             dtype=self.dtype, target=current_target())
+
+
+def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, window: int, dtype: str,
+                  page_size) -> list:  # pylint: disable=too-many-arguments
+    """Arguments 15-27 of the cache constructor: attention kernels, state merge, rotary (unused,
+    ``RopeMode.NONE``), page copy, debug read and compaction, for ``target``'s device."""
+    gpu = target.kind.name != "llvm"
+    threads = block_threads(int(target.attrs["max_num_threads"])) if gpu else 0
+    suffix = "gpu" if gpu else "cpu"
+
+    def tir(func, name):
+        return rx.Tuple([rx.StringImm("tirx"), bb.add_func(func, name)])
+
+    windowed = [
+        tir(kernels.ragged_prefill(h_kv, h_q, d, dtype, window, threads), f"windowed_ragged_prefill_{suffix}"),
+        tir(kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"windowed_paged_prefill_{suffix}"),
+        tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"windowed_paged_decode_{suffix}"),
+        # Runtime sliding-window kernel slots: unused, since no layer is ``mha_sliding``.
+        tir(kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"unused_sliding_prefill_{suffix}"),
+        tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"unused_sliding_decode_{suffix}"),
+    ]
+    # Tree attention with the paged cache first, then ragged: the order paged_kv_cache.cc reads
+    # (TVM 0.26's own CPU path passes the two the other way round).
+    if gpu:
+        tree = [
+            tir(tvm_kv.tree_attn_with_paged_kv_cache(h_kv, h_q, d, dtype, NO_ROPE_SCALING, target),
+                "tir_attention_prefill_with_tree_mask_with_paged_kv_cache"),
+            tir(tvm_kv.tree_attn(h_kv, h_q, d, dtype, NO_ROPE_SCALING, target), "tir_attention_prefill_with_tree_mask"),
+        ]
+        merge = tvm_kv._merge_state_inplace(h_q, d, dtype, target)
+        copy_page = tvm_kv._copy_single_page(h_kv, page_size, d, dtype, target)
+        compact = tvm_kv._compact_kv_copy(h_kv, d, dtype, target)
+    else:
+        tree = [
+            tir(tvm_kv.tree_attn_with_paged_kv_cache_cpu(h_kv, h_q, d, dtype, NO_ROPE_SCALING),
+                "tir_attention_prefill_with_tree_mask_with_paged_kv_cache_cpu"),
+            tir(tvm_kv.tree_attn_cpu(h_kv, h_q, d, dtype, NO_ROPE_SCALING), "tir_attention_prefill_with_tree_mask_cpu"),
+        ]
+        merge = tvm_kv._merge_state_inplace_cpu(dtype)
+        copy_page = tvm_kv._copy_single_page_cpu(h_kv, page_size, d, dtype)
+        compact = tvm_kv._compact_kv_copy_cpu(h_kv, d, dtype)
+    return [
+        *windowed,
+        *tree,
+        rx.Tuple([]),  # no MLA prefill
+        rx.Tuple([bb.add_func(merge, f"tir_attention_merge_state_{suffix}")]),
+        bb.add_func(tvm_kv.llama_rope_with_position_map(10000, 1, d, h_q, h_kv, dtype, NO_ROPE_SCALING, d),
+                    "tir_split_rotary"),
+        bb.add_func(copy_page, f"kv_cache_copy_single_page_{suffix}"),
+        bb.add_func(tvm_kv._kv_cache_debug_get_kv(layers, h_kv, d, dtype), "kv_cache_debug_get_kv"),
+        bb.add_func(compact, f"kv_cache_compact_kv_copy_{suffix}"),
+    ]

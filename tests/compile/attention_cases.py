@@ -1,0 +1,191 @@
+"""Random inputs for the windowed attention kernels, a float64 reference, and runners that call a
+kernel compiled for the CPU (TVM's LLVM target) or its OpenCL translation on PoCL (a CPU OpenCL
+implementation: work-groups, local memory and barriers as on a GPU).
+
+The reference applies the mask from absolute positions (``key <= query`` when causal,
+``query - key < window`` on sliding layers), independently of the kernels' index arithmetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+
+H_KV, H_Q, PAGE_SIZE, WINDOW = 2, 4, 16, 8
+EMPTY_LSE = -1e30
+
+
+@dataclasses.dataclass
+class Case:
+    """One kernel call: ``buffers`` and ``scalars`` by the kernel's parameter names, and the
+    reference ``output`` (float64) and ``lse`` (log2 units, -1e30 where no key is visible)."""
+
+    buffers: dict
+    scalars: dict
+    output: np.ndarray
+    lse: np.ndarray
+
+
+def reference(q_rows, q_positions, keys, values, key_positions, scale, causal, window):
+    """float64 attention of ``q_rows`` (n, h_q, d) over keys (m, h_kv, d); returns output, lse (log2)."""
+    n, h_q, _ = q_rows.shape
+    group = h_q // keys.shape[1]
+    out = np.zeros(q_rows.shape)
+    lse = np.full((n, h_q), EMPTY_LSE)
+    for r in range(n):
+        visible = np.ones(len(key_positions), bool)
+        if causal:
+            visible &= key_positions <= q_positions[r]
+        if scale < 0:
+            visible &= q_positions[r] - key_positions < window
+        if not visible.any():
+            continue
+        for h in range(h_q):
+            s = keys[visible, h // group] @ q_rows[r, h].astype(np.float64) * abs(scale)
+            m = s.max()
+            p = np.exp(s - m)
+            out[r, h] = p @ values[visible, h // group] / p.sum()
+            lse[r, h] = (m + math.log(p.sum())) / math.log(2)
+    return out, lse
+
+
+def _indptr(lengths):
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+
+
+def ragged_case(rng, d, dtype, sliding, q_lengths=(5, 13, 1)):
+    """A batch of prefill chunks attending among themselves (the runtime's ragged call: keys = queries)."""
+    indptr = _indptr(q_lengths)
+    n = int(indptr[-1])
+    q = rng.standard_normal((n, H_Q, d)).astype(dtype)
+    k = rng.standard_normal((n, H_KV, d)).astype(dtype)
+    v = rng.standard_normal((n, H_KV, d)).astype(dtype)
+    scale = -0.3 if sliding else 0.3
+    output, lse = np.zeros((n, H_Q, d)), np.zeros((n, H_Q))
+    for b in range(len(q_lengths)):
+        rows = slice(indptr[b], indptr[b + 1])
+        pos = np.arange(q_lengths[b])
+        output[rows], lse[rows] = reference(q[rows], pos, k[rows].astype(np.float64),
+                                            v[rows].astype(np.float64), pos, scale, True, WINDOW)
+    buffers = dict(q=q, q_indptr=indptr, k=k, v=v, kv_indptr=indptr, q_pos=np.zeros(n, np.int32),
+                   k_pos_offset=np.zeros(len(q_lengths), np.int32))
+    scalars = dict(batch=len(q_lengths), n_rows=n, causal=1, rotary_mode=0, rope_scale=1.0, rope_theta=1e4,
+                   sm_scale=scale)
+    return Case(buffers, scalars, output, lse)
+
+
+def paged_case(rng, d, dtype, sliding, causal, prefix=(40, 3, 0), q_lengths=(13, 4, 2), decode=False):
+    """Queries against keys in a shuffled paged cache.  Sequence ``b`` holds ``prefix[b]`` cached
+    keys (plus its own chunk when ``causal``: the runtime then appends before attending); its
+    queries sit at positions ``prefix[b] + i``.  With ``decode`` every sequence has one query."""
+    if decode:
+        q_lengths = (1,) * len(prefix)
+    stored = [p + (n if causal else 0) for p, n in zip(prefix, q_lengths)]
+    pages_of = [math.ceil(s / PAGE_SIZE) for s in stored]
+    page_ids = rng.permutation(sum(pages_of) + 3).astype(np.int32)  # a few pages left unused
+    pages = rng.standard_normal((len(page_ids), 2, H_KV, PAGE_SIZE, d)).astype(dtype)
+    page_indptr = _indptr(pages_of)
+    length_info = np.array([s - (p - 1) * PAGE_SIZE if p else 0 for s, p in zip(stored, pages_of)], np.int32)
+    q_indptr = _indptr(q_lengths)
+    n = int(q_indptr[-1])
+    q = rng.standard_normal((n, H_Q, d)).astype(dtype)
+    q_pos = np.concatenate([prefix[b] + np.arange(q_lengths[b]) for b in range(len(prefix))]).astype(np.int32)
+    scale = -0.3 if sliding else 0.3
+    output, lse = np.zeros((n, H_Q, d)), np.zeros((n, H_Q))
+    for b, count in enumerate(stored):
+        ids = page_ids[page_indptr[b]:page_indptr[b + 1]]
+        keys = pages[ids, 0].transpose(0, 2, 1, 3).reshape(-1, H_KV, d)[:count].astype(np.float64)
+        vals = pages[ids, 1].transpose(0, 2, 1, 3).reshape(-1, H_KV, d)[:count].astype(np.float64)
+        rows = slice(q_indptr[b], q_indptr[b + 1])
+        output[rows], lse[rows] = reference(q[rows], q_pos[rows], keys, vals, np.arange(count), scale,
+                                            causal, WINDOW)
+    buffers = dict(q=q, pages=pages, page_indptr=page_indptr, page_values=page_ids, length_info=length_info,
+                   k_pos_offset=np.zeros(len(prefix), np.int32), q_pos=q_pos)
+    scalars = dict(batch=len(prefix), causal=int(causal), rotary_mode=0, rope_scale=1.0, rope_theta=1e4,
+                   sm_scale=scale)
+    if not decode:
+        buffers["q_indptr"] = q_indptr
+        scalars["n_rows"] = n
+    return Case(buffers, scalars, output, lse)
+
+
+def run_cpu(func, case: Case):
+    """Compile ``func`` for the CPU and call it; returns (output, lse)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    lib = tvm.compile(tvm.IRModule({"kernel": func}), target="llvm")
+    params = [p.name for p in func.params]
+    output = np.zeros(case.output.shape, case.buffers["q"].dtype)
+    lse = np.zeros(case.lse.shape, np.float32)
+    arrays = {**case.buffers, "output": output, "lse": lse}
+    tensors = {name: tvm.runtime.tensor(a) for name, a in arrays.items()}
+    args = []
+    for p in params:
+        name = p.removeprefix("var_")
+        args.append(tensors[name] if name in tensors else case.scalars[name])
+    lib[func.attrs["global_symbol"]](*args)
+    return tensors["output"].numpy(), tensors["lse"].numpy()
+
+
+_PARAM = re.compile(r"(?:__global\s+(\w+)\*\s+restrict\s+(\w+)_ptr|(int|float)\s+(\w+))")
+
+
+def opencl_source(func) -> str:
+    """The OpenCL C that TVM 0.26 emits for ``func`` (device code only)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    target = tvm.target.Target({"kind": "opencl", "host": {"kind": "llvm"}})
+    executable = tvm.compile(tvm.IRModule({"kernel": func}), target=target)
+    return executable.mod.imports[0].inspect_source()
+
+
+def thread_extents(func, scalars) -> dict:
+    """``{thread tag: extent}`` of the kernel's thread bindings, symbolic extents from ``scalars``."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    extents = {}
+
+    def visit(node):
+        if isinstance(node, tvm.tirx.For) and node.thread_binding is not None:
+            ext = node.extent
+            extents[node.thread_binding.thread_tag] = int(ext) if isinstance(ext, tvm.tirx.IntImm) else scalars[ext.name]
+
+    tvm.tirx.stmt_functor.post_order_visit(func.body, visit)
+    return extents
+
+
+def run_pocl(func, case: Case):
+    """Run ``func``'s OpenCL translation on PoCL with the launch sizes of its thread bindings;
+    returns (output, lse).  Unnamed int parameters are buffer element offsets (0 here)."""
+    import pyopencl as cl  # pylint: disable=import-outside-toplevel
+
+    source = opencl_source(func)
+    name = f"{func.attrs['global_symbol']}_kernel"
+    signature = re.search(rf"__kernel void {name}\(([^)]*)\)\s*{{", source).group(1)
+    context = cl.Context(cl.get_platforms()[0].get_devices()[:1])
+    queue = cl.CommandQueue(context)
+    program = cl.Program(context, source).build()
+    output = np.full(case.output.shape, np.nan, case.buffers["q"].dtype)  # poisoned: every element must be written
+    lse = np.full(case.lse.shape, np.nan, np.float32)
+    arrays = {**case.buffers, "output": output, "lse": lse}
+    mf = cl.mem_flags
+    device = {n: cl.Buffer(context, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=a) for n, a in arrays.items()}
+    args = []
+    for _, buf_name, scalar_type, scalar_name in _PARAM.findall(signature):
+        if buf_name:
+            args.append(device[buf_name])
+        elif re.fullmatch(r"v(_\d+)?", scalar_name):
+            args.append(np.int32(0))
+        else:
+            args.append((np.int32 if scalar_type == "int" else np.float32)(case.scalars[scalar_name]))
+    ext = thread_extents(func, case.scalars)
+    threads = ext["threadIdx.x"]
+    kernel = getattr(program, name)
+    kernel(queue, (ext["blockIdx.x"] * threads, ext.get("blockIdx.y", 1)), (threads, 1), *args)
+    cl.enqueue_copy(queue, output, device["output"])
+    cl.enqueue_copy(queue, lse, device["lse"])
+    queue.finish()
+    return output, lse
