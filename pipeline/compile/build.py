@@ -71,24 +71,38 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
     return _attach_metadata(mod, metadata), params, quantized
 
 
+def schedule_rules(target) -> list:
+    """dlight rules for ``target``: :class:`CPUMatmul` on the CPU (``llvm``); TVM's generic GPU rules
+    (``Matmul``, ``GEMV``, ``Reduction``, ``GeneralReduction``, then ``Fallback``, which binds
+    whatever is left to threads) on GPU kinds, the list TVM's own CUDA and generic GPU pipelines use.
+
+    CPU: other kernels (norms, RoPE, elementwise) stay serial: dlight 0.26's CPU ``Reduction`` rule
+    parallelizes a norm over its hidden axis and redoes the row reduction once per element (640x the
+    work for Gemma 3 270M), and serial code for a few thousand elements is cheaper than a parallel
+    launch.  GPU: every kernel must be bound to threads, and ``Fallback`` guarantees it; our fused
+    dequantize-matmul (``pipeline.quantization``) is a reduction with an injective prologue, the
+    shape ``GEMV`` (decode) and ``Matmul`` (prefill) take.
+    """
+    if target.kind.name == "llvm":
+        return [CPUMatmul()]
+    return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+
+
 def relax_pipeline(target) -> tvm.transform.Pass:
-    """TVM's CPU pipeline (``relax/backend/cpu_generic/pipeline.py``) with :class:`CPUMatmul` applied
-    to the matrix products after fusion.  Other kernels (norms, RoPE, elementwise) stay serial:
-    dlight 0.26's CPU ``Reduction`` rule parallelizes a norm over its hidden axis and redoes the
-    row reduction once per element (640x the work for Gemma 3 270M), and serial code for a few
-    thousand elements is cheaper than a parallel launch."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu  # pylint: disable=import-outside-toplevel
+    """TVM's Relax pipeline (the passes of ``relax/backend/cpu_generic/pipeline.py``, which
+    ``gpu_generic`` shares but for the schedule) with :func:`schedule_rules` applied after fusion."""
+    from tvm.relax.backend.cpu_generic import pipeline as generic  # pylint: disable=import-outside-toplevel
 
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
             passes = (
                 [relax.transform.FuseTransposeMatmul()]  # x @ W.T without materializing W.T
-                + cpu.library_dispatch_passes(target)
-                + cpu.legalize_passes(target)
-                + [dl.ApplyDefaultSchedule(CPUMatmul())]
-                + cpu.dataflow_lower_passes(target)
-                + cpu.finalize_passes(target)
+                + generic.library_dispatch_passes(target)
+                + generic.legalize_passes(target)
+                + [dl.ApplyDefaultSchedule(*schedule_rules(target))]
+                + generic.dataflow_lower_passes(target)
+                + generic.finalize_passes(target)
             )
             return tvm.transform.Sequential(passes)(mod)
 
