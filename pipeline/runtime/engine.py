@@ -16,8 +16,9 @@ import numpy as np
 import tvm
 import tvm_ffi
 from tokenizers import Tokenizer
-from tvm import relax
+from tvm.runtime.vm import VirtualMachine
 
+from ..compile.targets import load_target
 from ..errors import PipelineError
 from ..package.chat_config import RUNTIME_CONFIG
 from ..package.tensor_cache import read_tensor_cache
@@ -36,7 +37,7 @@ HIDDEN_STATE_FUNCTIONS = {"prefill": "prefill_to_last_hidden_states", "decode": 
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 
-def load_library(library: Path, weights: Path, device) -> tuple[relax.VirtualMachine, dict, list]:
+def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, dict, list]:
     """Load a compiled library and the weights it takes, in its ``_metadata`` order.
 
     Returns ``(vm, metadata, params)``.
@@ -45,7 +46,7 @@ def load_library(library: Path, weights: Path, device) -> tuple[relax.VirtualMac
         PipelineError: a parameter the library expects is missing from ``weights`` or has
             another shape or dtype.
     """
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
+    vm = VirtualMachine(tvm.runtime.load_module(str(library)), device)
     metadata = json.loads(str(vm["_metadata"]()))
     tensors = read_tensor_cache(weights, device)
     missing = [p["name"] for p in metadata["params"] if p["name"] not in tensors]
@@ -59,6 +60,47 @@ def load_library(library: Path, weights: Path, device) -> tuple[relax.VirtualMac
     return vm, metadata, params
 
 
+# TVM target kind -> runtime device type (tvm.device names); kinds without a runtime here are absent.
+DEVICE_OF_KIND = {"llvm": "cpu", "cuda": "cuda", "rocm": "rocm", "metal": "metal", "vulkan": "vulkan",
+                  "opencl": "opencl"}
+
+
+def target_device(target: str):
+    """The device a library compiled for preset ``target`` runs on (device 0 of its kind).
+
+    Raises:
+        PipelineError: unknown preset, a target kind with no runtime device, or no such device on
+            this machine (or this TVM has no runtime for it).
+    """
+    kind = load_target(target).target["kind"]
+    if kind not in DEVICE_OF_KIND:
+        raise PipelineError(f"target {target}: kind {kind!r} has no runtime device here "
+                            f"(runtime devices exist for {', '.join(DEVICE_OF_KIND)})")
+    _load_device_runtime(kind)
+    device = tvm.device(DEVICE_OF_KIND[kind], 0)
+    if not device.exist:
+        raise PipelineError(f"target {target}: no {DEVICE_OF_KIND[kind]} device found (TVM {tvm.__version__} "
+                            f"sees none, or was built without its runtime)")
+    return device
+
+
+def _load_device_runtime(kind: str) -> None:
+    """Load TVM's runtime library for a GPU kind (``libtvm_runtime_<kind>``) if TVM has not: with its
+    runtime only (``TVM_USE_RUNTIME_LIB=1``, a deployment without the compiler library) TVM 0.26
+    loads no GPU runtime.  A missing library leaves the device absent, which the caller reports."""
+    from tvm.base import _LOADED_LIBS  # pylint: disable=import-outside-toplevel
+    from tvm_ffi.libinfo import load_lib_ctypes  # pylint: disable=import-outside-toplevel
+
+    name = f"tvm_runtime_{kind}"
+    if kind == "llvm" or name in _LOADED_LIBS:
+        return
+    try:
+        _LOADED_LIBS[name] = load_lib_ctypes(package="tvm", target_name=name, mode="RTLD_LOCAL",
+                                             extra_lib_paths=[Path(_LOADED_LIBS["tvm_runtime"]._name).parent])
+    except (OSError, RuntimeError):
+        pass
+
+
 def _builtin(name: str):
     return tvm.get_global_func(name)
 
@@ -69,12 +111,14 @@ class Engine:
     Args:
         package: directory with ``mlc-chat-config.json``, weights, tokenizer and ``lib/``.
         model_lib: library to load; default the package's library for ``target``.
-        target: preset name whose library to pick (``cpu``).
+        target: preset name whose library to pick and whose device to run on (``cpu``: the CPU,
+            ``cuda``: GPU 0 through CUDA, ...: :data:`DEVICE_OF_KIND`).
 
     ``tokens`` is the sequence in the KV cache (token ids, in order).
 
     Raises:
-        PipelineError: missing files, a library that does not match the weights.
+        PipelineError: missing files, a library that does not match the weights, no device for
+            ``target``.
     """
 
     def __init__(self, package: str | Path, model_lib: str | Path | None = None, target: str = "cpu"):
@@ -93,7 +137,7 @@ class Engine:
         model_lib = Path(model_lib)
         if not model_lib.is_file():
             raise PipelineError(f"{model_lib}: model library not found")
-        self.device = tvm.cpu()
+        self.device = target_device(target)
         self.vm, self.metadata, self.params = load_library(model_lib, self.package, self.device)
         self.tokenizer = Tokenizer.from_file(str(self.package / "tokenizer.json"))
         model_cfg = self.chat_config["model_config"]
