@@ -169,7 +169,7 @@ def test_inspect_reports_a_gguf(capsys, tmp_path):
 
 @pytest.mark.parametrize("name,text,needles", [
     ("myvulkan", "target: {kind: vulkan}\nlibrary: so\n", ["target.build.vulkan", "USE_VULKAN=ON"]),
-    ("mycuda", "target: {kind: cuda, arch: sm_90}\nlibrary: so\n", ["CPU (llvm) target only"]),
+    ("myrocm", "target: {kind: rocm}\nlibrary: so\n", ["windowed attention kernels exist for target kinds", "not rocm"]),
     ("wrongfield", "target: {kind: llvm}\nlibrary: exe\n", ["library", "'exe'"]),
 ], ids=["tvm-cannot-build", "no-attention-kernels", "wrong-field"])
 def test_unusable_target_preset(capsys, tmp_path, out, name, text, needles):
