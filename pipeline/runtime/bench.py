@@ -87,7 +87,8 @@ def _worker_speculative(args) -> dict:
     engine.stop_token_ids = set()
     settings = package_speculative(engine.package, engine.runtime_config, json.loads(args.speculative))
     drafter = load_drafter(engine, settings)
-    prompt = _prompt(args.prompt_tokens, engine.chat_config["vocab_size"])
+    prompt = json.loads(args.prompt_ids) if args.prompt_ids else _prompt(args.prompt_tokens,
+                                                                          engine.chat_config["vocab_size"])
     counts = SpeculativeStats()  # step counts of every speculative run, summed
 
     def run(chosen, tokens: int, stats: SpeculativeStats) -> float:
@@ -96,11 +97,15 @@ def _worker_speculative(args) -> dict:
             pass
         return (tokens - 1) / stats.decode_seconds
 
-    for chosen in (None, drafter):  # warm-up: first calls allocate workspaces
-        run(chosen, 4, SpeculativeStats())
+    def run_plain(tokens: int) -> float:  # as without a drafter: no MTP context kept
+        with engine.plain_forward():
+            return run(None, tokens, SpeculativeStats())
+
+    run_plain(4)  # warm-up: first calls allocate workspaces
+    run(drafter, 4, SpeculativeStats())
     plain, speculative = [], []
     for _ in range(args.repeats):  # alternate, so that drift in the machine's speed hits both alike
-        plain.append(run(None, args.decode_tokens, SpeculativeStats()))
+        plain.append(run_plain(args.decode_tokens))
         speculative.append(run(drafter, args.decode_tokens, counts))
     return {"plain_decode": statistics.median(plain), "speculative_decode": statistics.median(speculative),
             "steps": counts.steps, "tokens_per_step": counts.tokens_per_step,
@@ -123,6 +128,7 @@ def _worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--speculative", default="{}", help="speculative overrides, JSON")
+    p.add_argument("--prompt-ids", help="the speculative worker's prompt, JSON token ids (default: random ids)")
     return p
 
 

@@ -8,6 +8,7 @@ parameters passed as one packed tuple in ``_metadata``'s order; ``kv_state_popn`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -170,6 +171,18 @@ class Engine:
             self.mtp_context, self.mtp_functions = MTPContext(), functions
             self.reset()
         return self.mtp_context
+
+    @contextlib.contextmanager
+    def plain_forward(self):
+        """Within this block forward passes run the library's plain functions and keep no MTP
+        context, as an engine without a drafter does (speculation off measured on the engine
+        that holds the drafter); the sequence is reset on leaving, context and all."""
+        context, self.mtp_context = self.mtp_context, None
+        try:
+            yield self
+        finally:
+            self.mtp_context = context
+            self.reset()
 
     # --- KV cache --------------------------------------------------------------------------
     def reset(self) -> None:

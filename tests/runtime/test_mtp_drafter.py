@@ -161,3 +161,15 @@ def test_mtp_family_needs_its_architecture_file(tiny_package, tmp_path):
     with pytest.raises(PipelineError) as err:
         build(config, output=tmp_path / "pkg", progress=False, say=lambda _: None)
     assert "mtp.architecture: not given" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_plain_forward_runs_without_the_context(engine_and_drafter):
+    """Speculation off on the engine that holds the drafter (bench's baseline): the plain
+    functions run, no context is kept, and speculation afterwards still equals plain decoding."""
+    engine, drafter = engine_and_drafter
+    prompt = np.random.default_rng(11).integers(4, 96, size=10).tolist()
+    with engine.plain_forward():
+        plain = list(generate(engine, prompt, 16, Sampler(0.0, 1.0)))
+        assert engine.mtp_context is None and engine.length == len(prompt) + 15
+    assert engine.length == 0 and drafter.context.length == 0
+    assert list(speculative_generate(engine, prompt, 16, Sampler(0.0, 1.0), drafter, 2)) == plain
