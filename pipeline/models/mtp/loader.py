@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import ml_dtypes  # noqa: F401  # pylint: disable=unused-import  # gives numpy (and safetensors' numpy reader) bfloat16
+import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 
@@ -40,6 +40,9 @@ OWN_NAMES = {
     "shared_head.norm.weight": "post_norm.weight",
 }
 SHARED_WITH_BASE = ("embed_tokens.weight", "shared_head.head.weight")
+# Stored dtypes read (widened to float32); safetensors' numpy reader finds bfloat16 by name, which
+# importing ml_dtypes registers with numpy.
+READ_DTYPES = (np.float32, np.float16, ml_dtypes.bfloat16)
 
 
 def mtp_name(rest: str) -> str | None:
