@@ -5,12 +5,15 @@
 // plan: {
 //   wasm: "lib.wasm",
 //   tensors: {name: {file, shape, dtype}},                 // inputs, raw little-endian bytes
-//   calls: [{function, args: [tensor names], output}],     // VM function calls
+//   calls: [{function, args: [tensor name | {value, dtype}], // VM function calls (output: the
+//            output | module: "system", fetch: [names]}],    // result's name) or the library's own
+//                                                            // functions (fetch: tensors they write)
 //   llm: {weights: "dir with tensor-cache.json", context_window, prefill_chunk, page_size,
 //         steps: [{function: "prefill" | "decode" | ..., tokens: [ids]}]}   // MLC calling convention
 // }
 // result: {adapter: {vendor, architecture, device, description, features}, shader_f16,
-//          outputs: {name: {shape, dtype, base64}}, step_ms: [..]}
+//          outputs: {name: {shape, dtype, base64}}, step_ms: [..],
+//          gpu_errors: [WebGPU validation messages nobody caught: a dispatch that did not run]}
 
 function toBase64(bytes) {
   if (typeof Buffer !== "undefined") return Buffer.from(bytes).toString("base64");
@@ -79,7 +82,7 @@ export async function runPlan({ tvmjs, plan, readBytes, log = () => {} }) {
   const tvm = await tvmjs.instantiate(await readBytes(plan.wasm), tvmjs.createPolyfillWASI(), log);
   const gpu = await tvmjs.detectGPUDevice();
   if (gpu === undefined) throw new Error("no WebGPU adapter (navigator.gpu is missing)");
-  const gpuErrors = [];  // shader compilation and validation messages, reported with a failure
+  const gpuErrors = [];  // shader compilation and validation messages
   gpu.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
   tvm.initWebGPU(gpu.device);
   const dev = tvm.webgpu();
@@ -94,9 +97,10 @@ export async function runPlan({ tvmjs, plan, readBytes, log = () => {} }) {
     step_ms: [],
   };
   tvm.beginScope();
-  const vm = tvm.createVirtualMachine(dev);
-  try {
-    await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());  // compiles every shader up front
+  const needsVM = plan.llm || (plan.calls || []).some((call) => call.module !== "system");
+  const vm = needsVM ? tvm.createVirtualMachine(dev) : null;
+  try {  // compiles every shader up front (a kernel called alone compiles on its first call)
+    if (vm) await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
   } catch (err) {
     throw new Error(`${err.message}\n${gpuErrors.join("\n")}`);
   }
@@ -106,11 +110,17 @@ export async function runPlan({ tvmjs, plan, readBytes, log = () => {} }) {
   }
   for (const call of plan.calls || []) {
     const start = performance.now();
-    const ret = vm.getFunction(call.function)(...call.args.map((name) => tensors[name]));
-    result.outputs[call.output] = await toHost(tvm, dev, ret);
+    const args = call.args.map((a) => (typeof a === "string" ? tensors[a] : new tvmjs.Scalar(a.value, a.dtype)));
+    if (call.module === "system") {  // a kernel of the library itself; its outputs are arguments
+      tvm.systemLib().getFunction(call.function)(...args);
+      for (const name of call.fetch) result.outputs[name] = await toHost(tvm, dev, tensors[name]);
+    } else {
+      result.outputs[call.output] = await toHost(tvm, dev, vm.getFunction(call.function)(...args));
+    }
     result.step_ms.push(performance.now() - start);
   }
   if (plan.llm) await runLLM(tvm, tvmjs, dev, vm, readBytes, plan.llm, result.outputs, result.step_ms);
   tvm.endScope();
+  result.gpu_errors = gpuErrors;
   return result;
 }
