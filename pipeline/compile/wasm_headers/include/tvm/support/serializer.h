@@ -53,6 +53,44 @@ inline bool ReadChars(Stream* s, std::string* out) {
   out->assign(static_cast<size_t>(n), '\0');
   return n == 0 || s->Read(static_cast<void*>(&(*out)[0]), out->size()) == out->size();
 }
+// A sequence (std::vector, ffi::Array): count, then the items; Read hands each item to append.
+template <typename T, typename Seq>
+void WriteItems(Stream* s, const Seq& items) {
+  WriteCount(s, items.size());
+  for (const T& item : items) Serializer<T>::Write(s, item);
+}
+template <typename T, typename Append>
+bool ReadItems(Stream* s, Append append) {
+  uint64_t n;
+  if (!ReadCount(s, &n)) return false;
+  for (uint64_t i = 0; i < n; ++i) {
+    T item;
+    if (!Serializer<T>::Read(s, &item)) return false;
+    append(std::move(item));
+  }
+  return true;
+}
+// A map (std::unordered_map, ffi::Map): count, then key/value pairs; Read hands each to insert.
+template <typename K, typename V, typename Map>
+void WriteEntries(Stream* s, const Map& entries) {
+  WriteCount(s, entries.size());
+  for (const auto& kv : entries) {
+    Serializer<K>::Write(s, kv.first);
+    Serializer<V>::Write(s, kv.second);
+  }
+}
+template <typename K, typename V, typename Insert>
+bool ReadEntries(Stream* s, Insert insert) {
+  uint64_t n;
+  if (!ReadCount(s, &n)) return false;
+  for (uint64_t i = 0; i < n; ++i) {
+    K key;
+    V value;
+    if (!Serializer<K>::Read(s, &key) || !Serializer<V>::Read(s, &value)) return false;
+    insert(std::move(key), std::move(value));
+  }
+  return true;
+}
 }  // namespace detail
 
 template <>
@@ -89,37 +127,20 @@ struct Serializer<std::pair<A, B>> {
 template <typename T>
 struct Serializer<std::vector<T>> {
   static constexpr bool enabled = true;
-  static void Write(Stream* s, const std::vector<T>& v) {
-    detail::WriteCount(s, v.size());
-    for (const T& item : v) Serializer<T>::Write(s, item);
-  }
+  static void Write(Stream* s, const std::vector<T>& v) { detail::WriteItems<T>(s, v); }
   static bool Read(Stream* s, std::vector<T>* v) {
-    uint64_t n;
-    if (!detail::ReadCount(s, &n)) return false;
-    v->resize(static_cast<size_t>(n));
-    for (T& item : *v) {
-      if (!Serializer<T>::Read(s, &item)) return false;
-    }
-    return true;
+    v->clear();
+    return detail::ReadItems<T>(s, [v](T&& item) { v->push_back(std::move(item)); });
   }
 };
 
 template <typename T>
 struct Serializer<ffi::Array<T>> {
   static constexpr bool enabled = true;
-  static void Write(Stream* s, const ffi::Array<T>& v) {
-    detail::WriteCount(s, v.size());
-    for (const T& item : v) Serializer<T>::Write(s, item);
-  }
+  static void Write(Stream* s, const ffi::Array<T>& v) { detail::WriteItems<T>(s, v); }
   static bool Read(Stream* s, ffi::Array<T>* v) {
-    uint64_t n;
-    if (!detail::ReadCount(s, &n)) return false;
     ffi::Array<T> items;
-    for (uint64_t i = 0; i < n; ++i) {
-      T item;
-      if (!Serializer<T>::Read(s, &item)) return false;
-      items.push_back(std::move(item));
-    }
+    if (!detail::ReadItems<T>(s, [&items](T&& item) { items.push_back(std::move(item)); })) return false;
     *v = std::move(items);
     return true;
   }
@@ -128,45 +149,21 @@ struct Serializer<ffi::Array<T>> {
 template <typename K, typename V>
 struct Serializer<std::unordered_map<K, V>> {
   static constexpr bool enabled = true;
-  static void Write(Stream* s, const std::unordered_map<K, V>& v) {
-    detail::WriteCount(s, v.size());
-    for (const auto& kv : v) {
-      Serializer<K>::Write(s, kv.first);
-      Serializer<V>::Write(s, kv.second);
-    }
-  }
+  static void Write(Stream* s, const std::unordered_map<K, V>& v) { detail::WriteEntries<K, V>(s, v); }
   static bool Read(Stream* s, std::unordered_map<K, V>* v) {
-    uint64_t n;
-    if (!detail::ReadCount(s, &n)) return false;
     v->clear();
-    for (uint64_t i = 0; i < n; ++i) {
-      std::pair<K, V> kv;
-      if (!Serializer<std::pair<K, V>>::Read(s, &kv)) return false;
-      v->insert(std::move(kv));
-    }
-    return true;
+    return detail::ReadEntries<K, V>(s, [v](K&& key, V&& value) { v->emplace(std::move(key), std::move(value)); });
   }
 };
 
 template <typename K, typename V>
 struct Serializer<ffi::Map<K, V>> {
   static constexpr bool enabled = true;
-  static void Write(Stream* s, const ffi::Map<K, V>& v) {
-    detail::WriteCount(s, v.size());
-    for (const auto& kv : v) {
-      Serializer<K>::Write(s, kv.first);
-      Serializer<V>::Write(s, kv.second);
-    }
-  }
+  static void Write(Stream* s, const ffi::Map<K, V>& v) { detail::WriteEntries<K, V>(s, v); }
   static bool Read(Stream* s, ffi::Map<K, V>* v) {
-    uint64_t n;
-    if (!detail::ReadCount(s, &n)) return false;
     ffi::Map<K, V> entries;
-    for (uint64_t i = 0; i < n; ++i) {
-      K key;
-      V value;
-      if (!Serializer<K>::Read(s, &key) || !Serializer<V>::Read(s, &value)) return false;
-      entries.Set(std::move(key), std::move(value));
+    if (!detail::ReadEntries<K, V>(s, [&entries](K&& key, V&& value) { entries.Set(std::move(key), std::move(value)); })) {
+      return false;
     }
     *v = std::move(entries);
     return true;
