@@ -127,10 +127,10 @@ def _compile_units(root: Path, out: Path) -> None:
                                env=_emcc_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for unit in RUNTIME_UNITS
     }
+    outputs = {unit: proc.communicate()[0] for unit, proc in procs.items()}  # all finish, even after a failure
     for unit, proc in procs.items():
-        output, _ = proc.communicate()
         if proc.returncode != 0:
-            errors = [line for line in output.splitlines() if "error" in line] or ["(no output)"]
+            errors = [line for line in outputs[unit].splitlines() if "error" in line] or ["(no output)"]
             raise PipelineError(f"compiling TVM's wasm runtime unit {unit}.cc failed: {errors[0]}")
 
 
