@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         speed_up = result["speculative_decode"] / result["plain_decode"]
         speed_ups.append(speed_up)
         rates = " / ".join(f"{r:.2f}" for r in result["acceptance_rate"][:3])
-        print(f"| {json.dumps(text)[1:31]:<30} | {result['plain_decode']:9.1f} | {result['speculative_decode']:9.1f} | "
+        print(f"| {json.dumps(text)[1:-1][:30]:<30} | {result['plain_decode']:9.1f} | {result['speculative_decode']:9.1f} | "
               f"{speed_up:7.2f}x | {result['tokens_per_step']:11.2f} | {rates:<20} |")
         for i, (n, rate) in enumerate(zip(result["proposed_at"], result["acceptance_rate"])):
             while len(proposed) <= i:
