@@ -116,6 +116,13 @@ class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
     ``support_sliding_window`` argument is ignored: the window is applied exactly by the kernels.
     """
 
+    @staticmethod
+    def create_spec() -> dict:
+        """The export spec of ``create_paged_kv_cache``: five ints, no parameters, no effects (a
+        new dict each call: ``ModuleSpec.from_raw`` consumes its ``"$"`` entry)."""
+        return {"max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int, "page_size": int,
+                "support_sliding_window": int, "$": {"param_mode": "none", "effect_mode": "none"}}
+
     def create_paged_kv_cache(  # pylint: disable=too-many-arguments
         self,
         max_batch_size: tirx.Var,

@@ -383,9 +383,6 @@ class Gemma4ForCausalLM(WindowedKVCacheMixin, nn.Module):
             "prefill_to_mtp_context": {"input_embed": seq(), "paged_kv_cache": cache, "$": packed},
             "batch_verify_to_mtp_context": {"input_embeds": seq(), "paged_kv_cache": cache, "$": packed},
             "get_logits": {"hidden_states": nn.spec.Tensor(["seq_len", h], self.dtype), "$": packed},
-            "create_paged_kv_cache": {
-                "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int,
-                "page_size": int, "support_sliding_window": int,
-                "$": {"param_mode": "none", "effect_mode": "none"}},
+            "create_paged_kv_cache": WindowedKVCacheMixin.create_spec(),
         }
         return nn.spec.ModuleSpec.from_raw(spec, self)

@@ -212,10 +212,7 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-in
             "decode_to_last_hidden_states": forward_spec([1, 1, h]),
             "batch_prefill_to_last_hidden_states": forward_spec([1, "seq_len", h]),
             "batch_decode_to_last_hidden_states": forward_spec(["batch_size", 1, h]),
-            "create_paged_kv_cache": {
-                "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int,
-                "page_size": int, "support_sliding_window": int,
-                "$": {"param_mode": "none", "effect_mode": "none"}},
+            "create_paged_kv_cache": WindowedKVCacheMixin.create_spec(),
         }
         return nn.spec.ModuleSpec.from_raw(spec, self)
 
