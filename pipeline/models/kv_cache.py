@@ -5,9 +5,10 @@ Builds the ``vm.builtin.paged_attention_kv_cache_create`` call that TVM 0.26's
 ``src/runtime/vm/paged_kv_cache.cc``), with every layer declared ``mha`` and the ragged-prefill,
 paged-prefill and decode kernels taken from :mod:`pipeline.models.attention_kernels`: the CPU
 kernels for ``llvm``, the GPU kernels (generic GPU TIR) for the GPU kinds.  The other slots
-(append, page copy, tree attention, state merge, compaction, debug read) are TVM's own kernels
-for that device.  RoPE is applied by the model (``RopeMode.NONE``), so layers may use different
-RoPE bases.  Tree-mask kernels are TVM's and carry no window.
+(append, page copy, tree attention, compaction, debug read) are TVM's own kernels for that
+device; the GPU state merge is ours (:mod:`.merge_state`: TVM 0.26's races).  RoPE is applied
+by the model (``RopeMode.NONE``), so layers may use different RoPE bases.  Tree-mask kernels
+are TVM's and carry no window.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tvm.target import Target
 from ..errors import PipelineError
 from . import attention_kernels as kernels
 from .attention_kernels_gpu import block_threads
+from .merge_state import merge_state_gpu
 
 PAGE_SIZE = 16
 GPU_KINDS = ("cuda", "metal", "opencl", "vulkan", "webgpu")  # generic GPU TIR serves each of them
@@ -168,7 +170,7 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
                 "tir_attention_prefill_with_tree_mask_with_paged_kv_cache"),
             tir(tvm_kv.tree_attn(h_kv, h_q, d, dtype, NO_ROPE_SCALING, target), "tir_attention_prefill_with_tree_mask"),
         ]
-        merge = tvm_kv._merge_state_inplace(h_q, d, dtype, target)
+        merge = merge_state_gpu(d, dtype, block_threads(min(threads, d)))  # TVM's races: see merge_state.py
         copy_page = tvm_kv._copy_single_page(h_kv, page_size, d, dtype, target)
         compact = tvm_kv._compact_kv_copy(h_kv, d, dtype, target)
     else:

@@ -56,18 +56,8 @@ def package(tmp_path_factory):
     return pkg, wasm, reference
 
 
-# TVM 0.26's merge_state_inplace (the kernel that merges a prefill chunk's attention over itself
-# with its attention over the cached pages) races: the 8 threads of a head each read S[row, head]
-# and write it back with no barrier.  SwiftShader runs them 4 at a time, so the second four read
-# the merged value: dims 16-31 and the lse come out wrong (kernel alone: 1.6 off; with a barrier
-# before a single writer: 2e-7).  Dawn on lavapipe runs all 8 in step and hides it.
-MERGE_RACE = pytest.mark.xfail(strict=True, reason="TVM 0.26 merge_state_inplace races on S (SwiftShader "
-                               "runs a head's threads 4 at a time); steps with a cached prefix are wrong")
-
-
 @pytest.mark.parametrize("runtime,scenario", [
-    ("node", "one-chunk"), ("node", "cached-prefix"), ("chromium", "one-chunk"),
-    pytest.param("chromium", "cached-prefix", marks=MERGE_RACE)])
+    ("node", "one-chunk"), ("node", "cached-prefix"), ("chromium", "one-chunk"), ("chromium", "cached-prefix")])
 def test_logits_match_the_cpu_build(package, runtime, scenario, tmp_path):
     webgpu.require(runtime)
     pkg, wasm, reference = package
