@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 
 import numpy as np
+
+from tests.compile.opencl_launch import PoCL, build_opencl, call_tvm
 
 H_KV, H_Q, PAGE_SIZE, WINDOW = 2, 4, 16, 8
 EMPTY_LSE = -1e30
@@ -112,80 +113,27 @@ def paged_case(rng, d, dtype, sliding, causal, prefix=(40, 3, 0), q_lengths=(13,
     return Case(buffers, scalars, output, lse)
 
 
+def _arrays(case: Case, fill: float) -> dict:
+    """The case's buffers plus ``output`` and ``lse`` filled with ``fill``."""
+    return {**case.buffers, "output": np.full(case.output.shape, fill, case.buffers["q"].dtype),
+            "lse": np.full(case.lse.shape, fill, np.float32)}
+
+
 def run_cpu(func, case: Case):
     """Compile ``func`` for the CPU and call it; returns (output, lse)."""
     import tvm  # pylint: disable=import-outside-toplevel
 
     lib = tvm.compile(tvm.IRModule({"kernel": func}), target="llvm")
-    params = [p.name for p in func.params]
-    output = np.zeros(case.output.shape, case.buffers["q"].dtype)
-    lse = np.zeros(case.lse.shape, np.float32)
-    arrays = {**case.buffers, "output": output, "lse": lse}
-    tensors = {name: tvm.runtime.tensor(a) for name, a in arrays.items()}
-    args = []
-    for p in params:
-        name = p.removeprefix("var_")
-        args.append(tensors[name] if name in tensors else case.scalars[name])
-    lib[func.attrs["global_symbol"]](*args)
-    return tensors["output"].numpy(), tensors["lse"].numpy()
-
-
-_PARAM = re.compile(r"(?:__global\s+(\w+)\*\s+restrict\s+(\w+)_ptr|(int|float)\s+(\w+))")
-
-
-def opencl_source(func) -> str:
-    """The OpenCL C that TVM 0.26 emits for ``func`` (device code only)."""
-    import tvm  # pylint: disable=import-outside-toplevel
-
-    target = tvm.target.Target({"kind": "opencl", "host": {"kind": "llvm"}})
-    executable = tvm.compile(tvm.IRModule({"kernel": func}), target=target)
-    return executable.mod.imports[0].inspect_source()
-
-
-def thread_extents(func, scalars) -> dict:
-    """``{thread tag: extent}`` of the kernel's thread bindings, symbolic extents from ``scalars``."""
-    import tvm  # pylint: disable=import-outside-toplevel
-
-    extents = {}
-
-    def visit(node):
-        if isinstance(node, tvm.tirx.For) and node.thread_binding is not None:
-            ext = node.extent
-            extents[node.thread_binding.thread_tag] = int(ext) if isinstance(ext, tvm.tirx.IntImm) else scalars[ext.name]
-
-    tvm.tirx.stmt_functor.post_order_visit(func.body, visit)
-    return extents
+    result = call_tvm(lib[func.attrs["global_symbol"]], func, _arrays(case, 0), case.scalars)
+    return result["output"], result["lse"]
 
 
 def run_pocl(func, case: Case):
-    """Run ``func``'s OpenCL translation on PoCL with the launch sizes of its thread bindings;
-    returns (output, lse).  Unnamed int parameters are buffer element offsets (0 here)."""
-    import pyopencl as cl  # pylint: disable=import-outside-toplevel
+    """Run ``func``'s OpenCL translation on PoCL as its host code launches it; returns (output, lse).
+    Outputs start as NaN: every element must be written."""
+    import tvm  # pylint: disable=import-outside-toplevel
 
-    source = opencl_source(func)
-    name = f"{func.attrs['global_symbol']}_kernel"
-    signature = re.search(rf"__kernel void {name}\(([^)]*)\)\s*{{", source).group(1)
-    context = cl.Context(cl.get_platforms()[0].get_devices()[:1])
-    queue = cl.CommandQueue(context)
-    program = cl.Program(context, source).build()
-    output = np.full(case.output.shape, np.nan, case.buffers["q"].dtype)  # poisoned: every element must be written
-    lse = np.full(case.lse.shape, np.nan, np.float32)
-    arrays = {**case.buffers, "output": output, "lse": lse}
-    mf = cl.mem_flags
-    device = {n: cl.Buffer(context, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=a) for n, a in arrays.items()}
-    args = []
-    for _, buf_name, scalar_type, scalar_name in _PARAM.findall(signature):
-        if buf_name:
-            args.append(device[buf_name])
-        elif re.fullmatch(r"v(_\d+)?", scalar_name):
-            args.append(np.int32(0))
-        else:
-            args.append((np.int32 if scalar_type == "int" else np.float32)(case.scalars[scalar_name]))
-    ext = thread_extents(func, case.scalars)
-    threads = ext["threadIdx.x"]
-    kernel = getattr(program, name)
-    kernel(queue, (ext["blockIdx.x"] * threads, ext.get("blockIdx.y", 1)), (threads, 1), *args)
-    cl.enqueue_copy(queue, output, device["output"])
-    cl.enqueue_copy(queue, lse, device["lse"])
-    queue.finish()
-    return output, lse
+    name = str(func.attrs["global_symbol"])
+    build = build_opencl({name: func}, tvm.target.Target({"kind": "opencl", "host": {"kind": "llvm"}}))
+    result, _ = PoCL(build).run(name, _arrays(case, np.nan), case.scalars)
+    return result["output"], result["lse"]

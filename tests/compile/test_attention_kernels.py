@@ -25,21 +25,9 @@ from tests.compile.attention_cases import (
     run_cpu,
     run_pocl,
 )
+from tests.compile.opencl_launch import pocl_missing
 
 TOLERANCE = {"float32": 2e-5, "float16": 5e-3}  # measured up to 2.2e-6 (float32) and 9.7e-4 (float16)
-
-
-def pocl_missing() -> str:
-    """Why PoCL cannot run here, or ``""``."""
-    try:
-        import pyopencl as cl  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return "pyopencl is not installed"
-    try:
-        platforms = [p for p in cl.get_platforms() if "Portable Computing Language" in p.name]
-    except cl.Error as err:  # no ICD loader or no platform
-        return f"no OpenCL platform ({err})"
-    return "" if platforms else "PoCL (pocl-opencl-icd) is not installed"
 
 
 def cases(seed: int, d: int, dtype: str):
