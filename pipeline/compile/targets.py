@@ -53,6 +53,10 @@ class TargetPreset:
                 del target["mcpu"]
             else:
                 target["mcpu"] = cpu
+        if target["kind"] == "vulkan":  # narrowed to the local Vulkan device, if any
+            from .vulkan import fit_target  # pylint: disable=import-outside-toplevel
+
+            target = fit_target(target, self.path)
         return target
 
     def check_buildable(self) -> None:
@@ -65,11 +69,13 @@ class TargetPreset:
         import tvm  # pylint: disable=import-outside-toplevel
 
         kind = self.target["kind"]
+        if kind == "vulkan":  # loads TVM's Vulkan backend where it is a plugin; says how to get one
+            from .vulkan import require_codegen  # pylint: disable=import-outside-toplevel
+
+            require_codegen(self.path)
         if tvm.get_global_func(f"target.build.{kind}", allow_missing=True) is None:
-            hint = (f" (PyPI's TVM has no SPIR-V code generator: build TVM {tvm.__version__} from its "
-                    f"v{tvm.__version__} tag with USE_VULKAN=ON)") if kind == "vulkan" else ""
             raise PipelineError(
-                f"{self.path}: target kind {kind!r} cannot be built: this TVM has no target.build.{kind}{hint}"
+                f"{self.path}: target kind {kind!r} cannot be built: this TVM has no target.build.{kind}"
             )
 
     def tvm_target(self):

@@ -1,0 +1,218 @@
+"""Vulkan: the preset built with TVM's Vulkan backend and run on a Vulkan device (Mesa's lavapipe
+here, a CPU implementation of Vulkan 1.3), against the CPU build and a float64 reference.
+
+- The rule that fits a preset's declared capabilities to a device, and the refusal of a plugin built
+  for another TVM: always run (no Vulkan needed).
+- With a code generator and a device (``scripts/build_tvm_vulkan.sh``, or a TVM built with
+  ``USE_VULKAN=ON``; skipped, saying which is missing, where not: CI cannot reach GitHub to build it):
+  the target takes the device's capabilities; the windowed attention kernels in float32 and float16
+  against the float64 reference; a tiny random Gemma 3 (window 8, sliding and global layers) built
+  with the preset, exported as a ``.so`` and run with the paged KV cache (prefill past the window and
+  across prefill chunks, decode steps, verify and roll-back), logits within 1e-5 of the CPU build's;
+  the same model in q4f16_1 (float16) for prefill and decode, within 5e-3 of the CPU's q4f16_1 build.
+
+Tolerances: measured 7e-7 (float32) and 1e-3 (float16) on logits of magnitude ~0.6; a model that
+ignored the window differs by more than 1e-2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+
+from pipeline.compile import vulkan
+from pipeline.compile.targets import load_target
+from pipeline.models import attention_kernels as ak
+from pipeline.models.attention_kernels_gpu import block_threads
+from tests.compile.test_attention_kernels import H_KV, H_Q, PAGE_SIZE, WINDOW, cases, check
+
+ROOT = Path(__file__).resolve().parents[2]
+MISSING = vulkan.missing()
+needs_vulkan = pytest.mark.skipif(bool(MISSING), reason=f"needs Vulkan: {MISSING}")
+ATOL, ATOL_FP16 = 1e-5, 5e-3
+
+
+def _attrs(target: dict) -> dict:
+    return {k: vulkan._plain(v) for k, v in tvm.target.Target(target).attrs.items()}  # pylint: disable=protected-access
+
+
+def test_declared_capabilities_are_narrowed_to_the_device():
+    """A device without int64, with more threads and less shared memory than declared, and fewer
+    subgroup operations: each option becomes what both allow; options the preset leaves out stay
+    out even where the device has them (supports_integer_dot_product)."""
+    declared = {"kind": "vulkan", "supports_float16": True, "supports_int64": True, "supports_16bit_buffer": True,
+                "max_shared_memory_per_block": 32768, "supported_subgroup_operations": 0b1011}
+    caps = {"supports_int64": False, "supports_float16": True, "supports_int8": True, "supports_int16": True,
+            "supports_8bit_buffer": True, "supports_16bit_buffer": True, "supports_storage_buffer_storage_class": True,
+            "supports_integer_dot_product": True, "max_num_threads": 1024, "max_threads_per_block": 1024,
+            "max_shared_memory_per_block": 16384, "thread_warp_size": 32, "supported_subgroup_operations": 0b0111}
+    fitted, changes = vulkan.narrow(declared, _attrs(declared), caps)
+    assert sorted(changes) == ["max_shared_memory_per_block 32768 -> 16384", "supported_subgroup_operations 11 -> 3",
+                               "supports_int64 True -> False"]
+    assert fitted == {**declared, "supports_int64": False, "max_shared_memory_per_block": 16384,
+                      "supported_subgroup_operations": 3}
+    # Nothing narrowed: the preset's own dict comes back.
+    assert vulkan.narrow(declared, _attrs(declared), {**caps, "supports_int64": True,
+                                                      "max_shared_memory_per_block": 65536,
+                                                      "supported_subgroup_operations": 0xFF}) == (declared, [])
+
+
+def _python(code: str, env: dict) -> str:
+    """Run ``code`` in a fresh interpreter (a loaded backend cannot be unloaded) and return stdout."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
+    return proc.stdout.strip()
+
+
+def test_a_plugin_built_for_another_tvm_is_refused(tmp_path):
+    if tvm.support.libinfo().get("USE_VULKAN", "OFF") != "OFF":
+        pytest.skip("this TVM has its own Vulkan backend: no plugin is loaded")
+    for name in (vulkan.RUNTIME_LIB, vulkan.COMPILER_LIB):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / vulkan.BUILD_INFO).write_text(json.dumps({"tvm_version": "0.0.0"}))
+    out = _python("from pipeline.compile import vulkan; print(vulkan.missing())",
+                  {**os.environ, vulkan.LIB_ENV: str(tmp_path)})
+    assert out == (f"this TVM {tvm.__version__} has no SPIR-V code generator (target.build.vulkan) and no Vulkan "
+                   f"runtime: {tmp_path} holds a Vulkan backend built for TVM 0.0.0, this is TVM "
+                   f"{tvm.__version__}: run scripts/build_tvm_vulkan.sh again")
+
+
+@needs_vulkan
+def test_the_target_takes_the_device_capabilities():
+    """The preset's target as built: the declared capabilities the device has (all of them on
+    lavapipe), limits no larger than the device's; a bare vulkan target lacks int64, so a kernel
+    with 64-bit integers is refused by the SPIR-V code generator."""
+    preset, dev = load_target("vulkan"), vulkan.device()
+    caps, attrs = vulkan.device_capabilities(dev), _attrs(preset.resolved_target())
+    for name, value in preset.target.items():
+        if name in vulkan.CAPABILITIES:
+            assert attrs[name] == (value and caps[name]), name
+        elif name in vulkan.LIMITS:
+            assert attrs[name] == min(value, caps[name]), name
+    assert attrs["supports_int64"] and attrs["supports_float16"]  # lavapipe has both
+
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    @T.prim_func
+    def wide(a: T.Buffer((64,), "int64")):
+        for i in T.thread_binding(64, thread="threadIdx.x"):
+            a[i] = T.Cast("int64", i) * T.int64(1 << 33)
+
+    with pytest.raises(Exception, match="does not support Int64"):
+        tvm.compile(tvm.IRModule({"wide": wide}), target={"kind": "vulkan"})
+    lib = tvm.compile(tvm.IRModule({"wide": wide}), target=preset.tvm_target())
+    out = tvm.runtime.tensor(np.zeros(64, np.int64), device=dev)
+    lib["wide"](out)
+    np.testing.assert_array_equal(out.numpy(), np.arange(64, dtype=np.int64) << 33)
+
+
+@needs_vulkan
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_attention_kernels_match_the_reference_on_vulkan(dtype):
+    """Our windowed kernels (ragged prefill, paged prefill, decode; sliding and full) at the block
+    size the preset gives, head dim 40 (threads past it idle), on the device, vs float64."""
+    preset, dev = load_target("vulkan"), vulkan.device()
+    target = preset.tvm_target()
+    threads = block_threads(int(target.attrs["max_num_threads"]))
+    for label, factory, extra, case in cases(7, 40, dtype):
+        func = factory(H_KV, H_Q, 40, dtype, WINDOW, threads=threads, **extra)
+        lib = tvm.compile(tvm.IRModule({"kernel": func}), target=target)
+        arrays = {**case.buffers, "output": np.full(case.output.shape, np.nan, case.buffers["q"].dtype),
+                  "lse": np.full(case.lse.shape, np.nan, np.float32)}
+        tensors = {k: tvm.runtime.tensor(np.ascontiguousarray(a), device=dev) for k, a in arrays.items()}
+        args = [tensors.get(p.name.removeprefix("var_"), case.scalars.get(p.name.removeprefix("var_")))
+                for p in func.params]
+        lib[str(func.attrs["global_symbol"])](*args)
+        try:
+            check(case, tensors["output"].numpy(), tensors["lse"].numpy(), dtype)
+        except AssertionError as err:
+            raise AssertionError(f"{label}: {err}") from None
+
+
+def _engines(tmp_path_factory, quantization: str):
+    """``(CPU engine, Vulkan engine, Vulkan library path)`` over one tiny Gemma 3 package."""
+    from pipeline.build import build  # pylint: disable=import-outside-toplevel
+    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
+    from tests.conftest import make_tiny_gemma3, write_config  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp(f"vulkan-tiny-{quantization}")
+    make_tiny_gemma3(root / "hf")
+    config = load_config(write_config(root / "tiny.yaml", root / "hf", targets=["cpu", "vulkan"],
+                                      quantization=quantization))
+    package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+    library = package / json.loads((package / "mlc-mtp-config.json").read_text())["model_lib"]["vulkan"]
+    return Engine(package, target="cpu"), Engine(package, target="vulkan"), library
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    return _engines(tmp_path_factory, "q0f32")
+
+
+def _gap(engines, steps) -> float:
+    results = [np.concatenate([np.atleast_2d(a) for a in steps(e)]) for e in engines[:2]]
+    assert results[0].shape == results[1].shape
+    return float(np.abs(results[0] - results[1]).max())
+
+
+@needs_vulkan
+def test_the_library_is_a_shared_object_with_spirv(engines):
+    data = engines[2].read_bytes()
+    assert engines[2].suffix == ".so" and data[:4] == b"\x7fELF"
+    assert (0x07230203).to_bytes(4, "little") in data  # SPIR-V magic number: the shaders are inside
+    assert str(engines[1].device) == "vulkan:0"
+
+
+@needs_vulkan
+def test_tiny_gemma3_prefill_past_the_window_and_decode(engines):
+    ids = np.random.default_rng(1).integers(4, 96, size=52).tolist()
+
+    def steps(engine):
+        engine.reset()
+        return [engine.prefill(ids[:40])] + [engine.decode(t) for t in ids[40:]]  # window 8, 12 decodes
+
+    gap = _gap(engines, steps)
+    print(f"tiny prefill + decode: max |vulkan - cpu| = {gap:.2e}")
+    assert gap < ATOL
+
+
+@needs_vulkan
+def test_tiny_gemma3_chunked_prefill_verify_and_rollback(engines):
+    """150 tokens cross the 64-token prefill chunk twice; then a 5-token verify, a roll-back of 3
+    and a decode over the shortened cache."""
+    rng = np.random.default_rng(2)
+    ids, draft = rng.integers(4, 96, size=150).tolist(), rng.integers(4, 96, size=5).tolist()
+
+    def steps(engine):
+        engine.reset()
+        out = [engine.prefill(ids), engine.verify(draft)]
+        engine.rollback(3)
+        return out + [engine.decode(draft[2])]
+
+    gap = _gap(engines, steps)
+    print(f"tiny chunked prefill + verify + roll-back: max |vulkan - cpu| = {gap:.2e}")
+    assert gap < ATOL
+
+
+@needs_vulkan
+def test_tiny_gemma3_q4f16_1_prefill_and_decode(tmp_path_factory):
+    """float16 activations, 4-bit weights (16-bit storage buffers, the fused dequantize-matmul)
+    against the CPU's q4f16_1 build: both round to float16 in different orders (measured up to 1.0e-3)."""
+    built = _engines(tmp_path_factory, "q4f16_1")
+    ids = np.random.default_rng(3).integers(4, 96, size=30).tolist()
+
+    def steps(engine):
+        engine.reset()
+        return [engine.prefill(ids[:24])] + [engine.decode(t) for t in ids[24:]]
+
+    gap = _gap(built, steps)
+    print(f"tiny q4f16_1 prefill + decode: max |vulkan - cpu| = {gap:.2e}")
+    assert gap < ATOL_FP16
