@@ -125,19 +125,29 @@ def evaluate(expr, env: dict):
     raise NotImplementedError(f"host expression {kind}: {expr}")
 
 
+def param_keys(func) -> list[str]:
+    """One key per parameter of ``func`` for the ``arrays``/``scalars`` dicts: its name, or
+    ``<name>_<position>`` when an earlier parameter has the same name (TVM's ``topk`` names both of
+    its outputs ``T_dynamic_strided_slice``)."""
+    keys = []
+    for position, param in enumerate(func.params):
+        keys.append(param.name if param.name not in keys else f"{param.name}_{position}")
+    return keys
+
+
 def _bind_params(func, arrays: dict, scalars: dict) -> dict:
     """Host environment from the arrays (by parameter name) and scalars: buffers, shape variables
     (checked against every dimension), element offsets 0 (arrays are passed whole)."""
     env = {}
-    buffers = [p for p in func.params if not isinstance(p.ty, tvm.ir.PrimType)]
-    for param in func.params:
+    buffers = [(p, k) for p, k in zip(func.params, param_keys(func)) if not isinstance(p.ty, tvm.ir.PrimType)]
+    for param, key in zip(func.params, param_keys(func)):
         if isinstance(param.ty, tvm.ir.PrimType):
-            env[param] = scalars[param.name]
-    for param in buffers:
-        array = arrays[param.name]
-        env[param] = ("buffer", param.name)
+            env[param] = scalars[key]
+    for param, key in buffers:
+        array = arrays[key]
+        env[param] = ("buffer", key)
         if str(param.dtype) != str(array.dtype) or len(param.shape) != array.ndim:
-            raise ValueError(f"{param.name}: expected {param.dtype}{list(param.shape)}, got {array.dtype}{array.shape}")
+            raise ValueError(f"{key}: expected {param.dtype}{list(param.shape)}, got {array.dtype}{array.shape}")
         for dim, size in zip(param.shape, array.shape):
             if _is_var(dim) and dim not in env:
                 env[dim] = size
@@ -145,16 +155,16 @@ def _bind_params(func, arrays: dict, scalars: dict) -> dict:
             env[param.elem_offset] = 0
         if len(param.strides):
             raise NotImplementedError(f"{param.name}: strided buffers")
-    for param in buffers:
-        for dim, size in zip(param.shape, arrays[param.name].shape):
+    for param, key in buffers:
+        for dim, size in zip(param.shape, arrays[key].shape):
             if evaluate(dim, env) != size:
-                raise ValueError(f"{param.name}: dimension {dim} is {evaluate(dim, env)}, array has {size}")
+                raise ValueError(f"{key}: dimension {dim} is {evaluate(dim, env)}, array has {size}")
     return env
 
 
 def plan_launches(build: OpenCLBuild, name: str, arrays: dict, scalars: dict) -> list[Launch]:
-    """The kernel launches host function ``name`` makes for ``arrays`` and ``scalars`` (by its
-    parameter names).
+    """The kernel launches host function ``name`` makes for ``arrays`` and ``scalars`` (by
+    :func:`param_keys`).
 
     Raises:
         ValueError: an array's dtype or shape does not fit the function.
@@ -242,12 +252,9 @@ class PoCL:
 
 
 def call_tvm(function, func, arrays: dict, scalars: dict) -> dict:
-    """Call a compiled PrimFunc (``function``; ``func`` gives the parameter order) on copies of
-    ``arrays``; returns every array after the call."""
+    """Call a compiled PrimFunc (``function``; ``func`` gives the parameters) on copies of
+    ``arrays`` (keyed by :func:`param_keys`); returns every array after the call."""
     tensors = {key: tvm.runtime.tensor(np.ascontiguousarray(a)) for key, a in arrays.items()}
-    args = []
-    for param in func.params:
-        key = param.name.removeprefix("var_")
-        args.append(tensors[key] if key in tensors else scalars[key])
+    args = [tensors[key] if key in tensors else scalars[key] for key in param_keys(func)]
     function(*args)
     return {key: t.numpy() for key, t in tensors.items()}

@@ -1,14 +1,16 @@
-"""Every OpenCL kernel of a tiny Gemma 3 built for the ``android`` preset, run one by one on PoCL
-(a CPU OpenCL: work-groups, local memory and barriers as on a phone's GPU) and compared with the
-same function of the model built for the ``cpu`` preset (LLVM) on the same random inputs.
+"""Every OpenCL kernel of a tiny Gemma 3 and a tiny Gemma 4 (E4B's shape) built for the ``android``
+preset, run one by one on PoCL (a CPU OpenCL: work-groups, local memory and barriers as on a
+phone's GPU) and compared with the same function of the model built for the ``cpu`` preset (LLVM)
+on the same random inputs.
 
 Both builds go through the project's pipeline (``export_model`` + ``relax_pipeline``) in ``q0f32``:
 PoCL has no ``cl_khr_fp16``, so the float16 kernels of a ``q4f16_1`` Android build are compiled
 (tests/compile/test_gpu_targets.py) but not run here.  Kernels: every device function of the
-library, i.e. those ``embed``, ``prefill``, ``decode``, ``batch_prefill``, ``batch_decode`` and
-``batch_verify`` call, and the KV-cache kernels the runtime calls for them (TVM's ``split_rotary``
-and ``transpose_append``, our windowed ragged/paged prefill and decode, TVM's state merge), plus
-the cache's other kernels (tree attention, page copy, compaction, debug read, MLA append).
+library: those the Relax functions (``embed``, ``prefill``, ``decode``, ``batch_prefill``,
+``batch_decode``, ``batch_verify``, ``get_logits`` ...) call, the KV-cache kernels the runtime calls
+for them (TVM's ``split_rotary`` and ``transpose_append``, our windowed ragged/paged prefill and
+decode, our state merge), the cache's other kernels (TVM's tree attention, page copy, compaction,
+debug read, MLA append), and reshapes TVM compiles although Relax calls ``vm.builtin.reshape``.
 Launch sizes and scalar arguments come from the compiled host code (tests/compile/opencl_launch.py);
 every work-group must stay within the preset's ``max_num_threads`` (256: Adreno rejects larger
 ones with CL_INVALID_WORK_GROUP_SIZE) and its local memory within ``max_shared_memory_per_block``.
@@ -32,17 +34,25 @@ from pipeline.compile.targets import load_target
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme
 from tests.compile.attention_cases import paged_case, ragged_case
-from tests.compile.opencl_launch import PoCL, build_opencl, call_tvm, evaluate, pocl_missing
+from tests.compile.opencl_launch import PoCL, build_opencl, call_tvm, evaluate, param_keys, pocl_missing
 from tests.compile.test_gpu_targets import TINY
 
 pytestmark = pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")
 
+# Gemma 3 (TINY of test_gpu_targets: sliding and full layers) and Gemma 4 E4B's shape (per-layer
+# embeddings, KV sharing, head_dim 16 on sliding and 32 on full layers in one cache of 32).
+MODELS = ("gemma3", "gemma4-e4b")
 # Values of the symbolic sizes: 19 rows cross tile boundaries (8, 16, 32) without filling them.
 SIZES = {"seq_len": 19, "batch_size": 3, "n": 19, "h": TINY["num_attention_heads"], "ntoken": 19, "seqlen": 19,
          "num_pages": 9, "page_size": 16, "total_copy_length": 7}
 # Float32 results of the same function on PoCL and LLVM (different reduction orders, exp/tanh):
 # measured at most MEASURED (see the README); a wrong index or a missed write is off by O(1).
 RTOL, ATOL = 1e-5, 1e-5
+# Outputs whose zero padding the CPU build never writes: pipeline/compile/cpu_matmul.py moves the
+# pad (head_dim 16 -> the cache's 32) into the norm's loop over the 16 real columns, so columns
+# 16-31 keep whatever the buffer held.  There the kernels are compared where the CPU writes, and
+# PoCL must have written the zeros the TIR asks for.  Strict: a fixed CPU schedule fails here.
+CPU_UNWRITTEN = {"gemma4-e4b": {"fused_rms_norm4_pad_kv_heads1", "fused_rms_norm12_pad_kv_heads3"}}
 
 
 def _cpu_twin(name: str, cpu: dict) -> str:
@@ -57,9 +67,23 @@ def _cpu_twin(name: str, cpu: dict) -> str:
     raise KeyError(f"no CPU function for {name}")
 
 
-def _lowered(preset_name: str):
-    family, preset = get_family("gemma3"), load_target(preset_name)
-    mod, _, _ = export_model(family, family.config_cls(**TINY), get_scheme("q0f32"), preset, "tiny")
+def _config(model: str):
+    """(family, config) of a tiny model of :data:`MODELS`."""
+    if model == "gemma3":
+        family = get_family("gemma3")
+        return family, family.config_cls(**TINY)
+    pytest.importorskip("transformers", reason="the tiny Gemma 4 config is made with transformers")
+    from tests.models.gemma4_fixtures import tiny_gemma4_config  # pylint: disable=import-outside-toplevel
+
+    family = get_family("gemma4")
+    hf = tiny_gemma4_config(model.removeprefix("gemma4-")).to_dict()
+    return family, family.config_from_hf(hf, context_window_size=256, prefill_chunk_size=64)
+
+
+def _lowered(model: str, preset_name: str):
+    family, config = _config(model)
+    preset = load_target(preset_name)
+    mod, _, _ = export_model(family, config, get_scheme("q0f32"), preset, "tiny")
     target = preset.tvm_target()
     # The preset's schedule rules where presets name them (else relax_pipeline picks by target kind).
     rules = getattr(preset, "schedule", None)
@@ -84,18 +108,18 @@ def _reached(mod, entry: str) -> set:
     return seen
 
 
-@pytest.fixture(scope="module")
-def builds():
-    """Both builds: the Android kernels compiled for OpenCL and loaded into PoCL, their CPU twins
-    compiled for LLVM in one library."""
-    android, target = _lowered("android")
-    cpu, cpu_target = _lowered("cpu")
+@pytest.fixture(scope="module", params=MODELS)
+def builds(request):
+    """Both builds of a model: the Android kernels compiled for OpenCL and loaded into PoCL, their
+    CPU twins compiled for LLVM in one library."""
+    android, target = _lowered(request.param, "android")
+    cpu, cpu_target = _lowered(request.param, "cpu")
     gpu_funcs, cpu_funcs = _device_funcs(android), _device_funcs(cpu)
     twins = {name: _cpu_twin(name, cpu_funcs) for name in gpu_funcs}
     build = build_opencl(gpu_funcs, target)
     library = tvm.compile(tvm.IRModule({twin: cpu_funcs[twin] for twin in twins.values()}), target=cpu_target)
-    return {"android": android, "target": target, "gpu": gpu_funcs, "cpu": cpu_funcs, "twins": twins,
-            "build": build, "pocl": PoCL(build), "library": library}
+    return {"model": request.param, "android": android, "target": target, "gpu": gpu_funcs, "cpu": cpu_funcs,
+            "twins": twins, "build": build, "pocl": PoCL(build), "library": library}
 
 
 def _shape(param, env: dict) -> tuple:
@@ -121,20 +145,21 @@ def generic_inputs(func, rng) -> tuple[dict, dict]:
     ``position_map`` of a function with ``pages`` holds distinct cache slots; other ints lie below
     the smallest extent of the function's float buffers, so that every gather stays in bounds."""
     env, arrays, scalars = {}, {}, {}
-    buffers = [p for p in func.params if not isinstance(p.ty, tvm.ir.PrimType)]
-    shapes = {p.name: _shape(p, env) for p in buffers}
-    float_extents = [n for p in buffers if "float" in str(p.dtype) for n in shapes[p.name] if n > 1]
-    for param in buffers:
-        shape, dtype = shapes[param.name], str(param.dtype)
+    params = list(zip(func.params, param_keys(func)))
+    buffers = [(p, key) for p, key in params if not isinstance(p.ty, tvm.ir.PrimType)]
+    shapes = {key: _shape(p, env) for p, key in buffers}
+    float_extents = [n for p, key in buffers if "float" in str(p.dtype) for n in shapes[key] if n > 1]
+    for param, key in buffers:
+        shape, dtype = shapes[key], str(param.dtype)
         if "float" in dtype:
-            arrays[param.name] = rng.standard_normal(shape).astype(dtype)
-        elif param.name == "position_map" and "pages" in shapes:
-            arrays[param.name] = _slots(rng, int(np.prod(shape)), shapes["pages"][0]).reshape(shape)
+            arrays[key] = rng.standard_normal(shape).astype(dtype)
+        elif key == "position_map" and "pages" in shapes:
+            arrays[key] = _slots(rng, int(np.prod(shape)), shapes["pages"][0]).reshape(shape)
         else:
-            arrays[param.name] = rng.integers(0, min(float_extents), shape).astype(dtype)
-    for param in func.params:
+            arrays[key] = rng.integers(0, min(float_extents), shape).astype(dtype)
+    for param, key in params:
         if isinstance(param.ty, tvm.ir.PrimType):
-            scalars[param.name] = env.get(param, 0.5 if "float" in str(param.ty) else 1)
+            scalars[key] = env.get(param, 0.5 if "float" in str(param.ty) else 1)
     return arrays, scalars
 
 
@@ -162,7 +187,7 @@ def _tree(rng, sizes) -> tuple[np.ndarray, np.ndarray]:
 
 def _attention_cases(name: str, rng) -> list:
     """Structured inputs of the attention kernels, sliding (negative ``sm_scale``) and full."""
-    d, out = TINY["head_dim"], []
+    d, out = 32, []  # attention_cases' heads (2 KV, 4 query) and the caches' head_dim
     for sliding in (True, False):
         kind = "sliding" if sliding else "full"
         if name.startswith("windowed_ragged_prefill"):
@@ -189,12 +214,12 @@ def cases(name: str, func, rng) -> list:
         sizes = (5, 4)
         indptr, order = _tree(rng, sizes)
         if name == "tree_attn_paged_kv":  # the tree's tokens sit in the pages after a cached prefix
-            case = paged_case(rng, TINY["head_dim"], "float32", False, causal=True, prefix=(20, 3),
+            case = paged_case(rng, 32, "float32", False, causal=True, prefix=(20, 3),
                               q_lengths=sizes)
             arrays = {**case.buffers, "k_rope_pos_offset": case.buffers["k_pos_offset"],
                       "q_rope_position": case.buffers["q_pos"], "tree_order_indptr": indptr, "tree_order": order}
         else:
-            case = ragged_case(rng, TINY["head_dim"], "float32", False, q_lengths=sizes)
+            case = ragged_case(rng, 32, "float32", False, q_lengths=sizes)
             arrays = {**case.buffers, "q_rope_position": case.buffers["q_pos"], "mn_indptr": indptr, "mask": order}
         del arrays["k_pos_offset"], arrays["q_pos"]
         scalars = {"rotary_mode": 0, "rope_scale": 1.0, "rope_theta": 1e4, "sm_scale": 0.3}
@@ -233,7 +258,7 @@ def test_every_kernel_matches_the_cpu_build_on_pocl(builds):
     local_limit = int(builds["target"].attrs["max_shared_memory_per_block"])
     assert limit == 256
     rng = np.random.default_rng(5)
-    failures, checked, worst, used, largest_group = [], set(), 0.0, 0.0, 0
+    failures, checked, worst, used, largest_group, unwritten = [], set(), 0.0, 0.0, 0, set()
     for name, func in sorted(builds["gpu"].items()):
         twin = builds["twins"][name]
         for label, arrays, scalars in cases(name, func, rng):
@@ -248,12 +273,18 @@ def test_every_kernel_matches_the_cpu_build_on_pocl(builds):
                 assert pocl.local_memory_bytes(launch.kernel) <= local_limit, launch.kernel
             assert any(not np.array_equal(want[k], arrays[k]) for k in arrays), f"{name} {label}: wrote nothing"
             for key in arrays:
+                kept = (want[key] == arrays[key]) & (got[key] != want[key])  # left as it was by the CPU
+                if kept.any():
+                    unwritten.add(name)
+                    assert np.all(got[key][kept] == 0), f"{name} {key}: the CPU left elements, PoCL wrote non-zeros"
+                    want[key] = np.where(kept, got[key], want[key])
                 error = np.abs(got[key].astype(np.float64) - want[key])
                 worst = max(worst, error.max(initial=0))
                 used = max(used, (error / (ATOL + RTOL * np.abs(want[key]))).max(initial=0))
                 if not np.allclose(got[key], want[key], rtol=RTOL, atol=ATOL):
                     failures.append(f"{name} {label} {key}: max error {error.max():.2e}")
     assert not failures, "; ".join(failures)
+    assert unwritten == CPU_UNWRITTEN.get(builds["model"], set())
     kernels_in_source = set(re.findall(r"__kernel void (\w+)\(", build.source))
     assert checked == kernels_in_source
     print(f"{len(checked)} kernels, max error {worst:.2e} ({used:.0%} of the tolerance), "
@@ -267,9 +298,9 @@ def test_the_kernels_cover_every_entry_point(builds):
     android, gpu = builds["android"], set(builds["gpu"])
     entries = [gv.name_hint for gv, f in android.functions.items() if isinstance(f, relax.Function)]
     reached = {entry: _reached(android, entry) & gpu for entry in entries}
-    assert {"take1", "multiply3"} <= reached["embed"]
-    assert {"rms_norm", "NT_matmul4", "fused_rope_rope1_concatenate", "last_position"} <= reached["prefill"]
-    assert {"rms_norm3", "NT_matmul8", "fused_NT_matmul8_gelu_tanh2_multiply2"} <= reached["decode"]
+    assert any(name.startswith("take") for name in reached["embed"])
+    assert "last_position" in reached["prefill"] and len(reached["prefill"]) >= 10
+    assert len(reached["decode"]) >= 10 and len(reached["batch_verify"]) >= 10
     assert {"fused_rope", "tir_kv_cache_transpose_append", "windowed_ragged_prefill_gpu", "windowed_paged_prefill_gpu",
             "windowed_paged_decode_gpu", "tir_attention_merge_state_gpu"} <= reached["create_paged_kv_cache"]
     unused = gpu - set().union(*reached.values())
