@@ -24,7 +24,8 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from . import __version__
-from .compile.build import compile_module, export_model, library_name
+from .compile.build import compile_module, export_model, library_name, system_lib_prefix
+from .compile.link import find_program
 from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig
 from .errors import PipelineError
@@ -37,6 +38,7 @@ from .models.name_map import NameMap
 from .models.registry import get_family
 from .package.atomic import atomic_directory
 from .package.chat_config import RUNTIME_CONFIG, chat_config
+from .package.libraries import package_libraries, read_outputs, write_outputs
 from .package.tensor_cache import write_tensor_cache
 from .quantization import get_scheme, quantize_model, quantize_params
 from .sources.gguf_tokenizer import write_tokenizer_json
@@ -116,7 +118,7 @@ class ModelStages:
     config: Any
     imported: Path
     converted: Path
-    libraries: dict[str, tuple[Path, str]]  # preset name -> (stage directory, library file name)
+    libraries: dict[str, Path]  # preset name -> its compile stage's directory (files + outputs.json)
 
 
 def _model_stages(role: str, family, source_format: str, source_path: Path, overrides: dict[str, Any],
@@ -170,14 +172,15 @@ def _model_stages(role: str, family, source_format: str, source_path: Path, over
     for preset in presets:
         lib = library_name(lib_stem, scheme.name, preset)
         compile_key = _digest(role + "compile", code, family.name, lib, model_config.to_dict(), scheme.name,
-                              preset.path.read_text(), preset.resolved_target(), _tvm_version())
+                              preset.path.read_text(), preset.resolved_target(), _tvm_version(),
+                              find_program(preset.link["command"][0]) if preset.link else None)  # linked or not
 
         def do_compile(tmp: Path, preset=preset, lib=lib) -> None:
             mod, _, _ = export_model(family, model_config, scheme, preset, lib_stem)
-            compile_module(mod, preset, tmp / lib)
+            write_outputs(tmp, compile_module(mod, preset, tmp / lib, system_lib_prefix(lib_stem, scheme.name)))
 
         reports.append(_stage(f"{role}compile[{preset.name}]", compile_key, force, do_compile, say))
-        libraries[preset.name] = (reports[-1].path, lib)
+        libraries[preset.name] = reports[-1].path
     return ModelStages(model_config, imported, converted, libraries)
 
 
@@ -243,8 +246,11 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     (default: the config's).
 
     Package layout: MLC's (weights, ``mlc-chat-config.json``, tokenizer, ``lib/``), plus
-    ``mlc-mtp-config.json`` (our runtime's config) and, with a drafter, its weights in
-    ``drafter/`` and its libraries in ``lib/``.
+    ``mlc-mtp-config.json`` (our runtime's config: ``model_lib``, the library loaded per target;
+    ``libraries``, every file in ``lib/`` with its target, see
+    :func:`~pipeline.package.libraries.package_libraries`) and, with a drafter, its weights in
+    ``drafter/`` and its libraries in ``lib/``.  A library left for the user to link (a Metal
+    ``.tar`` where no Mac linker exists) is reported through ``say`` with the command.
 
     Raises:
         PipelineError: any bad input (source, config, target); nothing is written to ``output``.
@@ -254,6 +260,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     presets: list[TargetPreset] = [load_target(t) for t in (targets or config.targets)]
     for preset in presets:  # refuse a target before any stage runs
         preset.check_buildable()
+        preset.tvm_target()  # TVM accepts the target dict
         require_kernel_target(preset.target["kind"], f"{preset.path}: target {preset.name}")
     drafter_source = _drafter_source(config)
     output = Path(output or config.output)
@@ -278,18 +285,26 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
             shutil.copy(file, tmp / file.name)
             tokenizer_files.append(file.name)
         (tmp / "lib").mkdir()
-        for lib_dir, lib in [*base.libraries.values(), *(drafter.libraries.values() if drafter else [])]:
-            shutil.copy(lib_dir / lib, tmp / "lib" / lib)
+        by_name = {preset.name: preset for preset in presets}
+        entries = [entry for role, stages in (("model", base), ("drafter", drafter)) if stages is not None
+                   for name, stage in stages.libraries.items()
+                   for entry in package_libraries(stage, tmp / "lib", name, by_name[name].resolved_target(), role)]
+        for entry in entries:
+            if entry["link_command"]:
+                program = by_name[entry["target"]].link["command"][0]
+                say(f"package: {entry['target']}: {entry['path']} is not linked (no {program} here); "
+                    f"in {output} run: {entry['link_command']}")
         speculative = {**config.speculative, "drafter_lib": None, "drafter_weights": None, "drafter_family": None}
         if drafter is not None:
             shutil.copytree(drafter.converted, tmp / "drafter")
-            speculative.update(drafter_lib={name: f"lib/{lib}" for name, (_, lib) in drafter.libraries.items()},
-                               drafter_weights="drafter", drafter_family=config.mtp["family"])
+            speculative.update(drafter_lib=_loaded_libraries(drafter), drafter_weights="drafter",
+                               drafter_family=config.mtp["family"])
         chat = chat_config(base.config, family.name, scheme.name, config.generation, tokenizer_files)
         (tmp / "mlc-chat-config.json").write_text(json.dumps(chat, indent=2))
-        libraries = {name: f"lib/{lib}" for name, (_, lib) in base.libraries.items()}
+        libraries = _loaded_libraries(base)
         runtime = {  # our runtime's own config, beside MLC's
             "model_lib": libraries,
+            "libraries": entries,
             "source": {"format": config.source_format, "path": str(source_path)},
             "generation": {k: config.generation[k] for k in ("max_tokens", "stop")},
             "speculative": speculative,
@@ -297,6 +312,11 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         (tmp / RUNTIME_CONFIG).write_text(json.dumps(runtime, indent=2))
     say(f"package: wrote {output}")
     return BuildResult(output, reports, libraries)
+
+
+def _loaded_libraries(stages: ModelStages) -> dict[str, str]:
+    """Preset name -> the package path of the library MLC loads for it (a compile stage's first file)."""
+    return {name: f"lib/{read_outputs(stage)[0]['file']}" for name, stage in stages.libraries.items()}
 
 
 def _tvm_version() -> str:

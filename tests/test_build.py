@@ -103,3 +103,46 @@ def test_renamed_config_compiles_its_own_library(tiny_config, tmp_path):
     assert [r.cached for r in second.stages] == [True, True, False]
     assert second.libraries == {"cpu": "lib/tiny-renamed-q0f32-cpu.so"} and first.libraries != second.libraries
     assert Engine(second.output).metadata["model_name"] == "tiny-renamed"
+
+
+def test_package_lists_every_library_with_its_target(tiny_config, tmp_path):
+    """Metal without a Mac linker and Android: lib/ holds the Metal .tar, the Android system-library
+    .tar and (where ld.lld is found) its .so; mlc-mtp-config.json lists each with its target, and the
+    command that links the Metal .dylib is both printed and recorded."""
+    from pipeline.compile.link import find_program  # pylint: disable=import-outside-toplevel
+
+    if find_program("xcrun") is not None:
+        pytest.skip("xcrun is here: the metal build links its .dylib")
+    said = []
+    result = build(tiny_config, targets=["metal", "android"], output=tmp_path / "pkg", progress=False, say=said.append)
+    runtime = json.loads((result.output / "mlc-mtp-config.json").read_text())
+    has_lld = find_program("ld.lld") is not None
+    expected = ["lib/tiny-q0f32-metal.tar", "lib/tiny-q0f32-android.tar"] + (["lib/tiny-q0f32-android.so"] if has_lld else [])
+    assert [entry["path"] for entry in runtime["libraries"]] == expected
+    assert sorted(p.name for p in (result.output / "lib").iterdir()) == sorted(e.split("/")[1] for e in expected)
+    metal, android_tar = runtime["libraries"][:2]
+    assert runtime["model_lib"] == {"metal": "lib/tiny-q0f32-metal.tar", "android": "lib/tiny-q0f32-android.tar"}
+    assert (metal["target"], metal["format"], metal["role"], metal["system_lib_prefix"]) == ("metal", "tar", "model", None)
+    assert metal["tvm_target"]["kind"] == "metal" and metal["tvm_target"]["host"]["mtriple"] == "arm64-apple-macos"
+    assert metal["link_command"].endswith("-o lib/tiny-q0f32-metal.dylib lib/tiny-q0f32-metal-objects/*.o")
+    assert [line for line in said if "not linked" in line] == [
+        f"package: metal: lib/tiny-q0f32-metal.tar is not linked (no xcrun here); in {result.output} run: "
+        f"{metal['link_command']}"]
+    assert (android_tar["target"], android_tar["format"], android_tar["system_lib_prefix"]) == (
+        "android", "tar", "tiny_q0f32_")
+    assert android_tar["tvm_target"]["kind"] == "opencl" and android_tar["link_command"] is None
+    if has_lld:
+        assert (runtime["libraries"][2]["target"], runtime["libraries"][2]["format"]) == ("android", "so")
+
+
+def test_webgpu_build_gives_the_wasm(tiny_config, tmp_path):
+    """`library: wasm`: the build links the .wasm WebLLM loads (emscripten, TVM's wasm runtime)."""
+    from pipeline.compile.link import find_program  # pylint: disable=import-outside-toplevel
+
+    if find_program("emcc") is None:
+        pytest.skip("emcc (emscripten) is not on PATH: bash scripts/setup_webgpu.sh")
+    result = build(tiny_config, targets=["webgpu"], output=tmp_path / "pkg", progress=False, say=lambda _: None)
+    wasm = result.output / "lib" / "tiny-q0f32-webgpu.wasm"
+    assert wasm.read_bytes()[:4] == b"\x00asm" and result.libraries == {"webgpu": "lib/tiny-q0f32-webgpu.wasm"}
+    [entry] = json.loads((result.output / "mlc-mtp-config.json").read_text())["libraries"]
+    assert (entry["target"], entry["format"], entry["tvm_target"]["kind"]) == ("webgpu", "wasm", "webgpu")

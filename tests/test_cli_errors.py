@@ -216,3 +216,57 @@ def test_build_refuses_speculation_without_a_drafter(capsys, tmp_path, out):
     config = write_config(tmp_path / "c.yaml", tmp_path / "absent.gguf", fmt="gguf", speculative={"mode": "mtp"})
     status, err = run_build(capsys, config)
     assert_clean_failure(status, err, out, "c.yaml", "speculative.mode: 'mtp'")
+
+
+def _tree(path):
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name,text,needles", [
+    ("playstation", None, ["target 'playstation' is unknown; expected one of", "'iphone'"]),
+    ("badrule", "target: {kind: opencl}\nlibrary: tar\nschedule: {rules: [gpu.Matmull]}\n",
+     ["badrule.yaml: schedule.rules.0: 'gpu.Matmull' is not one of", "'GenericMatmul'"]),
+    ("badoption", "target: {kind: opencl, colour: red}\nlibrary: tar\n",
+     ["badoption.yaml: target: TVM rejects", "Unknown config option 'colour'"]),
+    ("noemcc", "target: {kind: webgpu}\nhost: wasm32-unknown-unknown-wasm\nsupports_fp16: false\nlibrary: wasm\n",
+     ["noemcc.yaml: library: 'wasm' cannot be linked here: emcc not found"]),
+    ("badhost", "target: {kind: opencl}\nhost: xyz-unknown-none\nlibrary: tar\n",
+     ["target badhost: TVM failed to build", 'No available targets are compatible with triple "xyz-unknown-none"']),
+], ids=["unknown-preset", "wrong-field", "tvm-rejects-the-target", "no-emscripten", "tvm-fails-to-compile"])
+def test_bad_target_leaves_an_existing_package_and_the_stage_cache_as_they_were(
+        capsys, tmp_path, out, monkeypatch, name, text, needles):
+    """Through `mlc-mtp build`: one error line, the package already at the output untouched, no
+    temporary left beside it, and no compile stage in the cache (the last case fails inside TVM,
+    after import and convert, when LLVM has no backend for the host triple: its compile stage is
+    discarded)."""
+    import os  # pylint: disable=import-outside-toplevel
+    from pathlib import Path  # pylint: disable=import-outside-toplevel
+
+    target = name
+    if text is not None:
+        target = str(tmp_path / f"{name}.yaml")
+        Path(target).write_text(f"name: {name}\n{text}")
+    if name == "noemcc":
+        monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    out.mkdir()
+    (out / "lib").mkdir()
+    (out / "lib" / "old.so").write_bytes(b"an earlier build")
+    before, cache = _tree(out), Path(os.environ["MLC_MTP_CACHE"])
+    stages = {p.name for p in cache.iterdir()}
+    if name == "badhost":  # a source the build imports and converts before the compile fails
+        from tests.conftest import make_tiny_gemma3  # pylint: disable=import-outside-toplevel
+
+        make_tiny_gemma3(tmp_path / "hf", seed=3, shard=False)
+        config = write_config(tmp_path / "c.yaml", tmp_path / "hf")
+        capsys.readouterr()
+    else:
+        config = gguf_config(tmp_path, write_gguf(tmp_path / "good.gguf"))
+    status, err = run_build(capsys, config, "--target", target)
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], err
+    for needle in needles:
+        assert needle in err[0], err[0]
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    new_stages = {p.name for p in cache.iterdir()} - stages
+    assert not [s for s in new_stages if s.startswith("compile") or s.startswith(".")], new_stages
+    assert not new_stages if name != "badhost" else {s.split("-")[0] for s in new_stages} <= {"import", "convert"}

@@ -8,7 +8,7 @@ runtime reads it to load weights in order).
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,22 @@ from tvm.s_tir import dlight as dl
 
 from ..errors import PipelineError
 from ..quantization import QuantScheme, quantize_model
-from .cpu_matmul import CPUMatmul
-from .targets import TargetPreset
+from .link import find_program, linker, user_link_command
+from .schedules import schedule_rule
+from .targets import GPU_RULES, TargetPreset
 
 
 def library_name(model_name: str, quantization: str, preset: TargetPreset) -> str:
-    """MLC's library file name: ``<name>-<quantization>-<target>.<ext>``."""
+    """MLC's library file name: ``<name>-<quantization>-<target>.<ext>`` (``ext``: the preset's
+    ``library``; :func:`compile_module` writes the other outputs beside it under the same stem)."""
     return f"{model_name}-{quantization}-{preset.name}.{preset.library}"
+
+
+def system_lib_prefix(model_name: str, quantization: str) -> str:
+    """MLC's system-library prefix for iOS and Android builds, ``<model>_<quantization>_`` with
+    ``-`` turned into ``_`` (mlc-llm ``support/auto_target.py`` ``detect_system_lib_prefix``);
+    the app names the library by it without the trailing ``_`` (its ``model_lib``)."""
+    return f"{model_name}_{quantization}_".replace("-", "_")
 
 
 def _attach_metadata(mod: tvm.IRModule, metadata: dict[str, Any]) -> tvm.IRModule:
@@ -71,26 +80,33 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
     return _attach_metadata(mod, metadata), params, quantized
 
 
-def schedule_rules(target) -> list:
-    """dlight rules for ``target``: :class:`CPUMatmul` on the CPU (``llvm``); TVM's generic GPU rules
-    (``Matmul``, ``GEMV``, ``Reduction``, ``GeneralReduction``, then ``Fallback``, which binds
-    whatever is left to threads) on GPU kinds, the list TVM's own CUDA and generic GPU pipelines use.
+def schedule_rules(rules: Sequence[str] = GPU_RULES) -> list:
+    """Instances of the schedule rules named ``rules`` (a preset's ``schedule.rules``, in order;
+    names in :data:`pipeline.compile.targets.RULE_NAMES`).  The presets use two lists:
 
-    CPU: other kernels (norms, RoPE, elementwise) stay serial: dlight 0.26's CPU ``Reduction`` rule
-    parallelizes a norm over its hidden axis and redoes the row reduction once per element (640x the
-    work for Gemma 3 270M), and serial code for a few thousand elements is cheaper than a parallel
-    launch.  GPU: every kernel must be bound to threads, and ``Fallback`` guarantees it; our fused
-    dequantize-matmul (``pipeline.quantization``) is a reduction with an injective prologue, the
-    shape ``GEMV`` (decode) and ``Matmul`` (prefill) take.
+    - CPU (``cpu.yaml``): ``CPUMatmul`` only.  Other kernels (norms, RoPE, elementwise) stay
+      serial: dlight 0.26's CPU ``Reduction`` rule parallelizes a norm over its hidden axis and
+      redoes the row reduction once per element (640x the work for Gemma 3 270M), and serial code
+      for a few thousand elements is cheaper than a parallel launch.
+    - GPU (the default): dlight's ``Matmul``, ``GEMV``, ``Reduction``, ``GeneralReduction``, then
+      ``Fallback``, which binds whatever is left to threads; the list TVM's own CUDA and generic
+      GPU pipelines use.  Every GPU kernel must be bound to threads, and ``Fallback`` guarantees
+      it; our fused dequantize-matmul (``pipeline.quantization``) is a reduction with an injective
+      prologue, the shape ``GEMV`` (decode) and ``Matmul`` (prefill) take.
+
+    Raises:
+        PipelineError: a name with no rule (presets are validated against the names first).
     """
-    if target.kind.name == "llvm":
-        return [CPUMatmul()]
-    return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+    try:
+        return [schedule_rule(name) for name in rules]
+    except KeyError as err:
+        raise PipelineError(f"schedule.rules: no schedule rule {err.args[0]!r}") from None
 
 
-def relax_pipeline(target) -> tvm.transform.Pass:
+def relax_pipeline(target, rules: Sequence[str] = GPU_RULES) -> tvm.transform.Pass:
     """TVM's Relax pipeline (the passes of ``relax/backend/cpu_generic/pipeline.py``, which
-    ``gpu_generic`` shares but for the schedule) with :func:`schedule_rules` applied after fusion."""
+    ``gpu_generic`` shares but for the schedule) with the schedule rules ``rules``
+    (:func:`schedule_rules`) applied after fusion."""
     from tvm.relax.backend.cpu_generic import pipeline as generic  # pylint: disable=import-outside-toplevel
 
     @tvm.transform.module_pass(opt_level=0)
@@ -100,7 +116,7 @@ def relax_pipeline(target) -> tvm.transform.Pass:
                 [relax.transform.FuseTransposeMatmul()]  # x @ W.T without materializing W.T
                 + generic.library_dispatch_passes(target)
                 + generic.legalize_passes(target)
-                + [dl.ApplyDefaultSchedule(*schedule_rules(target))]
+                + [dl.ApplyDefaultSchedule(*schedule_rules(rules))]
                 + generic.dataflow_lower_passes(target)
                 + generic.finalize_passes(target)
             )
@@ -109,18 +125,73 @@ def relax_pipeline(target) -> tvm.transform.Pass:
     return _pipeline
 
 
-def compile_module(mod: tvm.IRModule, preset: TargetPreset, output: Path) -> float:
-    """Compile ``mod`` for ``preset`` and export the library to ``output``; returns seconds taken.
+def compile_module(mod: tvm.IRModule, preset: TargetPreset, output: Path,
+                   lib_prefix: str | None = None) -> list[dict[str, Any]]:
+    """Compile ``mod`` for ``preset`` and export its libraries as MLC places them.
+
+    ``output`` is the path of the preset's ``library`` (``<stem>.<library>``); other outputs go
+    beside it under the same stem:
+
+    - ``so`` / ``wasm``: that file (``wasm``: linked with TVM's wasm runtime through emscripten,
+      :func:`pipeline.compile.wasm.link_wasm`);
+    - ``tar``: the host objects with the device code packed in (``system_lib``: of a TVM system
+      library whose symbols carry ``lib_prefix``), plus, where ``link.command``'s program is
+      found (:func:`~pipeline.compile.link.find_program`), the shared library linked from a
+      non-system build of the same lowered module (``<stem>.<link.format>``);
+    - ``dylib``: linked with ``link.command`` where its program is found, else ``<stem>.tar`` and
+      the command that links it (:func:`~pipeline.compile.link.user_link_command`).
+
+    Returns one dict per file written: ``file`` (name), ``format``, ``system_lib_prefix``
+    (``None`` unless a system library) and ``link_command`` (``None`` unless left to the user).
 
     Raises:
-        PipelineError: the installed TVM cannot build this target.
+        PipelineError: the installed TVM cannot build this target, or a linker failed.
     """
-    target = preset.tvm_target()
-    start = time.perf_counter()
-    try:
-        executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
-    except Exception as err:  # pylint: disable=broad-except
-        raise PipelineError(f"target {preset.name}: TVM failed to build: {str(err).splitlines()[-1]}") from None
+    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    executable.export_library(str(output))
-    return time.perf_counter() - start
+    target = preset.tvm_target()
+
+    def tvm_step(step):
+        try:
+            return step()
+        except Exception as err:  # pylint: disable=broad-except
+            raise PipelineError(f"target {preset.name}: TVM failed to build: {str(err).splitlines()[-1]}") from None
+
+    def lower():
+        with target:
+            return relax_pipeline(target, preset.schedule)(mod)
+
+    lowered = tvm_step(lower)
+
+    def build(system_lib: bool | None):  # None: TVM's choice (wasm hosts get a system library)
+        module = lowered.with_attr("system_lib_prefix", lib_prefix or "") if system_lib else lowered
+        return tvm_step(lambda: relax.build(module, target=target, relax_pipeline=None, system_lib=system_lib))
+
+    executable = build(True if preset.system_lib else None)
+
+    def entry(path: Path, fmt: str, prefix: str | None = None, command: str | None = None) -> dict[str, Any]:
+        return {"file": path.name, "format": fmt, "system_lib_prefix": prefix, "link_command": command}
+
+    program = find_program(preset.link["command"][0]) if preset.link else None
+    if preset.library == "wasm":
+        from .wasm import link_wasm  # pylint: disable=import-outside-toplevel
+
+        executable.export_library(str(output), fcompile=link_wasm)
+        return [entry(output, "wasm")]
+    if preset.library == "so":
+        executable.export_library(str(output))
+        return [entry(output, "so")]
+    if preset.library == "dylib" and program:
+        executable.export_library(str(output), fcompile=linker(preset, program))
+        return [entry(output, "dylib")]
+    tar = output.with_suffix(".tar")
+    executable.export_library(str(tar))
+    if preset.library == "dylib":  # no linker here: the objects, and the command that links them
+        return [entry(tar, "tar", command=user_link_command(preset, tar.name))]
+    written = [entry(tar, "tar", prefix=(lib_prefix or "") if preset.system_lib else None)]
+    if program:
+        shared = output.with_suffix("." + preset.link["format"])
+        shared_build = build(False) if preset.system_lib else executable
+        shared_build.export_library(str(shared), fcompile=linker(preset, program))
+        written.append(entry(shared, preset.link["format"]))
+    return written

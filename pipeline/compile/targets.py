@@ -1,8 +1,20 @@
 """Target presets: one YAML file per compile target in ``targets/`` (or a user's folder).
 
-A preset names the TVM target in dict form (TVM 0.26 rejects target strings with flags), the
-library format the package gets, and whether the device computes in float16.  A user adds a
-target by adding a file; nothing in the code lists them.
+A preset names everything the build decides per target, so a user adds a target by adding a file
+(nothing in the code lists presets or branches on a target kind):
+
+- ``target``: the TVM target in dict form (TVM 0.26 rejects target strings with flags): ``kind``
+  and the kind's own options (``arch``, ``libs``, Vulkan capabilities ...);
+- ``host``: the LLVM triple of the host code (absent: this machine), made ``target.host``;
+- ``limits``: threads per block / work-group, shared memory per block (bytes) and warp size,
+  merged into the TVM target (each given once: here or inside ``target``);
+- ``supports_fp16``: whether the device computes in float16 (else only float32 models build);
+- ``schedule.rules``: the schedule rules applied after fusion, in order
+  (:mod:`pipeline.compile.schedules`);
+- ``library``: the library MLC loads for this target (``so``, ``dylib``, ``tar``, ``wasm``),
+  ``system_lib``: a ``.tar`` of a TVM system library whose symbols carry MLC's prefix
+  ``<model>_<quantization>_`` (iOS, Android), and ``link``: the command that links the objects
+  into a shared library, run where its program is found (see :mod:`pipeline.compile.build`).
 """
 
 from __future__ import annotations
@@ -20,6 +32,17 @@ from ..errors import PipelineError
 
 TARGETS_DIR = Path(os.environ.get("MLC_MTP_TARGETS", Path(__file__).resolve().parents[2] / "targets"))
 
+# Names a preset's schedule.rules may list (resolved by pipeline.compile.schedules.schedule_rule).
+RULE_NAMES = (
+    "CPUMatmul", "GenericMatmul",
+    "gpu.Matmul", "gpu.GEMV", "gpu.LowBatchGEMV", "gpu.Reduction", "gpu.GeneralReduction", "gpu.RMSNorm",
+    "gpu.Transpose", "gpu.Fallback",
+    "cpu.GEMV", "cpu.Reduction",
+)
+# dlight's generic GPU list (TVM's own gpu_generic and CUDA pipelines use it): the default.
+GPU_RULES = ("gpu.Matmul", "gpu.GEMV", "gpu.Reduction", "gpu.GeneralReduction", "gpu.Fallback")
+LIMITS = ("max_num_threads", "max_shared_memory_per_block", "thread_warp_size")
+
 PRESET_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -28,21 +51,49 @@ PRESET_SCHEMA = {
         "name": {"type": "string", "pattern": "^[a-z0-9_-]+$"},
         "description": {"type": "string"},
         "target": {"type": "object", "required": ["kind"], "properties": {"kind": {"type": "string"}}},
-        "library": {"enum": ["so", "dylib", "tar", "wasm"]},
+        "host": {"type": "string", "pattern": "^[a-z0-9_.]+(-[a-z0-9_.]+){1,3}$"},
+        "limits": {
+            "type": "object", "additionalProperties": False,
+            "properties": {key: {"type": "integer", "minimum": 1} for key in LIMITS},
+        },
         "supports_fp16": {"type": "boolean"},
+        "schedule": {
+            "type": "object", "additionalProperties": False, "required": ["rules"],
+            "properties": {"rules": {"type": "array", "minItems": 1, "items": {"enum": list(RULE_NAMES)}}},
+        },
+        "library": {"enum": ["so", "dylib", "tar", "wasm"]},
+        "system_lib": {"type": "boolean"},
+        "link": {
+            "type": "object", "additionalProperties": False, "required": ["format", "command"],
+            "properties": {
+                "format": {"enum": ["so", "dylib"]},
+                "command": {"type": "array", "minItems": 2, "items": {"type": "string"},
+                            "allOf": [{"contains": {"const": "{output}"}}, {"contains": {"const": "{objects}"}}]},
+            },
+        },
     },
+    "allOf": [
+        {"if": {"required": ["system_lib"], "properties": {"system_lib": {"const": True}}},
+         "then": {"properties": {"library": {"const": "tar"}}}},
+        {"if": {"properties": {"library": {"const": "dylib"}}},
+         "then": {"required": ["link"], "properties": {"link": {"properties": {"format": {"const": "dylib"}}}}}},
+    ],
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class TargetPreset:
-    """A validated preset: ``target`` is the TVM target dict."""
+    """A validated preset: ``target`` is the TVM target dict (``host`` and ``limits`` merged in);
+    ``schedule`` the rule names; ``link`` the preset's ``{"format", "command"}`` or ``None``."""
 
     name: str
     target: dict[str, Any]
     library: str
     supports_fp16: bool
     path: Path
+    schedule: tuple[str, ...] = GPU_RULES
+    system_lib: bool = False
+    link: dict[str, Any] | None = None
 
     def resolved_target(self) -> dict[str, Any]:
         """The target dict with ``mcpu: host`` resolved for this machine (see :func:`host_cpu`)."""
@@ -64,7 +115,8 @@ class TargetPreset:
 
         Raises:
             PipelineError: naming the missing code generator (``target.build.<kind>``); for
-                Vulkan, how to get a Vulkan-enabled TVM of the pinned version.
+                Vulkan, how to get a Vulkan-enabled TVM of the pinned version; for a ``wasm``
+                library, the missing emscripten.
         """
         import tvm  # pylint: disable=import-outside-toplevel
 
@@ -77,6 +129,13 @@ class TargetPreset:
             raise PipelineError(
                 f"{self.path}: target kind {kind!r} cannot be built: this TVM has no target.build.{kind}"
             )
+        if self.library == "wasm":  # linked by emscripten: refuse before any stage runs, not after
+            from .wasm import find_emcc  # pylint: disable=import-outside-toplevel
+
+            try:
+                find_emcc()
+            except PipelineError as err:
+                raise PipelineError(f"{self.path}: library: 'wasm' cannot be linked here: {err}") from None
 
     def tvm_target(self):
         """The ``tvm.target.Target``.  Raises PipelineError if TVM rejects the dict."""
@@ -125,10 +184,34 @@ def load_target(name: str, directory: Path = TARGETS_DIR) -> TargetPreset:
         raise PipelineError(f"{path}: malformed YAML: {getattr(err, 'problem', err)}") from None
     errors = list(jsonschema.Draft202012Validator(PRESET_SCHEMA).iter_errors(raw or {}))
     if errors:
-        err = errors[0]
-        key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-        raise PipelineError(f"{path}: {key}: {err.message}")
+        raise PipelineError(f"{path}: {_schema_message(min(errors, key=lambda e: len(e.absolute_path)))}")
+    target = dict(raw["target"])
+    merged = {**({"host": {"kind": "llvm", "mtriple": raw["host"]}} if "host" in raw else {}),
+              **raw.get("limits", {})}
+    for key, value in merged.items():
+        if key in target:
+            where = "host" if key == "host" else f"limits.{key}"
+            raise PipelineError(f"{path}: target.{key}: {target[key]!r} given twice (also as {where}: "
+                                f"{raw['host'] if key == 'host' else value!r}); expected it once")
+        target[key] = value
     return TargetPreset(
-        name=raw["name"], target=dict(raw["target"]), library=raw["library"],
+        name=raw["name"], target=target, library=raw["library"],
         supports_fp16=bool(raw.get("supports_fp16", True)), path=path,
+        schedule=tuple(raw.get("schedule", {}).get("rules", GPU_RULES)),
+        system_lib=bool(raw.get("system_lib", False)), link=raw.get("link"),
     )
+
+
+def _schema_message(err: jsonschema.ValidationError) -> str:
+    """``key: what was wrong`` for one schema error, listing the allowed keys for an unknown one."""
+    key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        return f"{key}: unknown key {', '.join(map(repr, unknown))}; allowed keys: {', '.join(allowed)}"
+    if err.validator == "const":  # the allOf rules: system_lib needs a tar, a dylib a dylib link
+        return f"{key}: {err.instance!r}, expected {err.validator_value!r} (system_lib: true needs library: tar; " \
+               f"library: dylib needs link.format: dylib)"
+    if err.validator == "contains":
+        return f"{key}: {err.instance!r} lacks the placeholder {err.schema['contains']['const']!r}"
+    return f"{key}: {err.message}"

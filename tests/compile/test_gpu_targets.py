@@ -1,7 +1,8 @@
 """GPU target presets: the windowed attention kernels and a tiny Gemma 3 compile for each GPU kind
-this TVM can build (CUDA, Metal, WebGPU, OpenCL for Android), the outputs hold our kernels and
-objects of the right architecture, and Vulkan is refused with the reason.  Nothing here runs a
-GPU (tests/models/test_gpu_cuda.py does, where one exists).
+this TVM can build (CUDA, Metal, WebGPU, OpenCL for Android), the outputs as MLC places them
+(objects of the right architecture, system-library prefixes, the Android .so linked by ld.lld, the
+Metal link command where no Mac linker exists), the preset's schedule rules, and Vulkan refused
+with the reason.  Nothing here runs a GPU (tests/models/test_gpu_cuda.py does, where one exists).
 
 On a machine without a CUDA driver, TVM 0.26 keeps a CUDA library's kernels as CUDA C (compiled by
 NVRTC when a GPU machine loads the library), so the CUDA C is compiled here with nvcc for sm_90.
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from pathlib import Path
 
 import pytest
 import tvm
+from tvm.s_tir import dlight as dl
 from tvm.support import nvcc
 
 from pipeline.compile.build import (
@@ -21,8 +24,10 @@ from pipeline.compile.build import (
     export_model,
     relax_pipeline,
     schedule_rules,
+    system_lib_prefix,
 )
-from pipeline.compile.targets import load_target
+from pipeline.compile.link import find_program
+from pipeline.compile.targets import RULE_NAMES, load_target
 from pipeline.errors import PipelineError
 from pipeline.models import attention_kernels as ak
 from pipeline.models.attention_kernels_gpu import block_threads
@@ -87,17 +92,21 @@ def test_block_size_follows_the_preset_limit(preset, threads):
     assert block_threads(96) == 64 and block_threads(1) == 1
 
 
-def _tiny_library(tmp_path, name: str, quantization: str):
+def _tiny_library(tmp_path, name: str, quantization: str, **overrides):
+    """Compile the tiny model for preset ``name`` (a name or a YAML path) into ``tmp_path``;
+    returns ``compile_module``'s records with ``path`` added."""
     family, scheme, preset = get_family("gemma3"), get_scheme(quantization), load_target(name)
-    mod, _, _ = export_model(family, family.config_cls(**TINY), scheme, preset, "tiny")
-    library = tmp_path / f"tiny-{quantization}-{name}.{preset.library}"
-    compile_module(mod, preset, library)
-    return library
+    mod, _, _ = export_model(family, family.config_cls(**{**TINY, **overrides}), scheme, preset, "tiny")
+    library = tmp_path / f"tiny-{quantization}-{preset.name}.{preset.library}"
+    records = compile_module(mod, preset, library, system_lib_prefix("tiny", quantization))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(r["file"] for r in records)
+    return [{**r, "path": tmp_path / r["file"]} for r in records]
 
 
 def test_tiny_model_builds_a_cuda_library(tmp_path):
     """A shared object carrying the CUDA C of our attention kernels (no CUDA driver here)."""
-    data = _tiny_library(tmp_path, "cuda", "q0f32").read_bytes()
+    [record] = _tiny_library(tmp_path, "cuda", "q0f32")
+    data = record["path"].read_bytes()
     assert data[:4] == b"\x7fELF"
     for kernel in KERNELS:
         assert kernel.encode() in data
@@ -115,28 +124,120 @@ def test_every_cuda_kernel_of_a_q4f16_1_model_compiles():
     assert compile_cuda_source(source, target)[:4] == b"\x7fELF"
 
 
-MAGIC = {"metal": (b"\xcf\xfa\xed\xfe\x0c\x00\x00\x01", "Mach-O arm64"), "webgpu": (b"\x00asm", "wasm"),
-         "android": (b"\x7fELF", "ELF")}
+MACHO_ARM64 = b"\xcf\xfa\xed\xfe\x0c\x00\x00\x01"  # MH_MAGIC_64, CPU_TYPE_ARM64
+ELF_AARCH64 = (183).to_bytes(2, "little")  # e_machine EM_AARCH64
+# MLC's system-library symbol for model "tiny", q0f32: <prefix>__tvm_ffi__library_bin (mlc-llm's
+# `mlc_llm package` looks the model up by it).
+PREFIXED_BLOB = b"tiny_q0f32___tvm_ffi__library_bin"
 
 
-@pytest.mark.parametrize("name", ["metal", "webgpu", "android"])
-def test_tiny_model_builds_an_object_archive(tmp_path, name):
-    """A .tar of host objects for the preset's host (Mach-O arm64, wasm32, aarch64 ELF) with the
-    shaders inside (MSL, WGSL, OpenCL C as text): compiled here, not run."""
-    library = _tiny_library(tmp_path, name, "q0f32")
-    with tarfile.open(library) as tar:
-        objects = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-    magic, label = MAGIC[name]
-    assert objects and all(data.startswith(magic) for data in objects.values()), label
-    if name == "android":
-        assert all(data[18:20] == (183).to_bytes(2, "little") for data in objects.values())  # EM_AARCH64
+def _members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def _is_aarch64_elf(data: bytes, e_type: int) -> bool:
+    return data[:4] == b"\x7fELF" and data[16:18] == e_type.to_bytes(2, "little") and data[18:20] == ELF_AARCH64
+
+
+@pytest.fixture(scope="module")
+def metal_build(tmp_path_factory):
+    return _tiny_library(tmp_path_factory.mktemp("metal"), "metal", "q0f32")
+
+
+@pytest.mark.skipif(find_program("xcrun") is not None, reason="xcrun is here: the metal build links a .dylib")
+def test_metal_without_a_mac_linker_gives_objects_and_the_link_command(metal_build):
+    """No xcrun (not a Mac): a .tar of arm64 Mach-O objects holding the MSL of our kernels, and
+    the command a Mac user runs to get the .dylib MLC loads."""
+    [record] = metal_build
+    assert record["format"] == "tar" and record["file"] == "tiny-q0f32-metal.tar" and record["system_lib_prefix"] is None
+    objects = _members(record["path"])
+    assert objects and all(data.startswith(MACHO_ARM64) for data in objects.values())
+    assert any(all(k.encode() in data for k in KERNELS) and b"threadgroup_barrier" in data for data in objects.values())
+    assert not any(PREFIXED_BLOB in data for data in objects.values())  # a shared library's objects
+    assert record["link_command"] == (
+        "mkdir -p lib/tiny-q0f32-metal-objects && tar -xf lib/tiny-q0f32-metal.tar -C lib/tiny-q0f32-metal-objects"
+        " && xcrun -sdk macosx clang -dynamiclib -arch arm64 -undefined dynamic_lookup"
+        " -o lib/tiny-q0f32-metal.dylib lib/tiny-q0f32-metal-objects/*.o")
+
+
+@pytest.mark.skipif(find_program("ld64.lld") is None, reason="ld64.lld (LLVM's Mach-O linker, Debian lld) is not on PATH")
+def test_a_user_preset_with_a_linker_present_gets_the_dylib(tmp_path):
+    """The metal preset with its link command swapped for LLVM's Mach-O linker, present here: a
+    preset file and no code change give the .dylib (a Mach-O arm64 MH_DYLIB; not run)."""
+    preset = tmp_path / "metal-lld.yaml"
+    preset.write_text(load_target("metal").path.read_text().replace("name: metal", "name: metal-lld").replace(
+        "command: [xcrun, -sdk, macosx, clang, -dynamiclib, -arch, arm64,",
+        "command: [ld64.lld, -dylib, -arch, arm64, -platform_version, macos, '11.0', '11.0',"))
+    out = tmp_path / "out"
+    out.mkdir()
+    [record] = _tiny_library(out, str(preset), "q0f32", num_hidden_layers=1, layer_types=["sliding_attention"])
+    data = record["path"].read_bytes()
+    assert record["format"] == "dylib" and record["file"] == "tiny-q0f32-metal-lld.dylib" and not record["link_command"]
+    assert data.startswith(MACHO_ARM64) and int.from_bytes(data[12:16], "little") == 6  # filetype MH_DYLIB
+    assert b"__tvm_ffi__library_bin" in data and all(k.encode() in data for k in KERNELS)
+
+
+def test_iphone_gives_a_system_library_tar_with_mlc_prefix(tmp_path):
+    """As mlc-llm builds for iOS: arm64 Mach-O objects of a system library whose blob symbol carries
+    the prefix <model>_<quantization>_, the MSL of our kernels inside."""
+    [record] = _tiny_library(tmp_path, "iphone", "q0f32")
+    assert record["format"] == "tar" and record["file"] == "tiny-q0f32-iphone.tar"
+    assert record["system_lib_prefix"] == "tiny_q0f32_" and record["link_command"] is None
+    objects = _members(record["path"])
+    assert objects and all(data.startswith(MACHO_ARM64) for data in objects.values())
+    assert any(b"_" + PREFIXED_BLOB in data for data in objects.values())  # Mach-O symbols get a leading _
     assert any(all(k.encode() in data for k in KERNELS) for data in objects.values())
 
 
-def test_gpu_kinds_get_dlight_gpu_rules_and_the_cpu_its_own():
-    gpu = [type(rule).__name__ for rule in schedule_rules(load_target("cuda").tvm_target())]
+def test_android_gives_a_system_library_tar_and_an_so_where_ld_lld_is(tmp_path):
+    """A .tar of aarch64 ELF relocatable objects (system library, MLC's prefix, OpenCL C inside) and,
+    where ld.lld is found (Debian: ld.lld-14), an aarch64 shared object exporting TVM's
+    unprefixed library blob, which TVM's runtime loads on a phone (not run here)."""
+    records = _tiny_library(tmp_path, "android", "q0f32")
+    tar = records[0]
+    assert tar["format"] == "tar" and tar["system_lib_prefix"] == "tiny_q0f32_"
+    objects = _members(tar["path"])
+    assert objects and all(_is_aarch64_elf(data, 1) for data in objects.values())  # ET_REL
+    assert any(PREFIXED_BLOB in data for data in objects.values())
+    assert any(all(k.encode() in data for k in KERNELS) and b"__kernel" in data for data in objects.values())
+    if find_program("ld.lld") is None:
+        assert len(records) == 1
+        pytest.skip("ld.lld is not on PATH: no .so")
+    [so] = records[1:]
+    data = so["path"].read_bytes()
+    assert so["format"] == "so" and so["file"] == "tiny-q0f32-android.so" and so["system_lib_prefix"] is None
+    assert _is_aarch64_elf(data, 3)  # ET_DYN
+    assert b"__tvm_ffi__library_bin" in data and PREFIXED_BLOB not in data
+
+
+def test_schedule_rules_follow_the_preset():
+    gpu = [type(rule).__name__ for rule in schedule_rules(load_target("cuda").schedule)]
     assert gpu == ["Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback"]
-    assert [type(rule).__name__ for rule in schedule_rules(load_target("cpu").tvm_target())] == ["CPUMatmul"]
+    assert [type(rule).__name__ for rule in schedule_rules(load_target("cpu").schedule)] == ["CPUMatmul"]
+    assert len(schedule_rules(RULE_NAMES)) == len(RULE_NAMES)  # every name a preset may list exists
+    with pytest.raises(PipelineError, match="no schedule rule 'gpu.Nope'"):
+        schedule_rules(["gpu.Nope"])
+
+
+def test_generic_matmul_skips_the_metal_simdgroup_schedule():
+    """gpu.Matmul gives Metal float16 matmuls dlight's MetalMatmul (simdgroup matrices, which
+    TVM 0.27 crashes on); GenericMatmul gives them the generic tiled schedule, bound to threads."""
+    def matmul():  # a fresh module per rule: ApplyDefaultSchedule marks functions scheduled in place
+        a = tvm.te.placeholder((1, 128, 256), "float16", name="A")
+        b = tvm.te.placeholder((512, 256), "float16", name="B")
+        k = tvm.te.reduce_axis((0, 256), "k")
+        c = tvm.te.compute((1, 128, 512), lambda n, i, j: tvm.te.sum(a[n, i, k] * b[j, k], axis=k), name="C")
+        return tvm.IRModule({"main": tvm.te.create_prim_func([a, b, c])})
+
+    target = load_target("metal").tvm_target()
+    scripts = {}
+    for name in ("gpu.Matmul", "GenericMatmul"):
+        with target:
+            scripts[name] = dl.ApplyDefaultSchedule(*schedule_rules([name]))(matmul()).script()
+    assert "simdgroup" in scripts["gpu.Matmul"]
+    assert "simdgroup" not in scripts["GenericMatmul"] and 'thread_binding' in scripts["GenericMatmul"]
+    assert "threadIdx.x" in scripts["GenericMatmul"] and "shared" in scripts["GenericMatmul"]
 
 
 def test_vulkan_preset_is_refused_with_the_way_to_a_vulkan_tvm(tmp_path):

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from pipeline.build import build
-from pipeline.compile.wasm import link_library_tar
 from pipeline.config import load_config
 from pipeline.runtime.engine import PAGE_SIZE, Engine
 from tests.conftest import make_tiny_gemma3, write_config
@@ -46,7 +45,7 @@ def package(tmp_path_factory):
     config = load_config(write_config(root / "tiny.yaml", root / "hf", targets=["cpu", "webgpu"]))
     pkg = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
     libs = json.loads((pkg / "mlc-mtp-config.json").read_text())["model_lib"]
-    wasm = link_library_tar(pkg / libs["webgpu"], pkg / "lib" / "tiny-q0f32-webgpu.wasm")
+    wasm = pkg / libs["webgpu"]  # the build links the .wasm (preset library: wasm)
     engine = Engine(pkg, target="cpu")
     run = {"prefill": engine.prefill, "decode": lambda ids: engine.decode(ids[0]), "batch_verify": engine.verify}
     reference = {}

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from pipeline.build import build
-from pipeline.compile.wasm import link_library_tar
 from pipeline.config import load_config
 from pipeline.runtime.engine import PAGE_SIZE, Engine
 from tests.web import webgpu
@@ -34,7 +33,7 @@ def real(tmp_path_factory):
     pkg = build(load_config(CONFIG), targets=["cpu", "webgpu"], output=root / "pkg", quantization="q4f32_1",
                 progress=False, say=lambda _: None).output
     libs = json.loads((pkg / "mlc-mtp-config.json").read_text())["model_lib"]
-    wasm = link_library_tar(pkg / libs["webgpu"], pkg / "lib" / "gemma3-270m-q4f32_1-webgpu.wasm")
+    wasm = pkg / libs["webgpu"]  # the build links the .wasm (preset library: wasm)
     engine = Engine(pkg, target="cpu")
     ids = [engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(PROMPT, add_special_tokens=False).ids
     steps, logits = [("prefill", ids)], [engine.prefill(ids)]
