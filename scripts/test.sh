@@ -3,7 +3,5 @@
 # CPU torch, llama-cpp-python as references), run pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
+bash scripts/venv.sh test
 exec .venv/bin/python -m pytest -q "$@"
