@@ -4,9 +4,10 @@ barriers behave as on a GPU), launched as the compiled host code would launch th
 TVM 0.26's wheel has no OpenCL runtime, so the host side is replayed here: :func:`build_opencl`
 compiles PrimFuncs with ``tvm.compile`` for an OpenCL target and keeps, beside the OpenCL C, the
 module right after TVM's ``tirx.SplitHostDevice`` pass.  There each host function is a short list
-of statements (``Bind``, ``DeclBuffer``, ``AssertStmt``) ending in ``T.call_packed(kernel, args...,
-launch extents...)``: the kernel's arguments and then one extent per entry of the kernel's
-``tirx.kernel_launch_params`` (``blockIdx.*`` = work-groups, ``threadIdx.*`` = work-group size).
+of statements (``Bind``, ``DeclBuffer``, ``AllocBuffer`` for workspaces, ``AssertStmt``) and
+``T.call_packed(kernel, args..., launch extents...)`` calls: the kernel's arguments, then one extent
+per entry of the kernel's ``tirx.kernel_launch_params`` (``blockIdx.*`` = work-groups,
+``threadIdx.*`` = work-group size).
 :func:`plan_launches` evaluates those statements for concrete arrays, so launch sizes and scalar
 arguments come from the compiled function, never from hand-written formulas.
 """
@@ -162,35 +163,42 @@ def _bind_params(func, arrays: dict, scalars: dict) -> dict:
     return env
 
 
-def plan_launches(build: OpenCLBuild, name: str, arrays: dict, scalars: dict) -> list[Launch]:
+def plan_launches(build: OpenCLBuild, name: str, arrays: dict, scalars: dict) -> tuple[list[Launch], dict]:
     """The kernel launches host function ``name`` makes for ``arrays`` and ``scalars`` (by
-    :func:`param_keys`).
+    :func:`param_keys`), and the workspaces it allocates between them (``{key: (shape, dtype)}``,
+    keys ``workspace:<name>`` in the launches' arguments).
 
     Raises:
         ValueError: an array's dtype or shape does not fit the function.
         AssertionError: the host code's own assertion fails.
-        NotImplementedError: a host statement this replay does not know (e.g. a workspace).
+        NotImplementedError: a host statement this replay does not know.
     """
     func = build.host[name]
     env = _bind_params(func, arrays, scalars)
-    launches = []
+    launches, workspaces = [], {}
     pending = [func.body]
     while pending:
         stmt = pending.pop(0)
         kind = type(stmt).__name__
         if kind == "SeqStmt":
             pending[:0] = list(stmt.seq)
+        elif kind == "AttrStmt":  # an annotation around launches (e.g. "hand_threaded")
+            pending.insert(0, stmt.body)
         elif kind == "Bind":
             env[stmt.var] = evaluate(stmt.value, env)
         elif kind == "DeclBuffer":
             env[stmt.buffer] = evaluate(stmt.data, env)
+        elif kind == "AllocBuffer":  # global memory the kernels share
+            key = f"workspace:{stmt.buffer.name}"
+            workspaces[key] = (tuple(int(evaluate(n, env)) for n in stmt.buffer.shape), str(stmt.buffer.dtype))
+            env[stmt.buffer] = ("buffer", key)
         elif kind == "AssertStmt":
             assert evaluate(stmt.condition, env), f"{name}: host assertion {stmt.condition} fails"
         elif kind == "Evaluate" and getattr(getattr(stmt.value, "op", None), "name", "") == "tirx.tvm_call_packed":
             launches.append(_launch(build, stmt.value, env))
         else:
             raise NotImplementedError(f"{name}: host statement {kind}")
-    return launches
+    return launches, workspaces
 
 
 def _launch(build: OpenCLBuild, call, env: dict) -> Launch:
@@ -230,12 +238,14 @@ class PoCL:
         self.kernels = {kernel.function_name: kernel for kernel in program.all_kernels()}
 
     def run(self, name: str, arrays: dict, scalars: dict) -> tuple[dict, list[Launch]]:
-        """Run host function ``name`` on copies of ``arrays``; returns (every array after the
-        launches, the launches)."""
+        """Run host function ``name`` on copies of ``arrays`` (workspaces start as zeros); returns
+        (every array after the launches, the launches)."""
         cl = self.cl
-        launches = plan_launches(self.build, name, arrays, scalars)
+        launches, workspaces = plan_launches(self.build, name, arrays, scalars)
         flags = cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR
         device = {key: cl.Buffer(self.context, flags, hostbuf=np.ascontiguousarray(a)) for key, a in arrays.items()}
+        for key, (shape, dtype) in workspaces.items():
+            device[key] = cl.Buffer(self.context, flags, hostbuf=np.zeros(shape, dtype))
         for launch in launches:
             args = [device[a[1]] if isinstance(a, tuple) else a for a in launch.args]
             self.kernels[launch.kernel](self.queue, launch.global_size, launch.local_size, *args)
