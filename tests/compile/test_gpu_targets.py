@@ -129,6 +129,7 @@ ELF_AARCH64 = (183).to_bytes(2, "little")  # e_machine EM_AARCH64
 # MLC's system-library symbol for model "tiny", q0f32: <prefix>__tvm_ffi__library_bin (mlc-llm's
 # `mlc_llm package` looks the model up by it).
 PREFIXED_BLOB = b"tiny_q0f32___tvm_ffi__library_bin"
+ONE_LAYER = {"num_hidden_layers": 1, "layer_types": ["sliding_attention"]}
 
 
 def _members(path: Path) -> dict[str, bytes]:
@@ -142,7 +143,9 @@ def _is_aarch64_elf(data: bytes, e_type: int) -> bool:
 
 @pytest.fixture(scope="module")
 def metal_build(tmp_path_factory):
-    return _tiny_library(tmp_path_factory.mktemp("metal"), "metal", "q0f32")
+    # The first Metal compile in a process spends ~30 s once in dlight's MetalMatmul (gpu.Matmul's
+    # Metal path; GenericMatmul skips it); later ones take seconds.
+    return _tiny_library(tmp_path_factory.mktemp("metal"), "metal", "q0f32", **ONE_LAYER)
 
 
 @pytest.mark.skipif(find_program("xcrun") is not None, reason="xcrun is here: the metal build links a .dylib")
@@ -171,7 +174,7 @@ def test_a_user_preset_with_a_linker_present_gets_the_dylib(tmp_path):
         "command: [ld64.lld, -dylib, -arch, arm64, -platform_version, macos, '11.0', '11.0',"))
     out = tmp_path / "out"
     out.mkdir()
-    [record] = _tiny_library(out, str(preset), "q0f32", num_hidden_layers=1, layer_types=["sliding_attention"])
+    [record] = _tiny_library(out, str(preset), "q0f32", **ONE_LAYER)
     data = record["path"].read_bytes()
     assert record["format"] == "dylib" and record["file"] == "tiny-q0f32-metal-lld.dylib" and not record["link_command"]
     assert data.startswith(MACHO_ARM64) and int.from_bytes(data[12:16], "little") == 6  # filetype MH_DYLIB
