@@ -77,6 +77,7 @@ PRESET_SCHEMA = {
          "then": {"properties": {"library": {"const": "tar"}}}},
         {"if": {"properties": {"library": {"const": "dylib"}}},
          "then": {"required": ["link"], "properties": {"link": {"properties": {"format": {"const": "dylib"}}}}}},
+        {"if": {"properties": {"library": {"enum": ["so", "wasm"]}}}, "then": {"not": {"required": ["link"]}}},
     ],
 }
 
@@ -212,6 +213,9 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "const":  # the allOf rules: system_lib needs a tar, a dylib a dylib link
         return f"{key}: {err.instance!r}, expected {err.validator_value!r} (system_lib: true needs library: tar; " \
                f"library: dylib needs link.format: dylib)"
+    if err.validator == "not":  # the allOf rule on link
+        return f"{key}: link with library {err.instance['library']!r}, expected library tar or dylib (so and wasm " \
+               f"libraries are linked by TVM's export)"
     if err.validator == "contains":
         return f"{key}: {err.instance!r} lacks the placeholder {err.schema['contains']['const']!r}"
     return f"{key}: {err.message}"

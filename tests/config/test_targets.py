@@ -71,10 +71,12 @@ BASE = "name: mine\ntarget: {kind: opencl}\nlibrary: tar\n"
      ["mine.yaml: target.host: {'kind': 'llvm'} given twice (also as host: 'aarch64-linux-android'); expected it once"]),
     (BASE.replace("target: {kind: opencl}", "target: {kind: opencl, max_num_threads: 64}")
      + "limits: {max_num_threads: 128}\n", ["target.max_num_threads: 64 given twice (also as limits.max_num_threads: 128)"]),
+    (BASE.replace("library: tar", "library: so") + "link: {format: so, command: [ld.lld, '{output}', '{objects}']}\n",
+     ["mine.yaml: <top level>: link with library 'so', expected library tar or dylib"]),
     ("name: mine\ntarget: [opencl\n", ["mine.yaml: malformed YAML"]),
 ], ids=["library-value", "unknown-key", "host-triple", "limit-minimum", "limit-key", "fp16-type", "rule-name",
         "no-rules", "system-lib-not-tar", "dylib-without-link", "link-without-objects", "host-twice", "limit-twice",
-        "malformed"])
+        "link-with-so", "malformed"])
 def test_wrong_field_is_one_line_naming_file_key_value_and_expected(tmp_path, text, needles):
     path = tmp_path / "mine.yaml"
     path.write_text(text)
