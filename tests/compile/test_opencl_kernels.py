@@ -89,9 +89,7 @@ def _lowered(model: str, preset_name: str):
     preset = load_target(preset_name)
     mod, _, _ = export_model(family, config, get_scheme("q0f32"), preset, "tiny")
     target = preset.tvm_target()
-    # The preset's schedule rules where presets name them (else relax_pipeline picks by target kind).
-    rules = getattr(preset, "schedule", None)
-    return (relax_pipeline(target, rules) if rules else relax_pipeline(target))(mod), target
+    return relax_pipeline(target, preset.schedule)(mod), target
 
 
 def _device_funcs(mod) -> dict:
