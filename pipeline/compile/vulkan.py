@@ -87,8 +87,8 @@ def load_backend() -> str:
     only where TVM's compiler is loaded, not in a runtime-only TVM).  Idempotent.
 
     Returns:
-        ``""`` when nothing failed, else why the plugin could not be loaded (one line: a wrong
-        TVM version, a library that does not load); a missing folder is not a failure.
+        ``""`` when nothing failed, else why (part of) the plugin could not be loaded (one line: a
+        wrong TVM version, a library that does not load); a missing folder is not a failure.
     """
     from tvm.base import _LOADED_LIBS  # pylint: disable=import-outside-toplevel
 
@@ -107,12 +107,13 @@ def load_backend() -> str:
     if built_for != tvm.__version__:
         return (f"{folder} holds a Vulkan backend built for TVM {built_for or '(unknown: no ' + BUILD_INFO + ')'}, "
                 f"this is TVM {tvm.__version__}: run {BUILD_SCRIPT} again")
-    for key, name in wanted:
+    problems = []
+    for key, name in wanted:  # each on its own: the code generator needs no Vulkan loader (libvulkan)
         try:
             _LOADED_LIBS[key] = ctypes.CDLL(str(folder / name), ctypes.RTLD_LOCAL)  # registers on load
         except OSError as err:
-            return f"{folder / name} does not load: {err}"
-    return ""
+            problems.append(f"{folder / name} does not load: {err}")
+    return "; ".join(problems)
 
 
 def device():
@@ -186,8 +187,6 @@ def fit_target(declared: dict[str, Any], where: Path | str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _fit_target(declared_json: str, where: str) -> str:
-    from tvm.target import Target  # pylint: disable=import-outside-toplevel
-
     declared = json.loads(declared_json)
     dev = device()
     if dev is None:
@@ -196,7 +195,7 @@ def _fit_target(declared_json: str, where: str) -> str:
                         "not checked against a device", where, missing())
         return declared_json
     try:
-        with_defaults = {k: _plain(v) for k, v in Target(declared).attrs.items()}
+        with_defaults = target_attrs(declared)
     except Exception as err:  # pylint: disable=broad-except
         raise PipelineError(f"{where}: target: TVM rejects {declared}: {err}") from None
     fitted, narrowed = narrow(declared, with_defaults, device_capabilities(dev))
@@ -239,14 +238,21 @@ def narrow(declared: dict[str, Any], with_defaults: dict[str, Any],
     return fitted, changes
 
 
-def _plain(value):
-    """A TVM attribute value as a Python bool/int/str (booleans stay booleans)."""
-    if isinstance(value, (bool, int, str)):
-        return value
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return str(value)
+def target_attrs(target: dict[str, Any]) -> dict[str, Any]:
+    """The attributes TVM gives ``target`` (a target dict): its own values plus the kind's defaults,
+    as Python bools, ints and strings.  Raises what ``tvm.target.Target`` raises for a bad dict."""
+    from tvm.target import Target  # pylint: disable=import-outside-toplevel
+
+    attrs = {}
+    for name, value in Target(target).attrs.items():
+        if isinstance(value, (bool, int, str)):
+            attrs[name] = value
+        else:
+            try:
+                attrs[name] = int(value)
+            except (TypeError, ValueError):
+                attrs[name] = str(value)
+    return attrs
 
 
 def describe() -> str:
@@ -269,4 +275,4 @@ def describe() -> str:
         api, spirv = caps["vulkan_api_version"], caps["max_spirv_version"]
         line += (f"; device {dev.device_name!s} (Vulkan {api >> 22}.{(api >> 12) & 0x3FF}, "
                  f"SPIR-V {spirv >> 16}.{(spirv >> 8) & 0xFF})")
-    return line + (f"; {problem}" if problem else "") + ("" if dev or not has_runtime() else "; no device")
+    return line + (f"; {problem}" if problem else "") + ("" if dev is not None or not has_runtime() else "; no device")

@@ -29,18 +29,13 @@ import tvm
 
 from pipeline.compile import vulkan
 from pipeline.compile.targets import load_target
-from pipeline.models import attention_kernels as ak
 from pipeline.models.attention_kernels_gpu import block_threads
-from tests.compile.test_attention_kernels import H_KV, H_Q, PAGE_SIZE, WINDOW, cases, check
+from tests.compile.test_attention_kernels import H_KV, H_Q, WINDOW, cases, check
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSING = vulkan.missing()
 needs_vulkan = pytest.mark.skipif(bool(MISSING), reason=f"needs Vulkan: {MISSING}")
 ATOL, ATOL_FP16 = 1e-5, 5e-3
-
-
-def _attrs(target: dict) -> dict:
-    return {k: vulkan._plain(v) for k, v in tvm.target.Target(target).attrs.items()}  # pylint: disable=protected-access
 
 
 def test_declared_capabilities_are_narrowed_to_the_device():
@@ -53,15 +48,14 @@ def test_declared_capabilities_are_narrowed_to_the_device():
             "supports_8bit_buffer": True, "supports_16bit_buffer": True, "supports_storage_buffer_storage_class": True,
             "supports_integer_dot_product": True, "max_num_threads": 1024, "max_threads_per_block": 1024,
             "max_shared_memory_per_block": 16384, "thread_warp_size": 32, "supported_subgroup_operations": 0b0111}
-    fitted, changes = vulkan.narrow(declared, _attrs(declared), caps)
+    fitted, changes = vulkan.narrow(declared, vulkan.target_attrs(declared), caps)
     assert sorted(changes) == ["max_shared_memory_per_block 32768 -> 16384", "supported_subgroup_operations 11 -> 3",
                                "supports_int64 True -> False"]
     assert fitted == {**declared, "supports_int64": False, "max_shared_memory_per_block": 16384,
                       "supported_subgroup_operations": 3}
-    # Nothing narrowed: the preset's own dict comes back.
-    assert vulkan.narrow(declared, _attrs(declared), {**caps, "supports_int64": True,
-                                                      "max_shared_memory_per_block": 65536,
-                                                      "supported_subgroup_operations": 0xFF}) == (declared, [])
+    # A device with everything: the declared dict comes back unchanged.
+    rich = {**caps, "supports_int64": True, "max_shared_memory_per_block": 65536, "supported_subgroup_operations": 0xFF}
+    assert vulkan.narrow(declared, vulkan.target_attrs(declared), rich) == (declared, [])
 
 
 def _python(code: str, env: dict) -> str:
@@ -90,7 +84,7 @@ def test_the_target_takes_the_device_capabilities():
     lavapipe), limits no larger than the device's; a bare vulkan target lacks int64, so a kernel
     with 64-bit integers is refused by the SPIR-V code generator."""
     preset, dev = load_target("vulkan"), vulkan.device()
-    caps, attrs = vulkan.device_capabilities(dev), _attrs(preset.resolved_target())
+    caps, attrs = vulkan.device_capabilities(dev), vulkan.target_attrs(preset.resolved_target())
     for name, value in preset.target.items():
         if name in vulkan.CAPABILITIES:
             assert attrs[name] == (value and caps[name]), name
