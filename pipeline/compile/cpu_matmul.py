@@ -15,6 +15,7 @@ activation, the ``act(gate) * up`` of a gated MLP).  Schedule:
 from __future__ import annotations
 
 from tvm import s_tir, tirx
+from tvm_ffi import structural_equal
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.s_tir.schedule.schedule import ScheduleError
@@ -22,6 +23,27 @@ from tvm.target import Target
 
 LANES = 8
 ROW_TILE = 8
+
+
+def _unit(dom) -> bool:
+    return isinstance(dom, int) and dom == 1
+
+
+def _same_domain(epilogue, main) -> bool:
+    """Whether ``epilogue`` iterates over the product's spatial domain or its whole domain (an
+    elementwise step on the result, or on the inputs as a norm's scaling is).  Moving an epilogue
+    under the product's loop keeps only the part of its domain that the loop covers, so one with a
+    larger domain (``pad_kv_heads`` writing zeros past a norm's columns) would leave the rest of
+    its output unwritten.  Unit loops are ignored (normalization drops some of them).  The product's
+    reduction loop is last (``apply`` checks it)."""
+    doms = [it.dom for it in epilogue.iters if not _unit(it.dom)]
+    main_doms = [it.dom for it in main.iters if not _unit(it.dom)]
+
+    def equal(a, b) -> bool:
+        return a == b if isinstance(a, int) and isinstance(b, int) else bool(structural_equal(a, b))
+
+    return any(len(doms) == len(ref) and all(equal(a, b) for a, b in zip(doms, ref))
+               for ref in (main_doms[:-1], main_doms))
 
 
 class CPUMatmul(ScheduleRule):
@@ -94,6 +116,8 @@ class CPUMatmul(ScheduleRule):
             sch.vectorize(sch.split(inner, factors=[None, LANES])[1])
         sch.reverse_compute_at(block, outer)
         for epilogue in epilogues:  # elementwise on the product: computed with each row tile
+            if not _same_domain(epilogue, main):
+                break  # it and the rest run after the product, over their whole domain
             sch.reverse_compute_at(epilogue.block_rv, outer)
         sch.decompose_reduction(rf, rf_loops[-2])
         return sch

@@ -51,12 +51,6 @@ SIZES = {"seq_len": 19, "batch_size": 3, "n": 19, "h": TINY["num_attention_heads
 # measured up to 1.9e-5 on matmul outputs of magnitude ~10, i.e. 46% of atol + rtol * |value|
 # (attention 2.9e-6, norms 1e-6, copies 0); a wrong index or a missed write is off by O(1).
 RTOL, ATOL = 1e-5, 1e-5
-# Outputs whose zero padding the CPU build never writes: pipeline/compile/cpu_matmul.py moves the
-# pad (head_dim 16 -> the cache's 32) into the norm's loop over the 16 real columns, so columns
-# 16-31 keep whatever the buffer held.  There the kernels are compared where the CPU writes, and
-# PoCL must have written the zeros the TIR asks for.  Seen in Gemma 4's K norms of decode and
-# batch_decode (the cache pads sliding layers' head_dim); strict: a fixed CPU schedule fails here.
-CPU_UNWRITTEN = re.compile(r"fused_rms_norm\d*_pad_kv_heads\d*")
 
 
 def _cpu_twin(name: str, cpu: dict) -> str:
@@ -275,7 +269,7 @@ def test_every_kernel_matches_the_cpu_build_on_pocl(builds):
     local_limit = int(builds["target"].attrs["max_shared_memory_per_block"])
     assert limit == 256
     rng = np.random.default_rng(5)
-    failures, checked, worst, used, largest_group, unwritten = [], set(), 0.0, 0.0, 0, set()
+    failures, checked, worst, used, largest_group = [], set(), 0.0, 0.0, 0
     for name, func in sorted(builds["gpu"].items()):
         for label, arrays, scalars in cases(name, func, rng):
             got, launches = pocl.run(name, arrays, scalars)
@@ -289,21 +283,12 @@ def test_every_kernel_matches_the_cpu_build_on_pocl(builds):
                 assert pocl.local_memory_bytes(launch.kernel) <= local_limit, launch.kernel
             assert any(not np.array_equal(want[k], arrays[k]) for k in arrays), f"{name} {label}: wrote nothing"
             for key in arrays:
-                kept = (want[key] == arrays[key]) & (got[key] != want[key])  # left as it was by the CPU
-                if kept.any():
-                    unwritten.add(name)
-                    assert np.all(got[key][kept] == 0), f"{name} {key}: the CPU left elements, PoCL wrote non-zeros"
-                    want[key] = np.where(kept, got[key], want[key])
                 error = np.abs(got[key].astype(np.float64) - want[key])
                 worst = max(worst, error.max(initial=0))
                 used = max(used, (error / (ATOL + RTOL * np.abs(want[key]))).max(initial=0))
                 if not np.allclose(got[key], want[key], rtol=RTOL, atol=ATOL):
                     failures.append(f"{name} {label} {key}: max error {error.max():.2e}")
     assert not failures, "; ".join(failures)
-    if builds["model"].startswith("gemma4"):
-        assert unwritten and all(CPU_UNWRITTEN.fullmatch(name) for name in unwritten), sorted(unwritten)
-    else:
-        assert not unwritten, sorted(unwritten)
     kernels_in_source = set(re.findall(r"__kernel void (\w+)\(", build.source))
     assert checked == kernels_in_source
     print(f"{len(checked)} kernels, max error {worst:.2e} ({used:.0%} of the tolerance), "
