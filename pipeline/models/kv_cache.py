@@ -8,15 +8,18 @@ kernels for ``llvm``, the GPU kernels (generic GPU TIR) for the GPU kinds.  The 
 (append, page copy, tree attention, compaction, debug read) are TVM's own kernels for that
 device; the GPU state merge is ours (:mod:`.merge_state`: TVM 0.26's races).  RoPE is applied
 by the model (``RopeMode.NONE``), so layers may use different RoPE bases.  Tree-mask kernels
-are TVM's and carry no window.
+are TVM's and carry no window (sized to the target's shared memory: :func:`fitting_tree_kernel`).
 """
 
 from __future__ import annotations
+
+import math
 
 from tvm import relax as rx
 from tvm import tirx
 from tvm.relax.frontend.nn.llm import kv_cache as tvm_kv
 from tvm.relax.frontend.nn.llm.kv_cache import AttnKind, PagedKVCache, RopeMode
+from tvm.runtime import DataType
 from tvm.target import Target
 
 from ..errors import PipelineError
@@ -166,9 +169,9 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
     # (TVM 0.26's own CPU path passes the two the other way round).
     if gpu:
         tree = [
-            tir(tvm_kv.tree_attn_with_paged_kv_cache(h_kv, h_q, d, dtype, NO_ROPE_SCALING, target),
+            tir(fitting_tree_kernel(tvm_kv.tree_attn_with_paged_kv_cache, h_kv, h_q, d, dtype, target),
                 "tir_attention_prefill_with_tree_mask_with_paged_kv_cache"),
-            tir(tvm_kv.tree_attn(h_kv, h_q, d, dtype, NO_ROPE_SCALING, target), "tir_attention_prefill_with_tree_mask"),
+            tir(fitting_tree_kernel(tvm_kv.tree_attn, h_kv, h_q, d, dtype, target), "tir_attention_prefill_with_tree_mask"),
         ]
         merge = merge_state_gpu(d, dtype, block_threads(min(threads, d)))  # TVM's races: see merge_state.py
         copy_page = tvm_kv._copy_single_page(h_kv, page_size, d, dtype, target)
@@ -193,3 +196,32 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
         bb.add_func(tvm_kv._kv_cache_debug_get_kv(layers, h_kv, d, dtype), "kv_cache_debug_get_kv"),
         bb.add_func(compact, f"kv_cache_compact_kv_copy_{suffix}"),
     ]
+
+
+def fitting_tree_kernel(generator, h_kv: int, h_q: int, d: int, dtype: str, target: Target) -> tirx.PrimFunc:
+    """TVM's tree-attention kernel ``generator(h_kv, h_q, d, dtype, rope_scaling, target)`` for
+    ``target``, or the same kernel with the smaller tiles TVM 0.26 chooses for WebGPU where only
+    those fit the target's ``max_shared_memory_per_block`` (head dim 256 in float32: 41.6 KB of
+    shared memory with the default tiles, 24.9 KB with WebGPU's; Vulkan and Metal allow 32 KB, and
+    TVM's SPIR-V code generator refuses the larger kernel).  The generator reads the target only to
+    choose tiles and to check thread limits (``tree_attn.py``); the kernel it returns keeps none."""
+    func = generator(h_kv, h_q, d, dtype, NO_ROPE_SCALING, target)
+    limit = target.attrs.get("max_shared_memory_per_block")
+    if limit is None or shared_bytes(func) <= int(limit):
+        return func
+    small = generator(h_kv, h_q, d, dtype, NO_ROPE_SCALING,
+                      Target({"kind": "webgpu", "max_num_threads": int(target.attrs["max_num_threads"])}))
+    return small if shared_bytes(small) <= int(limit) else func
+
+
+def shared_bytes(func: tirx.PrimFunc) -> int:
+    """Bytes of the ``shared``-scope buffers ``func`` allocates (one thread block's shared memory)."""
+    total = []
+
+    def visit(node):
+        for buf in getattr(node, "alloc_buffers", None) or []:
+            if buf.scope() == "shared":
+                total.append(math.prod(int(x) for x in buf.shape) * DataType(str(buf.dtype)).bits // 8)
+
+    tirx.stmt_functor.post_order_visit(func.body, visit)
+    return sum(total)

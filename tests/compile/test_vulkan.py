@@ -1,8 +1,9 @@
 """Vulkan: the preset built with TVM's Vulkan backend and run on a Vulkan device (Mesa's lavapipe
 here, a CPU implementation of Vulkan 1.3), against the CPU build and a float64 reference.
 
-- The rule that fits a preset's declared capabilities to a device, and the refusal of a plugin built
-  for another TVM: always run (no Vulkan needed).
+- The rule that fits a preset's declared capabilities to a device, the refusal of a plugin built
+  for another TVM, and the tree-attention tiles that fit the preset's shared memory: always run (no
+  Vulkan needed; the last also compiles them where a code generator exists).
 - With a code generator and a device (``scripts/build_tvm_vulkan.sh``, or a TVM built with
   ``USE_VULKAN=ON``; skipped, saying which is missing, where not: CI cannot reach GitHub to build it):
   the target takes the device's capabilities; the windowed attention kernels in float32 and float16
@@ -26,10 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+from tvm.relax.frontend.nn.llm import kv_cache as tvm_kv
 
 from pipeline.compile import vulkan
 from pipeline.compile.targets import load_target
 from pipeline.models.attention_kernels_gpu import block_threads
+from pipeline.models.kv_cache import fitting_tree_kernel, shared_bytes
 from tests.compile.test_attention_kernels import H_KV, H_Q, WINDOW, cases, check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +79,20 @@ def test_a_plugin_built_for_another_tvm_is_refused(tmp_path):
     assert out == (f"this TVM {tvm.__version__} has no SPIR-V code generator (target.build.vulkan) and no Vulkan "
                    f"runtime: {tmp_path} holds a Vulkan backend built for TVM 0.0.0, this is TVM "
                    f"{tvm.__version__}: run scripts/build_tvm_vulkan.sh again")
+
+
+def test_tree_attention_kernels_fit_the_preset_shared_memory():
+    """Head dim 256 in float32 (Gemma 3 270M in q4f32_1): TVM 0.26's default tree-attention tiles
+    need 41.6 KB of shared memory, over the preset's 32 KB, which TVM's SPIR-V code generator
+    refuses; the cache takes TVM's smaller tiles there, and they compile for the preset."""
+    target = tvm.target.Target(load_target("vulkan").target)  # as declared, not fitted to a device
+    limit = int(target.attrs["max_shared_memory_per_block"])
+    for generator in (tvm_kv.tree_attn, tvm_kv.tree_attn_with_paged_kv_cache):
+        assert shared_bytes(generator(1, 4, 256, "float32", {}, target)) == 41568 > limit
+        func = fitting_tree_kernel(generator, 1, 4, 256, "float32", target)
+        assert shared_bytes(func) == 24928
+        if vulkan.can_build():
+            tvm.compile(tvm.IRModule({"main": func}), target=target)
 
 
 @needs_vulkan
