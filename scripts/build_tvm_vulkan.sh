@@ -50,7 +50,7 @@ EOF
 TAG=v$VERSION
 
 for need in /usr/include/vulkan/vulkan_core.h /usr/include/spirv/unified1/spirv.hpp \
-            /usr/include/spirv-tools/libspirv.h /usr/lib/x86_64-linux-gnu/libSPIRV-Tools.a; do
+            /usr/include/spirv-tools/libspirv.h; do
   [ -e "$need" ] || die "$need is missing: apt-get install -y libvulkan-dev spirv-headers spirv-tools"
 done
 [ -e "$TVM_LIB/libtvm_compiler.so" ] || die "$TVM_LIB/libtvm_compiler.so is missing (a runtime-only TVM cannot compile)"
@@ -65,8 +65,10 @@ if [ -z "$SRC" ]; then
 fi
 BACKEND=$SRC/src/backend/vulkan
 [ -f "$BACKEND/codegen/codegen_spirv.cc" ] || die "$SRC: no $BACKEND/codegen/codegen_spirv.cc (not TVM $TAG?)"
-if [ -f "$SRC/version.py" ] && ! grep -q "__version__ = \"$VERSION\"" "$SRC/version.py"; then
-  die "$SRC is not TVM $VERSION (version.py says $(grep -o '__version__ = .*' "$SRC/version.py")); use tag $TAG"
+# A git checkout must sit at the tag; a plain source folder (e.g. `git archive v0.26.0`) is taken
+# on trust: the source tree itself names no release version.
+if [ -e "$SRC/.git" ] && ! git -C "$SRC" tag --points-at HEAD | grep -qx "$TAG"; then
+  die "$SRC is not at tag $TAG (HEAD $(git -C "$SRC" rev-parse --short HEAD)); the plugin must match TVM $VERSION"
 fi
 
 # Shim: the wheel hides these symbols (-fvisibility=hidden); the code generator calls them.  Each is
