@@ -289,11 +289,6 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         entries = [entry for role, stages in (("model", base), ("drafter", drafter)) if stages is not None
                    for name, stage in stages.libraries.items()
                    for entry in package_libraries(stage, tmp / "lib", name, by_name[name].resolved_target(), role)]
-        for entry in entries:
-            if entry["link_command"]:
-                program = by_name[entry["target"]].link["command"][0]
-                say(f"package: {entry['target']}: {entry['path']} is not linked (no {program} here); "
-                    f"in {output} run: {entry['link_command']}")
         speculative = {**config.speculative, "drafter_lib": None, "drafter_weights": None, "drafter_family": None}
         if drafter is not None:
             shutil.copytree(drafter.converted, tmp / "drafter")
@@ -310,6 +305,11 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
             "speculative": speculative,
         }
         (tmp / RUNTIME_CONFIG).write_text(json.dumps(runtime, indent=2))
+    for entry in entries:  # libraries left for the user to link, with the command (also in RUNTIME_CONFIG)
+        if entry["link_command"]:
+            program = by_name[entry["target"]].link["command"][0]
+            say(f"package: {entry['target']}: {entry['path']} is not linked (no {program} here); "
+                f"in {output} run: {entry['link_command']}")
     say(f"package: wrote {output}")
     return BuildResult(output, reports, libraries)
 
