@@ -117,11 +117,23 @@ def load_backend() -> str:
 
 
 def device():
-    """Vulkan device 0 of this machine (``tvm.vulkan(0)``), or ``None`` where there is none or no
-    Vulkan runtime (loads the plugin first, see :func:`load_backend`)."""
+    """Vulkan device 0 of this machine (``tvm.vulkan(0)``), or ``None`` where there is none, no
+    Vulkan driver or no Vulkan runtime (loads the plugin first, see :func:`load_backend`)."""
+    return _probe()[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _probe():
+    """``(device or None, why none)``.  Without a Vulkan driver TVM's runtime raises
+    (VK_ERROR_INCOMPATIBLE_DRIVER) rather than reporting no device."""
     load_backend()
+    if not has_runtime():
+        return None, "no Vulkan runtime"
     dev = tvm.vulkan(0)
-    return dev if has_runtime() and dev.exist else None
+    try:
+        return (dev, "") if dev.exist else (None, "tvm.vulkan(0).exist is false")
+    except Exception as err:  # pylint: disable=broad-except
+        return None, str(err).strip().splitlines()[-1]
 
 
 def missing() -> str:
@@ -130,7 +142,7 @@ def missing() -> str:
     lacks = ([] if has_codegen() else ["no SPIR-V code generator (target.build.vulkan)"]) + (
         [] if has_runtime() else ["no Vulkan runtime"])
     if not lacks and device() is None:
-        return "no Vulkan device found (tvm.vulkan(0).exist is false; Mesa's lavapipe provides one on the CPU)"
+        return f"no Vulkan device found ({_probe()[1]}; Mesa's lavapipe provides one on the CPU)"
     if not lacks:
         return ""
     return (f"this TVM {tvm.__version__} has {' and '.join(lacks)}: "
@@ -191,8 +203,8 @@ def _fit_target(declared_json: str, where: str) -> str:
     dev = device()
     if dev is None:
         if has_codegen():  # else the build stops anyway (require_codegen), saying why
-            log.warning("%s: no Vulkan device here (%s): building with the preset's declared capabilities, "
-                        "not checked against a device", where, missing())
+            log.warning("%s: %s: building with the preset's declared capabilities, not checked against a "
+                        "device", where, missing())
         return declared_json
     try:
         with_defaults = target_attrs(declared)

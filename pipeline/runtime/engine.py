@@ -77,10 +77,11 @@ def target_device(target: str):
     if kind not in DEVICE_OF_KIND:
         raise PipelineError(f"target {target}: kind {kind!r} has no runtime device here "
                             f"(runtime devices exist for {', '.join(DEVICE_OF_KIND)})")
-    if kind == "vulkan":  # TVM's Vulkan runtime may be a plugin (pipeline.compile.vulkan)
-        from ..compile.vulkan import load_backend  # pylint: disable=import-outside-toplevel
+    if kind == "vulkan":  # TVM's Vulkan runtime may be a plugin; without a driver TVM raises
+        from ..compile import vulkan  # pylint: disable=import-outside-toplevel
 
-        load_backend()
+        if vulkan.device() is None:
+            raise PipelineError(f"target {target}: {vulkan.missing()}")
     _load_device_runtime(kind)
     device = tvm.device(DEVICE_OF_KIND[kind], 0)
     if not device.exist:

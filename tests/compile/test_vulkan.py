@@ -6,8 +6,9 @@ here, a CPU implementation of Vulkan 1.3), against the CPU build and a float64 r
   Vulkan needed; the last also compiles them where a code generator exists).
 - With a code generator and a device (``scripts/build_tvm_vulkan.sh``, or a TVM built with
   ``USE_VULKAN=ON``; skipped, saying which is missing, where not: CI cannot reach GitHub to build it):
-  the target takes the device's capabilities; the windowed attention kernels in float32 and float16
-  against the float64 reference; a tiny random Gemma 3 (window 8, sliding and global layers) built
+  building without a device (the declared capabilities, said in a warning; running refused with the
+  reason); the target takes the device's capabilities; the windowed attention kernels in float32
+  and float16 against the float64 reference; a tiny random Gemma 3 (window 8, sliding and global layers) built
   with the preset, exported as a ``.so`` and run with the paged KV cache (prefill past the window and
   across prefill chunks, decode steps, verify and roll-back), logits within 1e-5 of the CPU build's;
   the same model in q4f16_1 (float16) for prefill and decode, within 5e-3 of the CPU's q4f16_1 build.
@@ -122,6 +123,50 @@ def test_the_target_takes_the_device_capabilities():
     out = tvm.runtime.tensor(np.zeros(64, np.int64), device=dev)
     lib["wide"](out)
     np.testing.assert_array_equal(out.numpy(), np.arange(64, dtype=np.int64) << 33)
+
+
+NO_DEVICE_SCRIPT = """
+import logging
+import tvm
+from tvm.script import tirx as T
+from pipeline.compile.targets import load_target
+from pipeline.errors import PipelineError
+from pipeline.runtime.engine import target_device
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+preset = load_target("vulkan")
+preset.check_buildable()
+
+
+@T.prim_func
+def iota(a: T.Buffer((64,), "float32")):
+    for i in T.thread_binding(64, thread="threadIdx.x"):
+        a[i] = T.Cast("float32", i)
+
+
+assert preset.resolved_target() == preset.target
+tvm.compile(tvm.IRModule({"iota": iota}), target=preset.tvm_target()).export_library(OUT)
+try:
+    target_device("vulkan")
+except PipelineError as err:
+    print(err)
+"""
+
+
+@pytest.mark.skipif(not vulkan.can_build(), reason=f"needs a Vulkan code generator: {MISSING}")
+def test_without_a_device_the_declared_capabilities_build(tmp_path):
+    """Building for a phone on a machine without a Vulkan driver (the loader pointed at no driver):
+    the preset's target as declared, a warning that says so, an exported .so; running is refused
+    with the reason."""
+    script = tmp_path / "no_device.py"
+    script.write_text(NO_DEVICE_SCRIPT.replace("OUT", repr(str(tmp_path / "iota.so"))))
+    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=True, env={**os.environ, "VK_ICD_FILENAMES": str(tmp_path / "no-driver.json"),
+                                           "PYTHONPATH": str(ROOT)})
+    assert (tmp_path / "iota.so").read_bytes()[:4] == b"\x7fELF"
+    assert "vulkan.yaml: no Vulkan device found (" in proc.stderr
+    assert "building with the preset's declared capabilities, not checked against a device" in proc.stderr
+    assert proc.stdout.startswith("target vulkan: no Vulkan device found (")
 
 
 @needs_vulkan
