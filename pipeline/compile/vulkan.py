@@ -17,8 +17,8 @@ the capabilities and limits of the devices the library is meant for (``supports_
 ``supports_float16``, ``max_num_threads``, ...).  With a Vulkan device on this machine, each of them
 is narrowed to what the device has (a capability stays on only if the device has it too, a limit
 becomes the smaller of the two), so the library also runs here; keys the preset does not declare
-keep TVM's default for the kind, never the device's value, so a library built on a large desktop GPU
-does not silently require more than the preset promises.  Without a device the declared values are
+keep TVM's default for the kind (narrowed the same way), never the device's value, so a library built
+on a large desktop GPU does not silently require more than the preset promises.  Without a device the declared values are
 used as they are, and the build says so.
 """
 
