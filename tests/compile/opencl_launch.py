@@ -61,8 +61,9 @@ class Launch:
         return math.prod(self.local_size)
 
 
-def build_opencl(funcs: dict, target) -> OpenCLBuild:
-    """Compile ``funcs`` (name -> scheduled PrimFunc) for ``target`` (an ``opencl`` TVM target)."""
+def compile_split(mod, target, **kwargs) -> tuple:
+    """``tvm.compile(mod, target, **kwargs)`` and the module as ``tirx.SplitHostDevice`` left it:
+    returns ``(executable, host PrimFuncs by name, device kernels by name)``."""
     captured = {}
 
     @tvm.instrument.pass_instrument
@@ -72,17 +73,30 @@ def build_opencl(funcs: dict, target) -> OpenCLBuild:
                 captured["mod"] = mod
 
     with tvm.transform.PassContext(instruments=[_AfterSplit()]):
-        executable = tvm.compile(tvm.IRModule(funcs), target=target)
+        executable = tvm.compile(mod, target=target, **kwargs)
+    host, kernels = {}, {}
+    for gv, func in captured["mod"].functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            (kernels if func.attrs.get("calling_conv") == 2 else host)[gv.name_hint] = func
+    return executable, host, kernels
+
+
+def device_source(executable, kinds=("cuda", "metal", "webgpu", "opencl", "vulkan")) -> str:
+    """The device code (CUDA C, MSL, WGSL, OpenCL C) of every module of a kind in ``kinds`` in
+    ``executable``'s import tree."""
     pending, sources = [executable.mod], []
     while pending:
         module = pending.pop()
-        if module.kind == "opencl":
+        if module.kind in kinds:
             sources.append(module.inspect_source())
         pending.extend(module.imports)
-    host, kernels = {}, {}
-    for gv, func in captured["mod"].functions.items():
-        (kernels if func.attrs.get("calling_conv") == 2 else host)[gv.name_hint] = func
-    return OpenCLBuild("\n".join(sources), host, kernels)
+    return "\n".join(sources)
+
+
+def build_opencl(funcs: dict, target) -> OpenCLBuild:
+    """Compile ``funcs`` (name -> scheduled PrimFunc) for ``target`` (an ``opencl`` TVM target)."""
+    executable, host, kernels = compile_split(tvm.IRModule(funcs), target)
+    return OpenCLBuild(device_source(executable, ("opencl",)), host, kernels)
 
 
 _BINARY = {

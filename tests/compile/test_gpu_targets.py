@@ -10,6 +10,8 @@ NVRTC when a GPU machine loads the library), so the CUDA C is compiled here with
 
 from __future__ import annotations
 
+import math
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -34,6 +36,7 @@ from pipeline.models.attention_kernels_gpu import block_threads
 from pipeline.models.kv_cache import KERNEL_TARGET_KINDS, require_kernel_target
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme
+from tests.compile.opencl_launch import compile_split, device_source
 
 NO_NVCC = "" if shutil.which("nvcc") else "nvcc (the CUDA toolkit) is not on PATH"
 GPU_PRESETS = ["cuda", "metal", "webgpu", "android"]
@@ -44,18 +47,6 @@ BARRIER = {"cuda": "__syncthreads()", "metal": "threadgroup_barrier", "webgpu": 
 TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=32, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
             context_window_size=256, prefill_chunk_size=64)
-
-
-def device_source(executable) -> str:
-    """Device code of a compiled module (CUDA C, MSL, WGSL or OpenCL C), from every module of a
-    GPU kind in its import tree."""
-    pending, sources = [executable.mod], []
-    while pending:
-        module = pending.pop()
-        if module.kind in ("cuda", "metal", "webgpu", "opencl"):
-            sources.append(module.inspect_source())
-        pending.extend(module.imports)
-    return "".join(sources)
 
 
 def compile_cuda_source(source: str, target) -> bytes:
@@ -122,6 +113,30 @@ def test_every_cuda_kernel_of_a_q4f16_1_model_compiles():
     source = device_source(tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target)))
     assert "dequantize" in source and all(kernel in source for kernel in KERNELS)
     assert compile_cuda_source(source, target)[:4] == b"\x7fELF"
+
+
+@pytest.mark.parametrize("name", ["metal", "iphone"])
+def test_every_device_kernel_is_emitted_as_msl(name):
+    """Nothing here runs or parses Metal (Apple's shader compiler is macOS-only), so check the
+    code generator's output against what it was given: every device kernel that TVM's
+    ``SplitHostDevice`` made of a one-layer q4f16_1 model (the model's fused kernels, the cache's
+    kernels, ours) is one ``kernel void`` function of the MSL, with a threadgroup size within the
+    preset's limit, and none is left over."""
+    family, preset = get_family("gemma3"), load_target(name)
+    mod, _, _ = export_model(family, family.config_cls(**{**TINY, **ONE_LAYER}), get_scheme("q4f16_1"), preset, "tiny")
+    target = preset.tvm_target()
+    executable, _, kernels = compile_split(mod, target, relax_pipeline=relax_pipeline(target, preset.schedule))
+    msl = device_source(executable, ("metal",))
+    emitted = re.findall(r"^kernel void (\w+)\(", msl, flags=re.M)
+    assert len(kernels) > 40 and sorted(emitted) == sorted(kernels)
+    assert all(any(e.startswith(k) for e in emitted) for k in KERNELS) and "half" in msl
+    limit = int(target.attrs["max_num_threads"])
+    for kernel, func in kernels.items():
+        extents = {}
+        tvm.tirx.stmt_functor.post_order_visit(func.body, lambda node: extents.update(
+            {node.node.thread_tag: int(node.value)} if type(node).__name__ == "AttrStmt"
+            and node.attr_key == "thread_extent" and node.node.thread_tag.startswith("threadIdx") else {}))
+        assert 1 <= math.prod(extents.values()) <= limit, f"{kernel}: threads {extents} over {limit}"
 
 
 MACHO_ARM64 = b"\xcf\xfa\xed\xfe\x0c\x00\x00\x01"  # MH_MAGIC_64, CPU_TYPE_ARM64
