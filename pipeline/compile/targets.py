@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,19 @@ import yaml
 
 from ..errors import PipelineError
 
-TARGETS_DIR = Path(os.environ.get("MLC_MTP_TARGETS", Path(__file__).resolve().parents[2] / "targets"))
+
+
+def _targets_dir() -> Path:
+    """Where the presets are: ``$MLC_MTP_TARGETS``, else ``targets/`` of a source checkout (an
+    editable install), else ``<prefix>/share/mlc-mtp/targets`` where a wheel install puts them
+    (``pyproject.toml``'s data-files)."""
+    if os.environ.get("MLC_MTP_TARGETS"):
+        return Path(os.environ["MLC_MTP_TARGETS"])
+    checkout = Path(__file__).resolve().parents[2] / "targets"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "mlc-mtp" / "targets"
+
+
+TARGETS_DIR = _targets_dir()
 
 # Names a preset's schedule.rules may list (resolved by pipeline.compile.schedules.schedule_rule).
 RULE_NAMES = (

@@ -3,8 +3,11 @@ in the TVM target; a wrong field is one line naming the file, the key, the value
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from pipeline.compile import targets
 from pipeline.compile.targets import GPU_RULES, RULE_NAMES, TARGETS_DIR, available_targets, load_target
 from pipeline.errors import PipelineError
 
@@ -104,3 +107,13 @@ def test_a_user_preset_needs_no_code(tmp_path):
     assert target.attrs["device"] == "adreno" and target.attrs["max_num_threads"] == 512
     assert target.host.attrs["mtriple"] == "aarch64-linux-android"
     assert preset.schedule == ("GenericMatmul", "gpu.GEMV", "gpu.Fallback") and preset.system_lib
+
+
+def test_presets_are_found_in_a_checkout_then_where_a_wheel_puts_them(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLC_MTP_TARGETS", raising=False)
+    assert targets._targets_dir() == Path(targets.__file__).resolve().parents[2] / "targets"
+    monkeypatch.setattr(targets, "__file__", str(tmp_path / "site-packages/pipeline/compile/targets.py"))
+    monkeypatch.setattr(targets.sys, "prefix", str(tmp_path / "venv"))
+    assert targets._targets_dir() == tmp_path / "venv/share/mlc-mtp/targets"
+    monkeypatch.setenv("MLC_MTP_TARGETS", str(tmp_path / "mine"))
+    assert targets._targets_dir() == tmp_path / "mine"
