@@ -151,3 +151,27 @@ def test_webgpu_build_gives_the_wasm(tiny_config, tmp_path):
     assert wasm.read_bytes()[:4] == b"\x00asm" and result.libraries == {"webgpu": "lib/tiny-q0f32-webgpu.wasm"}
     [entry] = json.loads((result.output / "mlc-mtp-config.json").read_text())["libraries"]
     assert (entry["target"], entry["format"], entry["tvm_target"]["kind"]) == ("webgpu", "wasm", "webgpu")
+
+
+def _no_fp16_preset(tmp_path):
+    """A CPU preset declaring no float16, standing in for WebGPU without shader-f16."""
+    path = tmp_path / "cpu-f32.yaml"
+    path.write_text("name: cpu-f32\ntarget: {kind: llvm}\nsupports_fp16: false\nschedule: {rules: [CPUMatmul]}\n"
+                    "library: so\n")
+    return str(path)
+
+
+def test_a_target_without_float16_builds_the_float32_variant_of_the_configs_scheme(tmp_path):
+    make_tiny_gemma3(tmp_path / "hf", seed=2, shard=False)
+    config = load_config(write_config(tmp_path / "tiny.yaml", tmp_path / "hf", quantization="q4f16_1"))
+    said = []
+    result = build(config, targets=[_no_fp16_preset(tmp_path)], output=tmp_path / "pkg", progress=False,
+                   say=said.append)
+    assert json.loads((result.output / "mlc-chat-config.json").read_text())["quantization"] == "q4f32_1"
+    assert (result.output / "lib" / "tiny-q4f32_1-cpu-f32.so").is_file()
+    assert any("cpu-f32 has no float16: building q4f32_1 (float32 compute) instead of q4f16_1" in s for s in said)
+    with pytest.raises(PipelineError, match=r"^--quantization q4f16_1: target cpu-f32 has no float16 support; "
+                                            r"expected a float32 scheme such as q4f32_1$"):
+        build(config, targets=[_no_fp16_preset(tmp_path)], output=tmp_path / "pkg2", quantization="q4f16_1",
+              progress=False, say=said.append)
+    assert not (tmp_path / "pkg2").exists()

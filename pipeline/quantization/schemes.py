@@ -52,3 +52,10 @@ def get_scheme(name: str) -> QuantScheme:
         return SCHEMES[name]
     except KeyError:
         raise PipelineError(f"quantization {name!r} is unknown; expected one of {sorted(SCHEMES)}") from None
+
+
+def float32_variant(scheme: QuantScheme) -> QuantScheme:
+    """The scheme with the same weight quantization (bits, group size) computing in float32:
+    ``q4f16_1`` -> ``q4f32_1``, ``q0f16`` -> ``q0f32``; a float32 scheme is returned as is."""
+    return next(s for s in SCHEMES.values() if s.model_dtype == "float32" and (s.bits, s.group_size, s.storage_dtype)
+                == (scheme.bits, scheme.group_size, scheme.storage_dtype))
