@@ -96,7 +96,7 @@ def _generate(args) -> None:
     from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
     from .runtime.speculative import SpeculativeStats, speculative_generate  # pylint: disable=import-outside-toplevel
 
-    engine = Engine(args.package, model_lib=args.model_lib)
+    engine = Engine(args.package, model_lib=args.model_lib, target=args.target)
     _settings(args, engine)
     sampler = _sampler(args)
     drafter, draft_length = _speculation(args, engine)
@@ -118,7 +118,7 @@ def _chat(args) -> None:
     from .runtime.chat import ChatSession  # pylint: disable=import-outside-toplevel
     from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
 
-    engine = Engine(args.package, model_lib=args.model_lib)
+    engine = Engine(args.package, model_lib=args.model_lib, target=args.target)
     _settings(args, engine)
     session = ChatSession(engine, _sampler(args), args.max_tokens, *_speculation(args, engine))
     print("Chatting with", args.package, "- empty line or Ctrl-D to quit.", file=sys.stderr)
@@ -151,6 +151,9 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy; default: the config's")
     p.add_argument("--top-p", type=float, default=None, help="default: the config's")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--target", default=None,
+                   help="the package library to run and its device, by preset name (cpu, cuda, vulkan, metal; "
+                        "default: cpu, or the package's only library)")
     p.add_argument("--model-lib", type=Path, default=None, help="library to load instead of the package's")
     _add_speculative(p)
 

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline import build as build_module
 from pipeline.build import build
+from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.runtime.engine import Engine
@@ -161,17 +162,39 @@ def _no_fp16_preset(tmp_path):
     return str(path)
 
 
-def test_a_target_without_float16_builds_the_float32_variant_of_the_configs_scheme(tmp_path):
-    make_tiny_gemma3(tmp_path / "hf", seed=2, shard=False)
-    config = load_config(write_config(tmp_path / "tiny.yaml", tmp_path / "hf", quantization="q4f16_1"))
-    said = []
-    result = build(config, targets=[_no_fp16_preset(tmp_path)], output=tmp_path / "pkg", progress=False,
-                   say=said.append)
-    assert json.loads((result.output / "mlc-chat-config.json").read_text())["quantization"] == "q4f32_1"
-    assert (result.output / "lib" / "tiny-q4f32_1-cpu-f32.so").is_file()
+@pytest.fixture(scope="module")
+def float32_only(tmp_path_factory):
+    """(config, package, what the build said, preset): a q4f16_1 config built for a float32-only preset."""
+    root = tmp_path_factory.mktemp("f32")
+    make_tiny_gemma3(root / "hf", seed=2, shard=False)
+    config = load_config(write_config(root / "tiny.yaml", root / "hf", quantization="q4f16_1"))
+    said, preset = [], _no_fp16_preset(root)
+    result = build(config, targets=[preset], output=root / "pkg", progress=False, say=said.append)
+    return config, result.output, said, preset
+
+
+def test_a_target_without_float16_builds_the_float32_variant_of_the_configs_scheme(float32_only, tmp_path):
+    config, package, said, preset = float32_only
+    assert json.loads((package / "mlc-chat-config.json").read_text())["quantization"] == "q4f32_1"
+    assert (package / "lib" / "tiny-q4f32_1-cpu-f32.so").is_file()
     assert any("cpu-f32 has no float16: building q4f32_1 (float32 compute) instead of q4f16_1" in s for s in said)
     with pytest.raises(PipelineError, match=r"^--quantization q4f16_1: target cpu-f32 has no float16 support; "
                                             r"expected a float32 scheme such as q4f32_1$"):
-        build(config, targets=[_no_fp16_preset(tmp_path)], output=tmp_path / "pkg2", quantization="q4f16_1",
-              progress=False, say=said.append)
+        build(config, targets=[preset], output=tmp_path / "pkg2", quantization="q4f16_1", progress=False,
+              say=said.append)
     assert not (tmp_path / "pkg2").exists()
+
+
+def test_generate_runs_the_packages_only_library_on_its_recorded_device(float32_only, capsys, tmp_path):
+    """No --target: the package's only library (preset cpu-f32, a file outside targets/) on the
+    device of the kind the package records; a missing target or an unloadable library: one line."""
+    package = float32_only[1]
+    assert main(["generate", str(package), "--prompt", "w4 w5 w6", "--max-tokens", "2"]) == 0
+    assert "2 generated" in capsys.readouterr().err
+    assert main(["generate", str(package), "--prompt", "w4", "--target", "cuda"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {package}: no library for target 'cuda' (has ['cpu-f32'])"
+    fake = tmp_path / "model.wasm"
+    fake.write_bytes(b"\0asm\1\0\0\0")
+    assert main(["generate", str(package), "--prompt", "w4", "--model-lib", str(fake)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {fake}: TVM 0.26.0 cannot load it here: ") and "tvmjs" in err[0]

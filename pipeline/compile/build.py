@@ -8,6 +8,7 @@ runtime reads it to load weights in order).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from ..quantization import QuantScheme, quantize_model
 from .link import find_program, linker, user_link_command
 from .schedules import schedule_rule
 from .targets import GPU_RULES, TargetPreset
+
+log = logging.getLogger(__name__)
 
 
 def library_name(model_name: str, quantization: str, preset: TargetPreset) -> str:
@@ -189,6 +192,9 @@ def compile_module(mod: tvm.IRModule, preset: TargetPreset, output: Path,
     if preset.library == "dylib":  # no linker here: the objects, and the command that links them
         return [entry(tar, "tar", command=user_link_command(preset, tar.name))]
     written = [entry(tar, "tar", prefix=(lib_prefix or "") if preset.system_lib else None)]
+    if preset.link and not program:
+        log.warning("target %s: %s is not on PATH: no .%s linked, only %s", preset.name, preset.link["command"][0],
+                    preset.link["format"], tar.name)
     if program:
         shared = output.with_suffix("." + preset.link["format"])
         shared_build = build(False) if preset.system_lib else executable

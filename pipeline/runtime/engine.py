@@ -44,10 +44,17 @@ def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, 
     Returns ``(vm, metadata, params)``.
 
     Raises:
-        PipelineError: a parameter the library expects is missing from ``weights`` or has
-            another shape or dtype.
+        PipelineError: TVM cannot load the library here (no loader for its device code, e.g. a
+            Vulkan library without TVM's Vulkan runtime, or a ``.wasm``); a parameter the library
+            expects is missing from ``weights`` or has another shape or dtype.
     """
-    vm = VirtualMachine(tvm.runtime.load_module(str(library)), device)
+    try:
+        module = tvm.runtime.load_module(str(library))
+    except Exception as err:  # pylint: disable=broad-except  # TVM raises RuntimeError or its own errors
+        raise PipelineError(f"{library}: TVM {tvm.__version__} cannot load it here: {str(err).splitlines()[-1]}"
+                            + (" (a .wasm runs in a browser or Node through tvmjs)" if library.suffix == ".wasm" else "")
+                            ) from None
+    vm = VirtualMachine(module, device)
     metadata = json.loads(str(vm["_metadata"]()))
     tensors = read_tensor_cache(weights, device)
     missing = [p["name"] for p in metadata["params"] if p["name"] not in tensors]
@@ -66,14 +73,16 @@ DEVICE_OF_KIND = {"llvm": "cpu", "cuda": "cuda", "rocm": "rocm", "metal": "metal
                   "opencl": "opencl"}
 
 
-def target_device(target: str):
-    """The device a library compiled for preset ``target`` runs on (device 0 of its kind).
+def target_device(target: str, kind: str | None = None):
+    """The device a library compiled for preset ``target`` runs on (device 0 of its kind);
+    ``kind``: the TVM target kind it was built for, when known (a package records it), else read
+    from the preset.
 
     Raises:
         PipelineError: unknown preset, a target kind with no runtime device, or no such device on
             this machine (or this TVM has no runtime for it).
     """
-    kind = load_target(target).target["kind"]
+    kind = kind or load_target(target).target["kind"]
     if kind not in DEVICE_OF_KIND:
         raise PipelineError(f"target {target}: kind {kind!r} has no runtime device here "
                             f"(runtime devices exist for {', '.join(DEVICE_OF_KIND)})")
@@ -118,7 +127,8 @@ class Engine:
         package: directory with ``mlc-chat-config.json``, weights, tokenizer and ``lib/``.
         model_lib: library to load; default the package's library for ``target``.
         target: preset name whose library to pick and whose device to run on (``cpu``: the CPU,
-            ``cuda``: GPU 0 through CUDA, ...: :data:`DEVICE_OF_KIND`).
+            ``cuda``: GPU 0 through CUDA, ...: :data:`DEVICE_OF_KIND`); default ``cpu`` where the
+            package has a CPU library, else the package's only library.
 
     ``tokens`` is the sequence in the KV cache (token ids, in order).
 
@@ -127,23 +137,27 @@ class Engine:
             ``target``.
     """
 
-    def __init__(self, package: str | Path, model_lib: str | Path | None = None, target: str = "cpu"):
-        self.package, self.target = Path(package), target
+    def __init__(self, package: str | Path, model_lib: str | Path | None = None, target: str | None = None):
+        self.package = Path(package)
         chat_path = self.package / "mlc-chat-config.json"
         if not chat_path.is_file():
             raise PipelineError(f"{self.package}: not a package (no mlc-chat-config.json)")
         self.chat_config = json.loads(chat_path.read_text())
         runtime_path = self.package / RUNTIME_CONFIG
         self.runtime_config = json.loads(runtime_path.read_text()) if runtime_path.is_file() else {}
+        libs = self.runtime_config.get("model_lib", {})
+        if target is None:
+            target = "cpu" if "cpu" in libs or len(libs) != 1 else next(iter(libs))
+        self.target = target
         if model_lib is None:
-            libs = self.runtime_config.get("model_lib", {})
             if target not in libs:
                 raise PipelineError(f"{self.package}: no library for target {target!r} (has {sorted(libs)})")
             model_lib = self.package / libs[target]
         model_lib = Path(model_lib)
         if not model_lib.is_file():
             raise PipelineError(f"{model_lib}: model library not found")
-        self.device = target_device(target)
+        kinds = {e["target"]: e["tvm_target"]["kind"] for e in self.runtime_config.get("libraries", [])}
+        self.device = target_device(target, kinds.get(target))
         self.vm, self.metadata, self.params = load_library(model_lib, self.package, self.device)
         self.tokenizer = Tokenizer.from_file(str(self.package / "tokenizer.json"))
         model_cfg = self.chat_config["model_config"]

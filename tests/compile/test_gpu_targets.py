@@ -229,6 +229,19 @@ def test_android_gives_a_system_library_tar_and_an_so_where_ld_lld_is(tmp_path):
     assert b"__tvm_ffi__library_bin" in data and PREFIXED_BLOB not in data
 
 
+def test_a_linker_not_found_is_said_and_the_tar_kept(tmp_path, caplog):
+    """A preset whose link program is absent: the system-library .tar alone, and a warning naming
+    the program (a build must not drop the .so silently)."""
+    preset = tmp_path / "android-nold.yaml"
+    preset.write_text(load_target("android").path.read_text().replace("name: android", "name: android-nold")
+                      .replace("command: [ld.lld,", "command: [ld.llx,"))
+    out = tmp_path / "out"
+    out.mkdir()
+    records = _tiny_library(out, str(preset), "q0f32", **ONE_LAYER)
+    assert [r["format"] for r in records] == ["tar"]
+    assert "target android-nold: ld.llx is not on PATH: no .so linked, only tiny-q0f32-android-nold.tar" in caplog.text
+
+
 def test_schedule_rules_follow_the_preset():
     gpu = [type(rule).__name__ for rule in schedule_rules(load_target("cuda").schedule)]
     assert gpu == ["Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback"]
