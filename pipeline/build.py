@@ -40,7 +40,7 @@ from .package.atomic import atomic_directory
 from .package.chat_config import RUNTIME_CONFIG, chat_config
 from .package.libraries import package_libraries, read_outputs, write_outputs
 from .package.tensor_cache import write_tensor_cache
-from .quantization import float32_variant, get_scheme, quantize_model, quantize_params
+from .quantization import get_scheme, scheme_for_targets, quantize_model, quantize_params
 from .sources.gguf_tokenizer import write_tokenizer_json
 
 log = logging.getLogger(__name__)
@@ -239,27 +239,6 @@ def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path, dict[str, A
     return get_family(mtp.get("family", "gemma4_assistant")), "hf-safetensors", path, {}
 
 
-def _compute_scheme(scheme, presets: list[TargetPreset], explicit: bool, where: str, say: Callable[[str], None]):
-    """``scheme``, or its float32 variant (:func:`~pipeline.quantization.float32_variant`) when a
-    target has no float16 (``supports_fp16: false``, e.g. WebGPU without ``shader-f16``) and the
-    scheme came from the config; the switch is said.  One package has one weight format, so
-    every target of the build then computes in float32.
-
-    Raises:
-        PipelineError: a float16 scheme asked for explicitly (``--quantization``) with such a target.
-    """
-    no_fp16 = [p.name for p in presets if not p.supports_fp16]
-    if scheme.model_dtype != "float16" or not no_fp16:
-        return scheme
-    variant = float32_variant(scheme)
-    if explicit:
-        raise PipelineError(f"--quantization {scheme.name}: target {', '.join(no_fp16)} has no float16 "
-                            f"support; expected a float32 scheme such as {variant.name}")
-    say(f"{where}: target {', '.join(no_fp16)} has no float16: building {variant.name} (float32 compute) "
-        f"instead of {scheme.name}")
-    return variant
-
-
 def build(config: PipelineConfig, targets: list[str] | None = None, output: Path | None = None,
           force: bool = False, quantization: str | None = None, progress: bool = True,
           say: Callable[[str], None] = print) -> BuildResult:
@@ -282,8 +261,8 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         preset.check_buildable()
         preset.tvm_target()  # TVM accepts the target dict
         require_kernel_target(preset.target["kind"], f"{preset.path}: target {preset.name}")
-    scheme = _compute_scheme(get_scheme(quantization or config.quantization), presets, explicit=bool(quantization),
-                             where=f"{config.path}: quantization", say=say)
+    scheme = scheme_for_targets(get_scheme(quantization or config.quantization), presets, explicit=bool(quantization),
+                                where=f"{config.path}: quantization", say=say)
     drafter_source = _drafter_source(config)
     output = Path(output or config.output)
     source_path = config.source_path()

@@ -39,7 +39,7 @@ from .models.gemma4.config import SLIDING
 from .models.kv_cache import PAGE_SIZE, require_kernel_target
 from .models.mtp.model import Gemma3MTP, MTPConfig
 from .models.registry import get_family
-from .quantization import QuantScheme, get_scheme, quantize_model
+from .quantization import QuantScheme, get_scheme, quantize_model, scheme_for_targets
 
 LAYER_NAME = re.compile(r"^(?P<prefix>.*?layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
 
@@ -253,11 +253,13 @@ def dry_run(config: PipelineConfig, quantization: str | None = None, targets: li
             architecture file that disagrees with the weights' config.json; a drafter that does
             not fit the base model.  Each names the file or key, the value and the expectation.
     """
-    scheme = get_scheme(quantization or config.quantization)
     target_names = list(targets or config.targets)
-    for preset in map(load_target, target_names):
+    presets = [load_target(name) for name in target_names]
+    for preset in presets:
         preset.check_buildable()
         require_kernel_target(preset.target["kind"], f"{preset.path}: target {preset.name}")
+    scheme = scheme_for_targets(get_scheme(quantization or config.quantization), presets, explicit=bool(quantization),
+                                where=f"{config.path}: quantization", say=lambda _: None)  # the plan names it
     content, origin = config.hf_config("model")
     base_config = _from_hf(config.family, content, origin, config.overrides)
     base = _plan("base model", config.family, origin, base_config, get_family(config.family).model_cls, scheme)

@@ -8,6 +8,7 @@ uint32, per-group scale in float16 / float32, activations in that float type.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from ..errors import PipelineError
 
@@ -59,3 +60,26 @@ def float32_variant(scheme: QuantScheme) -> QuantScheme:
     ``q4f16_1`` -> ``q4f32_1``, ``q0f16`` -> ``q0f32``; a float32 scheme is returned as is."""
     return next(s for s in SCHEMES.values() if s.model_dtype == "float32" and (s.bits, s.group_size, s.storage_dtype)
                 == (scheme.bits, scheme.group_size, scheme.storage_dtype))
+
+
+def scheme_for_targets(scheme: QuantScheme, presets: list, explicit: bool, where: str,
+                       say: Callable[[str], None]) -> QuantScheme:
+    """``scheme``, or its float32 variant (:func:`float32_variant`) when one of ``presets``
+    (:class:`~pipeline.compile.targets.TargetPreset`) has no float16 (``supports_fp16: false``,
+    e.g. WebGPU without ``shader-f16``) and the scheme came from the config (not ``explicit``);
+    the switch is said through ``say``, prefixed by ``where``.  One package has one weight format,
+    so every target of the build then computes in float32.
+
+    Raises:
+        PipelineError: a float16 scheme asked for explicitly (``--quantization``) with such a target.
+    """
+    no_fp16 = [p.name for p in presets if not p.supports_fp16]
+    if scheme.model_dtype != "float16" or not no_fp16:
+        return scheme
+    variant = float32_variant(scheme)
+    if explicit:
+        raise PipelineError(f"--quantization {scheme.name}: target {', '.join(no_fp16)} has no float16 "
+                            f"support; expected a float32 scheme such as {variant.name}")
+    say(f"{where}: target {', '.join(no_fp16)} has no float16: building {variant.name} (float32 compute) "
+        f"instead of {scheme.name}")
+    return variant
