@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# tests/models/test_gpu_cuda.py on a GPU machine that has TVM's runtime only (README: GPU targets,
+# CUDA).  The packages are built where TVM's compiler is (no GPU needed) and travel to the GPU
+# machine in chunks small enough for one device call each (64 MiB a call, working tree included).
+#
+#   Here:            scripts/run_cuda_check.sh stage DIR     (DIR in the repo, git-ignored)
+#                    -> DIR/pkgs (built), DIR/pN/ (one chunk each; carry one per call)
+#   GPU, each call:  scripts/run_cuda_check.sh receive DIR/pN
+#   GPU, last call:  scripts/run_cuda_check.sh check [pytest args]   (after receiving every chunk)
+#
+# On the GPU machine: python3 is 3.12 with numpy, tokenizers, pyyaml, safetensors, ml_dtypes,
+# cuda-bindings and the CUDA toolkit (NVRTC's headers); carried: TVM's Python package and its
+# runtime libraries (not libtvm_compiler.so), cp312 wheels of apache-tvm-ffi and jsonschema's
+# stack.  TVM_USE_RUNTIME_LIB=1; scripts/cuda_runtime_only.py replaces TVM's load-time CUDA
+# compile callback.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${CUDA_CHECK_WORK:-/tmp/cuda-check}   # where chunks gather on the GPU machine
+CHUNK=${CUDA_CHECK_CHUNK:-47M}             # leaves room for the working tree (~14 MB) in a 64 MiB call
+PY=${PYTHON:-python3}
+WHEELS=(apache-tvm-ffi==0.1.13.post2 jsonschema==4.26.0 jsonschema-specifications==2025.9.1
+        referencing==0.37.0 rpds-py==2026.9.1)
+
+stage() {
+    local dir=$1 site
+    [[ -n $dir ]] || { echo "usage: $0 stage DIR" >&2; exit 2; }
+    rm -rf "$dir/pkgs" "$dir/bundle" "$dir"/p[0-9]*
+    mkdir -p "$dir/bundle/whl"
+    nice "$ROOT/.venv/bin/python" "$ROOT/scripts/cuda_check_packages.py" "$dir/pkgs"
+    for spec in "${WHEELS[@]}"; do
+        "$ROOT/.venv/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+            --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
+            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$dir/bundle/whl" "$spec"
+    done
+    site=$("$ROOT/.venv/bin/python" -c "import tvm, pathlib; print(pathlib.Path(tvm.__file__).parents[1])")
+    tar -C "$site" --exclude=__pycache__ --exclude=tvm/3rdparty --exclude=tvm/src --exclude=tvm/include \
+        --exclude=tvm/lib/libtvm_compiler.so -czf "$dir/bundle/tvm-runtime.tgz" tvm
+    (cd "$ROOT" && git log -1 --format='%H %s' && git status --short) > "$dir/bundle/built-at.txt"
+    tar -C "$dir" -cf - bundle pkgs | gzip -1 | split -b "$CHUNK" -d - "$dir/chunk."
+    (cd "$dir" && sha256sum chunk.* > SHA256SUMS)
+    local i=1
+    for chunk in "$dir"/chunk.*; do
+        mkdir -p "$dir/p$i" && mv "$chunk" "$dir/p$i/" && cp "$dir/SHA256SUMS" "$dir/p$i/"
+        i=$((i + 1))
+    done
+    du -sh "$dir"/p[0-9]*
+}
+
+receive() {
+    mkdir -p "$WORK"
+    cp "$1"/chunk.* "$1"/SHA256SUMS "$WORK/"
+    (cd "$WORK" && ls chunk.* && df -h . | tail -1)
+}
+
+check() {
+    (cd "$WORK" && sha256sum -c --quiet SHA256SUMS) || { echo "chunks missing or damaged in $WORK" >&2; exit 1; }
+    rm -rf "$WORK/x" && mkdir -p "$WORK/x/site"
+    cat "$WORK"/chunk.* | tar -C "$WORK/x" -xzf -
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/x/site" "$WORK"/x/bundle/whl/*.whl
+    tar -C "$WORK/x/site" -xzf "$WORK/x/bundle/tvm-runtime.tgz"
+    local cudalib
+    cudalib=$($PY -c "import nvidia, pathlib; print(pathlib.Path(list(nvidia.__path__)[0]) / 'cu13' / 'lib')" 2>/dev/null || true)
+    export TVM_USE_RUNTIME_LIB=1 MLC_MTP_GPU_PACKAGES="$WORK/x/pkgs" PYTHONUNBUFFERED=1
+    export PYTHONPATH="$WORK/x/site:$ROOT:$ROOT/scripts" LD_LIBRARY_PATH="${cudalib}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    echo "packages built at: $(cat "$WORK/x/bundle/built-at.txt")"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    nvcc --version | tail -2 || true
+    $PY -c "import sys, tvm, cuda.bindings; print('python', sys.version.split()[0], '| tvm', tvm.__version__, '| cuda-bindings', cuda.bindings.__version__)"
+    cd "$ROOT" && $PY -m pytest -p cuda_runtime_only -q -s -p no:cacheprovider tests/models/test_gpu_cuda.py "$@"
+}
+
+cmd=${1:-}; shift || true
+case $cmd in
+    stage) stage "${1:-}" ;;
+    receive) receive "$1" ;;
+    check) check "$@" ;;
+    *) echo "usage: $0 stage DIR | receive DIR/pN | check [pytest args]" >&2; exit 2 ;;
+esac
