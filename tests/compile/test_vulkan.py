@@ -40,6 +40,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MISSING = vulkan.missing()
 needs_vulkan = pytest.mark.skipif(bool(MISSING), reason=f"needs Vulkan: {MISSING}")
 ATOL, ATOL_FP16 = 1e-5, 5e-3
+# Gemma 4 (attention scale 1 over normed q, k: sharper softmax) in float32, measured on lavapipe:
+# E2B 1.0e-4 on the 4-token verify (logits up to 2.7; the CPU and Vulkan builds are 3.8e-5 and
+# 6.4e-5 from transformers in float64 there), 1-2e-5 elsewhere; 26B-A4B 7.8e-6.  A feature left
+# out (window, PLE, KV sharing) moves logits by more than 1e-2 (tests/models/test_gemma4_tiny.py).
+ATOL_GEMMA4 = 3e-4
 
 
 def test_declared_capabilities_are_narrowed_to_the_device():
@@ -272,3 +277,38 @@ def test_tiny_gemma3_q4f16_1_prefill_and_decode(tmp_path_factory):
     gap = _gap(built, steps)
     print(f"tiny q4f16_1 prefill + decode: max |vulkan - cpu| = {gap:.2e}")
     assert gap < ATOL_FP16
+
+
+@needs_vulkan
+@pytest.mark.parametrize("shape", ["e2b", "26b-a4b"])
+def test_tiny_gemma4_prefill_past_the_window_verify_and_decode(tmp_path_factory, shape):
+    """Gemma 4 on the device: E2B's per-layer embeddings, KV sharing and double-wide MLP, or
+    26B-A4B's experts (router, top-k) and keys as values; head dims 16 (sliding) and 32 (full) in one
+    padded cache; a 24-token prefill past the window of 8, a 4-token verify, a roll-back and
+    decodes, against the CPU build (q0f32)."""
+    pytest.importorskip("transformers")
+    from pipeline.build import build  # pylint: disable=import-outside-toplevel
+    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
+    from tests.conftest import write_config  # pylint: disable=import-outside-toplevel
+    from tests.models.gemma4_fixtures import make_tiny_gemma4  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp(f"vulkan-gemma4-{shape}")
+    make_tiny_gemma4(root / "hf", shape)
+    config = load_config(write_config(root / "tiny.yaml", root / "hf", name=f"tiny-{shape}", targets=["cpu", "vulkan"],
+                                      model={"family": "gemma4", "overrides": {"context_window_size": 256,
+                                                                               "prefill_chunk_size": 64}}))
+    package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+    engines = (Engine(package, target="cpu"), Engine(package, target="vulkan"))
+    rng = np.random.default_rng(3)
+    ids, draft = rng.integers(4, 96, size=30).tolist(), rng.integers(4, 96, size=4).tolist()
+
+    def steps(engine):
+        engine.reset()
+        out = [engine.prefill(ids[:24]), engine.verify(draft)]
+        engine.rollback(2)
+        return out + [engine.decode(t) for t in ids[24:]]
+
+    gap = _gap(engines, steps)
+    print(f"tiny Gemma 4 {shape}: max |vulkan - cpu| = {gap:.2e}")
+    assert gap < ATOL_GEMMA4
