@@ -48,7 +48,7 @@ class MTPDrafter:
             raise PipelineError(f"{library}: model_type {metadata.get('model_type')!r} with hidden size {hidden}, "
                                 f"expected {MTPConfig.model_type!r} with the base's {engine.hidden_size}")
         self.chain = MTPDraftChain(vm, params, engine.vm, engine.params, max_total_seq_len=engine.context_window,
-                                   prefill_chunk_size=engine.prefill_chunk)
+                                   prefill_chunk_size=engine.prefill_chunk, device=engine.device)
         self.seen: list[int] = []  # t_0..t_L: the tokens of the chain's L exact entries (entry j: (h_j, t_{j+1}))
 
     def catch_up(self, history: list[int]) -> None:

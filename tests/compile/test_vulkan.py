@@ -312,3 +312,58 @@ def test_tiny_gemma4_prefill_past_the_window_verify_and_decode(tmp_path_factory,
     gap = _gap(engines, steps)
     print(f"tiny Gemma 4 {shape}: max |vulkan - cpu| = {gap:.2e}")
     assert gap < ATOL_GEMMA4
+
+
+def _speculative_tokens(package, target: str, drafter_on: bool) -> tuple[list[int], int]:
+    """Greedy tokens after a fixed prompt on ``target`` with the package's drafter (2 drafted per
+    step) or none, and the number of drafted tokens accepted."""
+    from pipeline.runtime.drafter import load_drafter, package_speculative  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.speculative import SpeculativeStats, speculative_generate  # pylint: disable=import-outside-toplevel
+
+    engine = Engine(package, target=target)
+    drafter = load_drafter(engine, package_speculative(package, engine.runtime_config)) if drafter_on else None
+    stats = SpeculativeStats()
+    prompt = [2] + np.random.default_rng(4).integers(4, 96, size=19).tolist()  # past the window of 8
+    tokens = list(speculative_generate(engine, prompt, 16, Sampler(0.0), drafter, 2, (), stats))
+    return tokens, stats.accepted
+
+
+@needs_vulkan
+@pytest.mark.parametrize("family", ["mtp", "gemma4_assistant"])
+def test_speculative_decoding_with_each_drafter_family_on_vulkan(tmp_path_factory, family):
+    """The drafter's library built for the vulkan preset drafts on the device (its inputs allocated
+    there): greedy speculative tokens equal plain decoding on Vulkan and the CPU build's, with the
+    same number of accepted drafts as on the CPU.  ``mtp``: a DeepSeek-style head over a tiny
+    Gemma 3 (an echo head, some of whose drafts are accepted: the accept and roll-back paths run);
+    ``gemma4_assistant``: a random assistant over a tiny Gemma 4 E2B shape (its drafts are rejected:
+    this shows it drafts on the device and leaves the output as plain decoding's)."""
+    pytest.importorskip("transformers")
+    from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
+
+    from pipeline.build import build  # pylint: disable=import-outside-toplevel
+    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
+    from tests.conftest import make_tiny_gemma3, write_config  # pylint: disable=import-outside-toplevel
+    from tests.models.gemma4_fixtures import make_tiny_assistant, make_tiny_gemma4  # pylint: disable=import-outside-toplevel
+    from tests.runtime.test_mtp_drafter import echo_head  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp(f"vulkan-{family}")
+    common = dict(targets=["cpu", "vulkan"], speculative={"mode": "mtp", "draft_length": 2})
+    if family == "mtp":
+        save_file(echo_head(make_tiny_gemma3(root / "hf")), str(root / "head.safetensors"))
+        (root / "head.json").write_text(json.dumps({"_comment": "test", "layer_type": "full_attention"}))
+        config = write_config(root / "tiny.yaml", root / "hf", **common, mtp={
+            "family": "mtp", "format": "safetensors", "path": "head.safetensors", "architecture": "head.json"})
+    else:
+        base = make_tiny_gemma4(root / "hf", "e2b")
+        make_tiny_assistant(root / "assistant", base.config)
+        config = write_config(root / "tiny.yaml", root / "hf", name="tiny-e2b", **common, model={
+            "family": "gemma4", "overrides": {"context_window_size": 256, "prefill_chunk_size": 64}},
+            mtp={"family": "gemma4_assistant", "format": "hf-safetensors", "path": str(root / "assistant")})
+    package = build(load_config(config), output=root / "pkg", progress=False, say=lambda _: None).output
+    on_vulkan, accepted = _speculative_tokens(package, "vulkan", True)
+    on_cpu, accepted_cpu = _speculative_tokens(package, "cpu", True)
+    print(f"{family}: {len(on_vulkan)} tokens, {accepted} drafts accepted on Vulkan, {accepted_cpu} on the CPU")
+    assert on_vulkan == _speculative_tokens(package, "vulkan", False)[0] == on_cpu
+    assert accepted == accepted_cpu and (accepted > 0 or family == "gemma4_assistant")

@@ -44,10 +44,12 @@ class MTPDraftChain:
         base_vm, base_params: the base library's VM and parameters (for ``embed`` and ``get_logits``).
         max_total_seq_len: cache capacity in tokens (the base's context window).
         prefill_chunk_size: most pairs per ``prefill_to_last_hidden_states`` call.
+        device: the device both libraries run on (the base engine's; default the CPU).
     """
 
     def __init__(self, drafter_vm, drafter_params, base_vm, base_params, *,  # pylint: disable=too-many-arguments
-                 max_total_seq_len: int, prefill_chunk_size: int):
+                 max_total_seq_len: int, prefill_chunk_size: int, device=None):
+        self.device = device if device is not None else tvm.cpu(0)
         self.vm, self.params = drafter_vm, drafter_params
         self.base_vm, self.base_params = base_vm, base_params
         self.max_total_seq_len = max_total_seq_len
@@ -149,9 +151,9 @@ class MTPDraftChain:
             self.speculative = 0
 
     def _fuse(self, tokens: list[int], hidden_states: np.ndarray):
-        ids = tvm.runtime.tensor(np.asarray(tokens, dtype=np.int32))
+        ids = tvm.runtime.tensor(np.asarray(tokens, dtype=np.int32), self.device)
         embeds = self.base_vm["embed"](ids, self.base_params)
-        hidden = tvm.runtime.tensor(np.ascontiguousarray(hidden_states, dtype=self.dtype))
+        hidden = tvm.runtime.tensor(np.ascontiguousarray(hidden_states, dtype=self.dtype), self.device)
         return self.vm["fuse_embed_hidden_states"](embeds, hidden, self.params)
 
     def _forward(self, function: str, fused) -> np.ndarray:
@@ -165,5 +167,5 @@ class MTPDraftChain:
         return out.numpy()[0]
 
     def _logits(self, hidden: np.ndarray) -> np.ndarray:
-        tensor = tvm.runtime.tensor(np.ascontiguousarray(hidden[None], dtype=self.dtype))
+        tensor = tvm.runtime.tensor(np.ascontiguousarray(hidden[None], dtype=self.dtype), self.device)
         return self.base_vm["get_logits"](tensor, self.base_params).numpy()[0]
