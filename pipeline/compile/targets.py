@@ -1,7 +1,8 @@
 """Target presets: one YAML file per compile target in ``targets/`` (or a user's folder).
 
 A preset names everything the build decides per target, so a user adds a target by adding a file
-(nothing in the code lists presets or branches on a target kind):
+(nothing in the code lists presets; the one branch on a target kind fits a Vulkan target to the
+local device's capabilities, :mod:`pipeline.compile.vulkan`):
 
 - ``target``: the TVM target in dict form (TVM 0.26 rejects target strings with flags): ``kind``
   and the kind's own options (``arch``, ``libs``, Vulkan capabilities ...);
@@ -30,7 +31,6 @@ import jsonschema
 import yaml
 
 from ..errors import PipelineError
-
 
 
 def _targets_dir() -> Path:
