@@ -24,18 +24,6 @@ apt_install() {  # apt_install [-t RELEASE] PACKAGE...: install, running `apt-ge
     || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
 }
 
-backports() {  # the apt source for bookworm-backports (Mesa 25); prints the -t option for apt-get
-  . /etc/os-release
-  [ "${VERSION_CODENAME:-}" = bookworm ] || return 0
-  local list=/etc/apt/sources.list.d/bookworm-backports.sources
-  if ! [ -f "$list" ]; then
-    printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: bookworm-backports" \
-      "Components: main" "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" > "$list"
-    apt-get update -q >/dev/null
-  fi
-  echo "-t bookworm-backports"
-}
-
 known=" $(ls targets | sed 's/\.yaml$//' | tr '\n' ' ')"
 for target in "$@"; do  # refuse an unknown target before installing anything
   case "$known " in
@@ -60,8 +48,7 @@ for target in "$@"; do
              "backend from): the Vulkan tests will be skipped"
         continue
       fi
-      # shellcheck disable=SC2046
-      apt_install $(backports) mesa-vulkan-drivers libvulkan1 \
+      bash scripts/install_mesa.sh \
         && apt_install g++ libvulkan-dev spirv-headers spirv-tools \
         && bash scripts/build_tvm_vulkan.sh ${TVM_SOURCE_DIR:+"$TVM_SOURCE_DIR"} \
         || echo "$target: no Vulkan-enabled TVM (see the lines above): the Vulkan tests will be skipped" ;;

@@ -11,25 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v apt-get >/dev/null || { echo "error: apt-get not found: this script installs Debian packages" >&2; exit 2; }
-. /etc/os-release
 packages=(emscripten)
 [ "${WEBGPU_SKIP_CHROMIUM:-0}" = 1 ] || packages+=(chromium)
-mesa_release=()
-if [ "${VERSION_CODENAME:-}" = bookworm ]; then
-  list=/etc/apt/sources.list.d/bookworm-backports.sources
-  [ -f "$list" ] || cat >"$list" <<'EOF'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-  mesa_release=(-t bookworm-backports)
-fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-apt-get install -y -qq --no-install-recommends "${mesa_release[@]}" mesa-vulkan-drivers libvulkan1 >/dev/null
+bash scripts/install_mesa.sh
 
 command -v npm >/dev/null || { echo "error: npm not found: install Node.js 20 or newer" >&2; exit 2; }
 npm ci --prefix web --no-audit --no-fund --loglevel=error
