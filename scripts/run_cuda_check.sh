@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tests/models/test_gpu_cuda.py on a GPU machine that has TVM's runtime only (README: GPU targets,
-# CUDA).  The packages are built where TVM's compiler is (no GPU needed) and travel to the GPU
+# tests/models/test_gpu_cuda.py on a GPU machine that has TVM's runtime only (docs/cuda.md).
+# The packages are built where TVM's compiler is (no GPU needed) and travel to the GPU
 # machine in chunks small enough for one device call each (64 MiB a call, working tree included).
 #
 #   Here:            scripts/run_cuda_check.sh stage DIR     (DIR in the repo, git-ignored)

@@ -101,7 +101,7 @@ def test_greedy_continuation_and_logits_match_transformers(engine, reference, pr
 @pytest.mark.parametrize("quant,min_agreement", [("q4f32_1", 0.7), ("q4f16_1", 0.7)])
 def test_group_quantized_builds_stay_close(packages, engine, quant, min_agreement):
     """Teacher-forced over q0f32's greedy continuations of all prompts: share of positions where
-    the quantized build's argmax equals q0f32's (measured 2026-11-30: see the README)."""
+    the quantized build's argmax equals q0f32's (measured 2026-11-30: see docs/fidelity.md)."""
     quantized = Engine(packages[quant].output)
     agree = total = 0
     for prompt in PROMPTS:
