@@ -1,4 +1,4 @@
-"""A readable text report of what a model file holds (the `mlc-mtp inspect` command), like
+"""A readable text report of what a model file holds (the ``mlc-mtp inspect`` command), like
 ``litert-lm-peek`` for LiteRT files.
 
 Kinds, detected by their leading bytes (the extension only picks the reader whose error message
