@@ -3,7 +3,6 @@ install (``<prefix>/share/mlc-mtp/web``, pyproject's data-files), without buildi
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -48,4 +47,3 @@ def test_esbuild_from_path_when_the_web_folder_has_none(monkeypatch, tmp_path):
     installed.parent.mkdir(parents=True)
     installed.write_text("")
     assert wasm._esbuild() == installed  # pylint: disable=protected-access
-    assert os.environ["PATH"] == str(tmp_path / "bin")
