@@ -24,7 +24,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from . import __version__
-from .compile.build import compile_module, export_model, library_name, system_lib_prefix
+from .compile.compiler import compile_module, export_model, library_name, system_lib_prefix
 from .compile.link import find_program
 from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig

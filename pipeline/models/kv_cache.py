@@ -44,7 +44,7 @@ def require_kernel_target(kind: str, where: str) -> None:
 
 
 def current_target() -> Target:
-    """The target being compiled for (entered by :func:`pipeline.compile.build.compile_model`).
+    """The target being compiled for (entered by :func:`pipeline.compile.compiler.export_model`).
 
     Raises:
         RuntimeError: outside a ``with Target(...)`` scope.

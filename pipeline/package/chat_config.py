@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-VERSION = "0.1.0"
+# The format version of mlc-llm's chat config (mlc_llm.support.constants.MLC_CHAT_CONFIG_VERSION, the
+# default of MLCChatConfig.version), not this package's version (pipeline.__version__).
+MLC_CHAT_CONFIG_VERSION = "0.1.0"
 RUNTIME_CONFIG = "mlc-mtp-config.json"  # our runtime's own config, written beside MLC's
 
 GEMMA_TEMPLATE = {
@@ -48,7 +50,7 @@ def chat_config(model_config: Any, family: str, quantization: str, generation: d
     """
     cfg = model_config.to_dict()
     return {
-        "version": VERSION,
+        "version": MLC_CHAT_CONFIG_VERSION,
         "model_type": family,
         "quantization": quantization,
         "model_config": cfg,

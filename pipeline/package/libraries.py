@@ -1,6 +1,6 @@
 """The package's model libraries: the files under ``lib/`` and their list in ``mlc-mtp-config.json``.
 
-A compile stage leaves its files and ``outputs.json`` (what :func:`pipeline.compile.build.compile_module`
+A compile stage leaves its files and ``outputs.json`` (what :func:`pipeline.compile.compiler.compile_module`
 returned: one record per file) in its directory; packaging copies the files into ``lib/`` and lists
 each under ``libraries`` with the target preset it was built for.
 """

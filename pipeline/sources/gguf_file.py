@@ -8,7 +8,8 @@ innermost-first; the arrays returned here are in numpy order, e.g. a linear weig
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,42 +19,67 @@ import numpy as np
 from ..errors import PipelineError
 
 
+class GGUFFileNotFoundError(PipelineError, FileNotFoundError):
+    """The GGUF path does not name an existing regular file."""
+
+
+class GGUFFormatError(PipelineError, ValueError):
+    """A file that is not a readable GGUF (bad magic, truncated, corrupt header, a tensor past the
+    end of the file), or GGUF content a reader cannot use; one line naming the file."""
+
+
 class GGUFSource:
-    """An opened GGUF file: ``metadata`` (key -> value) and float32 tensors by name.
+    """An opened GGUF file: ``metadata`` (key -> value), the typed ``fields`` and float32 tensors
+    by name.  The file is opened and checked once here; readers of its parts (the tokenizer,
+    :mod:`pipeline.sources.gguf_tokenizer`) take a GGUFSource.
 
     Raises (from the constructor):
-        PipelineError: missing file, or a file the GGUF reader rejects (bad magic, truncated,
-            corrupt header); the message names the file.
+        GGUFFileNotFoundError: missing file.
+        GGUFFormatError: a file the GGUF reader rejects (bad magic, truncated, corrupt header) or
+            a tensor that ends past the end of the file; the message names the file.
+        Both are PipelineErrors.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise PipelineError(f"{self.path}: GGUF file not found")
+            raise GGUFFileNotFoundError(f"{self.path}: GGUF file not found (expected an existing regular file)")
         with open(self.path, "rb") as handle:
             magic = handle.read(4)
         if magic != b"GGUF":
-            raise PipelineError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+            raise GGUFFormatError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
         try:
             self._reader = gguf.GGUFReader(str(self.path))
         except Exception as err:  # the reader raises ValueError/IndexError/struct errors alike
-            raise PipelineError(f"{self.path}: corrupt or truncated GGUF ({type(err).__name__}: {err})") from None
-        self.metadata: dict[str, Any] = {}
-        for key, field in self._reader.fields.items():
-            if key.startswith("GGUF."):
-                continue
-            try:
-                self.metadata[key] = field.contents()
-            except Exception:  # pylint: disable=broad-except
-                continue
+            raise GGUFFormatError(f"{self.path}: corrupt or truncated GGUF ({type(err).__name__}: {err})") from None
         self._tensors = {t.name: t for t in self._reader.tensors}
         size = self.path.stat().st_size
         for tensor in self._reader.tensors:
             end = int(tensor.data_offset) + int(tensor.n_bytes)
             if end > size:
-                raise PipelineError(
+                raise GGUFFormatError(
                     f"{self.path}: tensor {tensor.name} ends at byte {end}, past the end of the file ({size} bytes)"
                 )
+
+    @property
+    def fields(self) -> Mapping[str, gguf.ReaderField]:
+        """The reader's metadata fields by key, with their GGUF value types (``field.types``) and
+        ``field.contents()``; includes the ``GGUF.*`` header pseudo-fields."""
+        return self._reader.fields
+
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        """Metadata key -> Python value (``GGUF.*`` header fields and values that do not decode,
+        e.g. strings that are not UTF-8, left out).  Decoded on first use."""
+        metadata: dict[str, Any] = {}
+        for key, field in self._reader.fields.items():
+            if key.startswith("GGUF."):
+                continue
+            try:
+                metadata[key] = field.contents()
+            except Exception:  # pylint: disable=broad-except
+                continue
+        return metadata
 
     @property
     def architecture(self) -> str:

@@ -6,8 +6,8 @@ llama.cpp's SPM tokenizer (``llm_tokenizer_spm`` in ``src/llama-vocab.cpp``) on 
 
 Format sources
 --------------
-* Metadata keys and token types: llama.cpp ``gguf-py/gguf/constants.py`` (``Keys.Tokenizer``,
-  ``TokenType``: NORMAL=1, UNKNOWN=2, CONTROL=3, USER_DEFINED=4, UNUSED=5, BYTE=6).
+* Metadata keys and token types: the ``gguf`` package (llama.cpp ``gguf-py``), ``gguf.Keys.Tokenizer``
+  and ``gguf.TokenType``; the file is opened and checked by :class:`pipeline.sources.gguf_file.GGUFSource`.
 * Defaults for absent optional keys: llama.cpp ``llama_vocab::load`` for ``"llama"`` vocabularies
   (bos=1, eos=2, unk=0, no pad, add_bos_token=True, add_eos_token=False, add_space_prefix=True).
 * Segmentation: SentencePiece BPE as run by llama.cpp: the text is cut into Unicode characters,
@@ -61,10 +61,11 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
 from tokenizers.models import BPE
 
-from ..errors import PipelineError
+from .gguf_file import GGUFFileNotFoundError, GGUFFormatError, GGUFSource
 
 __all__ = [
     "GGUFTokenizerError",
+    "GGUFFormatError",
     "GGUFFileNotFoundError",
     "GGUFVocab",
     "read_gguf_vocab",
@@ -74,27 +75,19 @@ __all__ = [
     "write_tokenizer_json",
 ]
 
-# Token types, llama.cpp gguf-py/gguf/constants.py ``TokenType`` (kept literal so that reading the
-# constants does not depend on the installed gguf-py version).
-TOKEN_NORMAL = 1
-TOKEN_UNKNOWN = 2
-TOKEN_CONTROL = 3
-TOKEN_USER_DEFINED = 4
-TOKEN_UNUSED = 5
-TOKEN_BYTE = 6
-
-KEY_MODEL = "tokenizer.ggml.model"
-KEY_TOKENS = "tokenizer.ggml.tokens"
-KEY_SCORES = "tokenizer.ggml.scores"
-KEY_TOKEN_TYPE = "tokenizer.ggml.token_type"
-KEY_BOS = "tokenizer.ggml.bos_token_id"
-KEY_EOS = "tokenizer.ggml.eos_token_id"
-KEY_UNK = "tokenizer.ggml.unknown_token_id"
-KEY_PAD = "tokenizer.ggml.padding_token_id"
-KEY_ADD_BOS = "tokenizer.ggml.add_bos_token"
-KEY_ADD_EOS = "tokenizer.ggml.add_eos_token"
-KEY_ADD_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
-KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
+# Metadata keys (gguf-py ``Keys.Tokenizer``).
+KEY_MODEL = gguf.Keys.Tokenizer.MODEL
+KEY_TOKENS = gguf.Keys.Tokenizer.LIST
+KEY_SCORES = gguf.Keys.Tokenizer.SCORES
+KEY_TOKEN_TYPE = gguf.Keys.Tokenizer.TOKEN_TYPE
+KEY_BOS = gguf.Keys.Tokenizer.BOS_ID
+KEY_EOS = gguf.Keys.Tokenizer.EOS_ID
+KEY_UNK = gguf.Keys.Tokenizer.UNK_ID
+KEY_PAD = gguf.Keys.Tokenizer.PAD_ID
+KEY_ADD_BOS = gguf.Keys.Tokenizer.ADD_BOS
+KEY_ADD_EOS = gguf.Keys.Tokenizer.ADD_EOS
+KEY_ADD_SPACE_PREFIX = gguf.Keys.Tokenizer.ADD_PREFIX
+KEY_CHAT_TEMPLATE = gguf.Keys.Tokenizer.CHAT_TEMPLATE
 
 SPACE_MARK = "\u2581"  # "▁", SentencePiece's visible space
 
@@ -107,12 +100,12 @@ ATTR_USER_DEFINED = 1 << 4
 ATTR_BYTE = 1 << 5
 
 _TYPE_TO_ATTR = {
-    TOKEN_UNKNOWN: ATTR_UNKNOWN,
-    TOKEN_UNUSED: ATTR_UNUSED,
-    TOKEN_NORMAL: ATTR_NORMAL,
-    TOKEN_CONTROL: ATTR_CONTROL,
-    TOKEN_USER_DEFINED: ATTR_USER_DEFINED,
-    TOKEN_BYTE: ATTR_BYTE,
+    gguf.TokenType.UNKNOWN: ATTR_UNKNOWN,
+    gguf.TokenType.UNUSED: ATTR_UNUSED,
+    gguf.TokenType.NORMAL: ATTR_NORMAL,
+    gguf.TokenType.CONTROL: ATTR_CONTROL,
+    gguf.TokenType.USER_DEFINED: ATTR_USER_DEFINED,
+    gguf.TokenType.BYTE: ATTR_BYTE,
 }
 
 # Texts llama.cpp puts on its end-of-generation list and ORs the CONTROL attribute into, whatever
@@ -131,12 +124,8 @@ _FORCED_USER_DEFINED_TEXTS = ("<|channel|>", "<|message|>", "<|start|>", "<|cons
 _BYTE_TOKEN_RE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
-class GGUFTokenizerError(PipelineError, ValueError):
+class GGUFTokenizerError(GGUFFormatError):
     """A GGUF file that cannot give a llama-style tokenizer; one line naming file, key, value, expectation."""
-
-
-class GGUFFileNotFoundError(PipelineError, FileNotFoundError):
-    """The GGUF path does not name an existing regular file."""
 
 
 @dataclass(frozen=True)
@@ -239,11 +228,12 @@ def _read_array(path: Path, fields, key: str, elem_type, elem_name: str):
         ) from None
 
 
-def read_gguf_vocab(path: str | os.PathLike) -> GGUFVocab:
+def read_gguf_vocab(source: str | os.PathLike | GGUFSource) -> GGUFVocab:
     """Read the llama-style (SentencePiece) vocabulary stored in a GGUF file.
 
     Args:
-        path: a GGUF file (format: llama.cpp ``gguf-py``; keys ``tokenizer.ggml.*``).
+        source: a GGUF file (format: llama.cpp ``gguf-py``; keys ``tokenizer.ggml.*``), by path or
+            already opened as a :class:`~pipeline.sources.gguf_file.GGUFSource` (not read again).
 
     Returns:
         A :class:`GGUFVocab` (token texts, float32 scores ``(n_vocab,)``, int32 token types
@@ -253,23 +243,14 @@ def read_gguf_vocab(path: str | os.PathLike) -> GGUFVocab:
 
     Raises:
         GGUFFileNotFoundError (a FileNotFoundError): ``path`` is not an existing regular file.
-        GGUFTokenizerError (a ValueError): not a readable GGUF; ``tokenizer.ggml.model`` absent or
+        GGUFFormatError (a ValueError): not a readable GGUF (see :class:`GGUFSource`).
+        GGUFTokenizerError (a GGUFFormatError): ``tokenizer.ggml.model`` absent or
             not ``"llama"``; ``tokens``/``scores``/``token_type`` absent, of the wrong type or of
             different lengths; duplicate piece texts (llama.cpp refuses them too); a special-token
             id outside ``[0, n_vocab)``; a BYTE token whose text is not ``<0xNN>``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GGUFFileNotFoundError(f"{path}: GGUF file not found (expected an existing regular file)")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != b"GGUF":
-        raise GGUFTokenizerError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as err:  # the reader raises ValueError/IndexError/struct errors alike
-        raise GGUFTokenizerError(f"{path}: corrupt or truncated GGUF ({type(err).__name__}: {err})") from None
-    fields = reader.fields
+    source = source if isinstance(source, GGUFSource) else GGUFSource(source)
+    path, fields = source.path, source.fields
 
     model = _read_scalar(path, fields, KEY_MODEL, "str", None)
     if model != "llama":
@@ -299,7 +280,7 @@ def read_gguf_vocab(path: str | os.PathLike) -> GGUFVocab:
                 )
             seen[t] = i
 
-    for i in np.flatnonzero(types == TOKEN_BYTE):
+    for i in np.flatnonzero(types == gguf.TokenType.BYTE):
         if not _BYTE_TOKEN_RE.fullmatch(tokens[i]):
             raise GGUFTokenizerError(
                 f"{path}: metadata key {KEY_TOKEN_TYPE!r} marks token {int(i)} = {_short(tokens[i])} as BYTE; "
@@ -494,8 +475,8 @@ def tokenizer_from_vocab(vocab: GGUFVocab) -> Tokenizer:
     return tok
 
 
-def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
-    """Read ``path`` (a GGUF with a ``"llama"`` vocabulary) and build its tokenizer.
+def tokenizer_from_gguf(path: str | os.PathLike | GGUFSource) -> Tokenizer:
+    """Read ``path`` (a GGUF with a ``"llama"`` vocabulary, or its GGUFSource) and build its tokenizer.
 
     ``encode(text, add_special_tokens=False).ids`` equals llama.cpp's
     ``llama_tokenize(text, add_special=false, parse_special=true)``; with the default
@@ -503,7 +484,7 @@ def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
     Takes about 10-15 s for a 262 144-token vocabulary (mostly ``gguf.GGUFReader``).
 
     Raises:
-        GGUFFileNotFoundError / GGUFTokenizerError: see :func:`read_gguf_vocab`.
+        GGUFFileNotFoundError / GGUFFormatError / GGUFTokenizerError: see :func:`read_gguf_vocab`.
     """
     return tokenizer_from_vocab(read_gguf_vocab(path))
 
@@ -525,8 +506,9 @@ def tokenizer_config(vocab: GGUFVocab) -> dict:
     return cfg
 
 
-def write_tokenizer_json(path: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``tokenizer.json`` and ``tokenizer_config.json`` for the GGUF ``path`` into ``out_dir``.
+def write_tokenizer_json(path: str | os.PathLike | GGUFSource, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``tokenizer.json`` and ``tokenizer_config.json`` for the GGUF ``path`` (or its
+    GGUFSource) into ``out_dir``.
 
     ``out_dir`` is created if needed; existing files of those names are overwritten.
 
@@ -534,7 +516,7 @@ def write_tokenizer_json(path: str | os.PathLike, out_dir: str | os.PathLike) ->
         ``(tokenizer_json_path, tokenizer_config_json_path)``.
 
     Raises:
-        GGUFFileNotFoundError / GGUFTokenizerError: see :func:`read_gguf_vocab`.
+        GGUFFileNotFoundError / GGUFFormatError / GGUFTokenizerError: see :func:`read_gguf_vocab`.
     """
     vocab = read_gguf_vocab(path)
     tok = tokenizer_from_vocab(vocab)

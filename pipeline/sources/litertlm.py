@@ -20,7 +20,7 @@ stream of the Hugging Face ``tokenizer.json``.
 
 The header is decoded with the generated module shipped by ``litert-lm-builder``
 (``litert_lm_builder.litertlm_header_schema_py_generated``) after a bounds check of every table,
-vector and string it reads (:func:`pipeline.sources.tflite.check_flatbuffer`); every offset is
+vector and string it reads (:func:`pipeline.sources.flatbuffer_bounds.check_flatbuffer`); every offset is
 checked against the file size before anything is read (a loader that trusts the header reads out
 of bounds on crafted files, LiteRT-LM PR #1888).
 """
@@ -38,7 +38,8 @@ from typing import Any
 from litert_lm_builder import litertlm_header_schema_py_generated as lm
 
 from ..errors import PipelineError
-from .tflite import FbTable, FlatbufferLayoutError, TFLiteModel, check_flatbuffer
+from .flatbuffer_bounds import FbTable, FlatbufferLayoutError, check_flatbuffer
+from .tflite import TFLiteModel
 
 MAGIC = b"LITERTLM"
 SUPPORTED_MAJOR_VERSION = 1

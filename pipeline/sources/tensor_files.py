@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors import safe_open
 
 from ..errors import PipelineError
-from .litertlm import LiteRTLMFile
-from .tflite import TensorInfo, TFLiteModel
+from ..extras import require_extra
+
+if TYPE_CHECKING:  # the LiteRT readers need the litert extra; imported where used
+    from .tflite import TensorInfo, TFLiteModel
 
 
 class SafetensorsFile:
@@ -70,8 +73,12 @@ class TFLiteTensors:
         """The TFLite model of the ``.litertlm`` section whose ``model_type`` is ``role``.
 
         Raises:
-            PipelineError: see :class:`~pipeline.sources.litertlm.LiteRTLMFile` and its ``tflite_model``.
+            PipelineError: the ``litert`` extra is not installed; see also
+                :class:`~pipeline.sources.litertlm.LiteRTLMFile` and its ``tflite_model``.
         """
+        require_extra("litert", f"{path}: reading a LiteRT-LM file")
+        from .litertlm import LiteRTLMFile  # pylint: disable=import-outside-toplevel  # the litert extra
+
         return cls(LiteRTLMFile(path).tflite_model(role))
 
     def tensor_names(self) -> list[str]:

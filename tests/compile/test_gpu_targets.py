@@ -21,7 +21,7 @@ import tvm
 from tvm.s_tir import dlight as dl
 from tvm.support import nvcc
 
-from pipeline.compile.build import (
+from pipeline.compile.compiler import (
     compile_module,
     export_model,
     relax_pipeline,

@@ -29,7 +29,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from pipeline.compile.build import export_model, relax_pipeline
+from pipeline.compile.compiler import export_model, relax_pipeline
 from pipeline.compile.targets import load_target
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme

@@ -11,7 +11,7 @@ import pytest
 import tvm
 from tvm.relax.frontend import nn
 
-from pipeline.compile.build import relax_pipeline
+from pipeline.compile.compiler import relax_pipeline
 from pipeline.compile.targets import load_target
 from pipeline.compile.wasm import link_library_tar, link_wasm
 from pipeline.errors import PipelineError

@@ -24,7 +24,7 @@ from transformers.cache_utils import MtpCache
 from transformers.modeling_layers import MtpModel
 from tvm import relax
 
-from pipeline.compile.build import compile_module, export_model
+from pipeline.compile.compiler import compile_module, export_model
 from pipeline.compile.targets import load_target
 from pipeline.errors import PipelineError
 from pipeline.models.gemma3.model import Gemma3Config

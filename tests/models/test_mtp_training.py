@@ -1,4 +1,4 @@
-"""The training script of the MTP head (benchmarks/train_mtp_head.py) against the references it
+"""The training script of the MTP head (tools/train_mtp_head.py) against the references it
 claims to follow, on the tiny random Gemma 3 (float32, CPU):
 
 - its chained forward pass over whole sequences (every anchor, three depths, one call per
@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import train_mtp_head as script
 from pipeline.models.mtp.loader import load_mtp_weights
 from pipeline.models.mtp.model import MTPConfig
 from pipeline.quantization import get_scheme
 from pipeline.quantization.group_quant import dequantize_array, quantize_array
 from tests.models.test_mtp_module import TINY_BASE, reference_mtp, reference_run
+from tools import train_mtp_head as script
 
 ATOL = 1e-4
 DEPTH = 3

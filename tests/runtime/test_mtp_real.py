@@ -3,7 +3,7 @@ assets/gemma3-270m-mtp), built by the pipeline: greedy speculative decoding with
 settings (draft length 3, adaptive in [1, 8]) emits plain decoding's tokens, and the head's
 drafts are accepted at draft position 0 at least :data:`MIN_ACCEPTANCE_0` of the time.
 
-Prompts are not from the training set (benchmarks/mtp_prompts.py).  Measured 2026-11-30 on this
+Prompts are not from the training set (tools/mtp_prompts.py).  Measured 2026-11-30 on this
 project's machine: position-0 acceptance 0.641 (91 of 142 steps), 2.19 tokens per step; per
 prompt 0.73, 0.81, 0.36 (code), 0.81, 0.77.  Greedy decoding is deterministic, but another CPU's
 rounding can flip near-ties, hence the margin.

