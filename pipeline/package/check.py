@@ -17,7 +17,8 @@ Formats (facts of the published layouts, read with :mod:`struct`):
   ``sh_size`` (``SHT_NOBITS`` = 8 has no bytes in the file).
 - Mach-O (``mach-o/loader.h``, ``mach-o/fat.h``): ``mach_header(_64)`` (magic ``0xfeedface`` /
   ``0xfeedfacf``, ``ncmds``, ``sizeofcmds``), load commands ``cmd`` / ``cmdsize``, segments
-  ``LC_SEGMENT`` = 0x1 / ``LC_SEGMENT_64`` = 0x19 with ``fileoff`` / ``filesize``; universal
+  ``LC_SEGMENT`` = 0x1 / ``LC_SEGMENT_64`` = 0x19 with ``fileoff`` / ``filesize``, ``LC_SYMTAB`` = 0x2
+  with ``symoff`` / ``nsyms`` / ``stroff`` / ``strsize``; universal
   files (``0xcafebabe`` / ``0xcafebabf``, big-endian) list each slice's ``offset`` / ``size``.
 - tar (POSIX ustar, through :mod:`tarfile`): each member's data within the file.
 """
@@ -44,7 +45,7 @@ ELF_SHDR = {1: "4x I 4x 4x I I", 2: "4x I 8x 8x Q Q"}
 
 MACHO_MAGICS = {0xFEEDFACE: 28, 0xFEEDFACF: 32}  # magic (as read in the file's byte order) -> header size
 FAT_MAGICS = {0xCAFEBABE: (">IIIII", 20), 0xCAFEBABF: (">IIQQII", 32)}  # universal header -> slice record
-LC_SEGMENT, LC_SEGMENT_64 = 0x1, 0x19
+LC_SEGMENT, LC_SEGMENT_64, LC_SYMTAB = 0x1, 0x19, 0x2
 
 
 def _damaged(path: Path, what: str, expected: str) -> PipelineError:
@@ -102,7 +103,7 @@ def check_elf(path: Path, data: bytes) -> None:
 
 def check_macho(path: Path, data: bytes, start: int = 0, end: int | None = None) -> None:
     """Check a Mach-O file (or the slice ``data[start:end]`` of a universal one): its load
-    commands and every segment's file bytes lie within it.
+    commands, every segment's file bytes and the symbol and string tables lie within it.
 
     Raises:
         PipelineError: not Mach-O, or load commands, a segment or a slice past the end.
@@ -128,7 +129,7 @@ def check_macho(path: Path, data: bytes, start: int = 0, end: int | None = None)
     header_size = MACHO_MAGICS[magic]
     _within(path, size, "the Mach-O header", 0, header_size)
     ncmds, sizeofcmds = struct.unpack_from(order + "II", data, start + 16)
-    _within(path, size, f"the Mach-O load commands ({sizeofcmds} bytes)", header_size, sizeofcmds)
+    _within(path, size, f"the Mach-O load command area ({sizeofcmds} bytes)", header_size, sizeofcmds)
     at = header_size
     for i in range(ncmds):
         cmd, cmdsize = struct.unpack_from(order + "II", data, start + at)
@@ -140,6 +141,11 @@ def check_macho(path: Path, data: bytes, start: int = 0, end: int | None = None)
             fileoff, filesize = struct.unpack_from(fmt, data, start + at + (32 if cmd == LC_SEGMENT else 40))
             _within(path, size, f"Mach-O segment of load command {i} ({filesize} bytes at {fileoff})", fileoff,
                     filesize)
+        if cmd == LC_SYMTAB:  # symtab_command: symoff, nsyms (nlist 12 / nlist_64 16 bytes), stroff, strsize
+            symoff, nsyms, stroff, strsize = struct.unpack_from(order + "IIII", data, start + at + 8)
+            _within(path, size, f"the Mach-O symbol table ({nsyms} symbols at {symoff})", symoff,
+                    nsyms * (16 if header_size == 32 else 12))
+            _within(path, size, f"the Mach-O string table ({strsize} bytes at {stroff})", stroff, strsize)
         at += cmdsize
 
 

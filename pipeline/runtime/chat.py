@@ -5,13 +5,13 @@ a turn is ``roles.user + role_content_sep + message + seps[0] + roles.assistant 
 role_content_sep``, the reply ends with ``seps[0]``, whose start is the stop string.  For Gemma 3:
 ``<bos><start_of_turn>user\\n{message}<end_of_turn>\\n<start_of_turn>model\\n{reply}<end_of_turn>\\n``.
 
-Messages are trimmed of surrounding whitespace, as Gemma's own chat templates do (``| trim``).  A
+Messages are trimmed of surrounding whitespace, as Gemma's chat templates do (``| trim``).  A
 system message (``--system``, else the template's ``system_message``; empty: none), rendered
-through ``system_template``, goes where the model's own template puts it: with a ``system`` entry
-in ``roles`` (Gemma 4: ``<|turn>system\\n{system}<turn|>\\n``) as its own turn before the first
-user turn, trimmed; without one (Gemma 3, whose Jinja template in the GGUF's
-``tokenizer.chat_template`` has no system turn) at the start of the first user message, followed
-by a blank line: ``<start_of_turn>user\\n{system}\\n\\n{message}<end_of_turn>\\n``.
+through ``system_template`` and trimmed, goes where the model's format puts it: with a ``system``
+entry in ``roles`` (Gemma 4: ``<|turn>system\\n{system}<turn|>\\n``) as its own turn before the
+first user turn; without one (Gemma 3, which has no system turn) at the start of the first user
+message, followed by a blank line: ``<start_of_turn>user\\n{system}\\n\\n{message}<end_of_turn>\\n``
+(as llama.cpp's built-in ``gemma`` template renders it, which the tests take as the reference).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def turn_text(template: dict, message: str, system: str = "") -> str:
     message = message.strip()
     opening = ""
     if system:
-        system = template.get("system_template", "{system_message}").replace("{system_message}", system)
+        system = template.get("system_template", "{system_message}").replace("{system_message}", system).strip()
         if "system" in roles:
-            opening = f"{roles['system']}{role_sep}{system.strip()}{sep}"
+            opening = f"{roles['system']}{role_sep}{system}{sep}"
         else:
             message = f"{system}\n\n{message}"
     return f"{opening}{roles['user']}{role_sep}{message}{sep}{roles['assistant']}{role_sep}"
