@@ -163,8 +163,9 @@ def test_a_cut_mach_o_is_refused(tmp_path, triple):
 
     a = te.placeholder((16,), name="a")
     func = te.create_prim_func([a, te.compute((16,), lambda i: a[i] + 1.0, name="b")])
-    library = tmp_path / "model.dylib"
-    tvm.compile(func, target=tvm.target.Target({"kind": "llvm", "mtriple": triple})).mod.write_to_file(str(library))
+    obj = tmp_path / "model.o"  # TVM names the format by the suffix
+    tvm.compile(func, target=tvm.target.Target({"kind": "llvm", "mtriple": triple})).mod.write_to_file(str(obj))
+    library = obj.rename(tmp_path / "model.dylib")
     check_library(library)
     size = library.stat().st_size
     for keep, needle in ((size - 1, "the Mach-O string table"), (size // 2, "Mach-O segment of load command 0"),
