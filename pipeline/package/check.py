@@ -56,7 +56,7 @@ def _damaged(path: Path, what: str, expected: str) -> PipelineError:
 def _within(path: Path, size: int, what: str, start: int, length: int) -> None:
     if start + length > size:
         raise _damaged(path, f"{what} ends at byte {start + length} but the file has {size} bytes",
-                       f"all of it within the file")
+                       "all of it within the file")
 
 
 def check_elf(path: Path, data: bytes) -> None:

@@ -124,7 +124,8 @@ def test_a_first_turn_is_what_gemmas_template_renders(gemma3, system, users, rep
 def test_the_packages_system_message_is_the_default(gemma3):
     engine, reference = gemma3
     template = {**TEMPLATES["gemma3"], "system_message": "You are a pirate."}
-    packaged = SimpleNamespace(tokenizer=engine.tokenizer, chat_config={**engine.chat_config, "conv_template": template})
+    packaged = SimpleNamespace(tokenizer=engine.tokenizer,
+                               chat_config={**engine.chat_config, "conv_template": template})
     assert chat.ChatSession(packaged, Sampler(), 4).system == "You are a pirate."
     assert chat.ChatSession(packaged, Sampler(), 4, system="").system == ""  # --system "" turns it off
     assert chat.encode_turn(packaged, "Hi", True, chat.system_message(template)) == reference_ids(
