@@ -92,16 +92,20 @@ def _sampler(args):
 
 
 def _generate(args) -> None:
-    from .runtime.chat import encode_turn  # pylint: disable=import-outside-toplevel
+    from .runtime.chat import encode_turn, system_message  # pylint: disable=import-outside-toplevel
     from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
     from .runtime.speculative import SpeculativeStats, speculative_generate  # pylint: disable=import-outside-toplevel
 
+    if args.system is not None and not args.chat:
+        raise PipelineError("--system: given without --chat, expected --chat too (a system message belongs to "
+                            "the chat template, which a plain prompt does not use)")
     engine = Engine(args.package, model_lib=args.model_lib, target=args.target)
     _settings(args, engine)
     sampler = _sampler(args)
     drafter, draft_length = _speculation(args, engine)
     if args.chat:
-        prompt_ids = encode_turn(engine, args.prompt, first=True)
+        system = system_message(engine.chat_config["conv_template"], args.system)
+        prompt_ids = encode_turn(engine, args.prompt, first=True, system=system)
     else:
         prompt_ids = [engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(
             args.prompt, add_special_tokens=False).ids
@@ -120,7 +124,7 @@ def _chat(args) -> None:
 
     engine = Engine(args.package, model_lib=args.model_lib, target=args.target)
     _settings(args, engine)
-    session = ChatSession(engine, _sampler(args), args.max_tokens, *_speculation(args, engine))
+    session = ChatSession(engine, _sampler(args), args.max_tokens, *_speculation(args, engine), system=args.system)
     print("Chatting with", args.package, "- empty line or Ctrl-D to quit.", file=sys.stderr)
     while True:
         try:
@@ -158,6 +162,12 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     _add_speculative(p)
 
 
+def _add_system(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--system", metavar="TEXT", default=None,
+                   help="system message, placed as the model's chat template places it "
+                        "(default: the package's conv_template.system_message)")
+
+
 def _add_speculative(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speculative", choices=["off", "mtp"], default=None,
                    help="off: plain decoding; mtp: draft with the package's MTP drafter (default: the package's)")
@@ -190,12 +200,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("package", type=Path)
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    _add_system(p)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable; default: the config's)")
     _add_sampling(p)
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("chat", help="interactive chat with a packaged model")
     p.add_argument("package", type=Path)
+    _add_system(p)
     _add_sampling(p)
     p.set_defaults(func=_chat)
 

@@ -30,11 +30,13 @@ GEMMA_TEMPLATE = {
 
 
 # Gemma 4's turn markers (Google's "Gemma 4 prompt formatting" page, ai.google.dev/gemma/docs/core/
-# prompt-formatting-gemma4): <|turn>{role}\n ... <turn|>, roles system / user / model.
+# prompt-formatting-gemma4): <|turn>{role}\n ... <turn|>, roles system / user / model.  The system
+# role makes a system message its own turn (Gemma 3 has none: pipeline.runtime.chat puts it in the
+# first user turn).
 GEMMA4_TEMPLATE = {
     **GEMMA_TEMPLATE,
     "name": "gemma4_instruction",
-    "roles": {"user": "<|turn>user", "assistant": "<|turn>model"},
+    "roles": {"system": "<|turn>system", "user": "<|turn>user", "assistant": "<|turn>model"},
     "seps": ["<turn|>\n"],
     "stop_str": ["<turn|>"],
 }

@@ -16,6 +16,8 @@ import numpy as np
 import tvm
 from tvm.contrib import tvmjs
 
+from .check import check_tensor_cache
+
 
 def write_tensor_cache(params: Iterable[tuple[str, np.ndarray]], directory: Path, metadata: dict) -> None:
     """Write ``(name, array)`` pairs as raw shards (at most 32 MB each) into ``directory``."""
@@ -26,6 +28,12 @@ def write_tensor_cache(params: Iterable[tuple[str, np.ndarray]], directory: Path
 
 
 def read_tensor_cache(directory: Path, device) -> dict[str, tvm.runtime.Tensor]:
-    """Load every tensor of the cache in ``directory`` onto ``device`` (name -> tensor)."""
+    """Load every tensor of the cache in ``directory`` onto ``device`` (name -> tensor).
+
+    Raises:
+        PipelineError: ``tensor-cache.json`` missing or unreadable, or a shard it lists missing or
+            shorter than its records need (:func:`~pipeline.package.check.check_tensor_cache`).
+    """
+    check_tensor_cache(directory)
     params, _ = tvmjs.load_tensor_cache(str(directory), device)
     return params

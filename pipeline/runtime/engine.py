@@ -22,6 +22,7 @@ from tvm.runtime.vm import VirtualMachine
 from ..compile.targets import load_target
 from ..errors import PipelineError
 from ..package.chat_config import RUNTIME_CONFIG
+from ..package.check import check_library
 from ..package.tensor_cache import read_tensor_cache
 from .mtp_context import MTPContext
 
@@ -41,13 +42,20 @@ os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, dict, list]:
     """Load a compiled library and the weights it takes, in its ``_metadata`` order.
 
+    Every library the runtime runs (the model's and the drafters') is loaded here, after
+    :func:`~pipeline.package.check.check_library` (a library cut short would otherwise crash the
+    process with a bus error inside the dynamic loader).
+
     Returns ``(vm, metadata, params)``.
 
     Raises:
-        PipelineError: TVM cannot load the library here (no loader for its device code, e.g. a
+        PipelineError: a damaged library (truncated, not a shared library: ``check_library``);
+            missing or short weight shards (:func:`~pipeline.package.tensor_cache.read_tensor_cache`);
+            TVM cannot load the library here (no loader for its device code, e.g. a
             Vulkan library without TVM's Vulkan runtime, or a ``.wasm``); a parameter the library
             expects is missing from ``weights`` or has another shape or dtype.
     """
+    check_library(library)
     try:
         module = tvm.runtime.load_module(str(library))
     except Exception as err:  # pylint: disable=broad-except  # TVM raises RuntimeError or its own errors
