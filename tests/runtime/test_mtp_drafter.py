@@ -147,8 +147,17 @@ def test_unknown_drafter_family_is_named(mtp_package):
 
     engine = Engine(mtp_package)
     engine.runtime_config["speculative"]["drafter_family"] = "eagle"
-    with pytest.raises(PipelineError, match=r"drafter_family: 'eagle', expected one of \['gemma3_mtp', 'gemma4_assistant'\]"):
+    with pytest.raises(PipelineError,
+                       match=r"drafter_family: 'eagle', expected one of \['gemma3_mtp', 'gemma4_assistant'\]"):
         load_mtp_drafter(engine, mtp_package / "lib", mtp_package / "drafter")
+
+
+def test_older_drafter_family_name_still_loads(mtp_package):
+    """A package built while the family was called ``mtp`` names it so (a registry alias); it loads
+    the same drafter."""
+    engine = Engine(mtp_package)
+    engine.runtime_config["speculative"]["drafter_family"] = "mtp"
+    assert isinstance(load_drafter(engine, package_speculative(mtp_package, engine.runtime_config)), MTPDrafter)
 
 
 def test_mtp_family_needs_its_architecture_file(tiny_package, tmp_path):
