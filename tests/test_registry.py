@@ -51,12 +51,11 @@ def _family_uses(source: str, word: str) -> list[int]:
                 if isinstance(value, ast.Constant) and value.value == word and isinstance(key, ast.Constant) \
                         and "family" in str(key.value):
                     lines.append(node.lineno)
-        elif isinstance(node, ast.keyword) and "family" in (node.arg or "") and \
-                isinstance(node.value, ast.Constant) and node.value.value == word:
-            lines.append(node.lineno)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant) and \
-                node.value.value == word and "family" in ast.unparse(node).lower().split("=")[0]:
-            lines.append(node.lineno)
+        elif isinstance(node, (ast.keyword, ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant) \
+                and node.value.value == word:
+            target = node.arg if isinstance(node, ast.keyword) else ast.unparse(node).split("=")[0]
+            if "family" in (target or "").lower():
+                lines.append(node.lineno)
     return lines
 
 

@@ -14,17 +14,17 @@ An architecture file (``model.architecture``, ``mtp.architecture``) is a model's
 start with ``_`` (``_comment``: where each number comes from) are notes, never read.
 """
 
-from ..models.registry import FAMILIES as _ROWS, base_families, drafter_families
+from ..models.registry import base_families, drafter_families, get_family
 
 QUANTIZATIONS = ["q0f32", "q0f16", "q4f16_1", "q4f32_1"]
 # Base families, and drafter families with the base families each drafts for, from the registry
 # (pipeline/models/registry.py); a drafter family's older name (alias) is accepted by the loader.
 FAMILIES = base_families()
-SOURCE_FORMATS = sorted({f for name in FAMILIES for f in _ROWS[name].formats})
-MTP_FAMILIES = {name: _ROWS[name].drafts_for for name in drafter_families()}
+SOURCE_FORMATS = sorted({f for name in FAMILIES for f in get_family(name).formats})
+MTP_FAMILIES = {name: get_family(name).drafts_for for name in drafter_families()}
 # Drafter family -> weights formats it can come in -> whether ``name_map`` is "required",
 # "optional" or "refused" (each row's ``formats`` says what the formats are).
-MTP_FORMATS = {name: {f: fmt.name_map for f, fmt in _ROWS[name].formats.items()} for name in drafter_families()}
+MTP_FORMATS = {name: {f: fmt.name_map for f, fmt in get_family(name).formats.items()} for name in drafter_families()}
 SPECULATIVE_MODES = ["off", "mtp"]
 
 # Speculative decoding settings, the same keys in the YAML file and in the package's runtime config
@@ -116,7 +116,7 @@ BASE_ARCHITECTURE = {"if": {"type": "object", "required": ["text_config"]},
 
 def architecture_schema(family: str) -> dict:
     """The JSON schema of ``family``'s architecture file (its registry row's ``architecture``)."""
-    return _ROWS[family].architecture_schema()
+    return get_family(family).architecture_schema()
 
 
 SCHEMA = {

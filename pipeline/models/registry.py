@@ -68,7 +68,7 @@ IMPORT_WEIGHTS = "pipeline.models.importer:import_weights"
 BASE_FORMATS = {"gguf": SourceFormat(IMPORT_WEIGHTS), "hf-safetensors": SourceFormat(IMPORT_WEIGHTS)}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # rows compare and hash by identity (``formats`` is a dict)
 class Family:  # pylint: disable=too-many-instance-attributes
     """One model family (every field but ``name``, ``role``, ``drafts_for``, ``aliases`` and
     ``formats`` is a lazy ``"module:attr"`` reference, or None where the family has no such thing).
