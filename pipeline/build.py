@@ -29,17 +29,13 @@ from .compile.link import find_program
 from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig
 from .errors import PipelineError
-from .models.gemma4_assistant import loader as assistant_loader
-from .models.importer import NAME_MAPPED_FORMATS, import_weights
 from .models.kv_cache import require_kernel_target
-from .models.mtp.loader import import_mtp
-from .models.mtp.model import GEMMA3_MTP
 from .models.name_map import NameMap
-from .models.registry import get_family
+from .models.registry import Family, get_family
 from .package.atomic import atomic_directory
-from .package.chat_config import RUNTIME_CONFIG, chat_config
-from .package.libraries import package_libraries, read_outputs, write_outputs
+from .package.libraries import write_outputs
 from .package.tensor_cache import write_tensor_cache
+from .package.write import PackagedModel, report_unlinked, write_package
 from .quantization import get_scheme, scheme_for_targets, quantize_model, quantize_params
 from .sources.gguf_tokenizer import write_tokenizer_json
 
@@ -121,23 +117,22 @@ class ModelStages:
     libraries: dict[str, Path]  # preset name -> its compile stage's directory (files + outputs.json)
 
 
-def _model_stages(role: str, family, source_format: str, source_path: Path, overrides: dict[str, Any],
+def _model_stages(role: str, family: Family, source_format: str, source_path: Path, overrides: dict[str, Any],
                   scheme, presets: list[TargetPreset], lib_stem: str, force: bool, progress: bool,
                   say: Callable[[str], None], reports: list[StageReport],
-                  import_options: dict[str, Any] | None = None,
-                  importer: Callable[[], tuple[Any, dict[str, np.ndarray]]] | None = None) -> ModelStages:
+                  import_options: dict[str, Any] | None = None) -> ModelStages:
     """Run (or reuse) import -> convert -> compile[target] for one model; ``role`` prefixes the
-    stage names (``""`` for the base model, ``"drafter-"`` for its MTP drafter);
-    ``import_options``: keyword arguments of :func:`import_weights` (architecture, name map);
-    ``importer``: the import itself, ``() -> (config, weights)``, for a drafter whose config
-    derives from the base model's (the ``mtp`` family), ``import_options`` then only keyed."""
+    stage names (``""`` for the base model, ``"drafter-"`` for its MTP drafter).  The import is
+    the loader the family's registry row gives for ``source_format``, called with ``overrides``
+    (a drafter whose config derives from its base model's gets ``{"base": base config}``) and
+    ``import_options`` (architecture, name map), all of which key the stage."""
     code = _code_digest()
     import_options = import_options or {}
     import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path), overrides,
                          import_options)
 
     def do_import(tmp: Path) -> None:
-        model_config, weights = importer() if importer else import_weights(
+        model_config, weights = family.formats[source_format].import_weights(
             family, source_format, source_path, overrides, progress, **import_options)
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
         save_file(weights, str(tmp / "weights.safetensors"))
@@ -197,15 +192,14 @@ def _import_tokenizer(source_format: str, source_path: Path, directory: Path) ->
         raise PipelineError(f"{source_path}: no tokenizer files ({', '.join(HF_TOKENIZER_FILES)})")
 
 
-def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path, dict[str, Any]] | None:
+def _drafter_source(config: PipelineConfig) -> tuple[Family, str, Path, dict[str, Any]] | None:
     """The ``mtp`` section's ``(family, format, path, import options)``; None without one.
 
-    A ``gemma4_assistant`` drafter in ``safetensors`` or ``litertlm`` format is imported through
-    its name map (``mtp.name_map``; for ``litertlm`` by default
-    :data:`~pipeline.models.gemma4_assistant.loader.LITERTLM_NAME_MAP`) with the config of its
-    architecture file: the import options carry both.  An ``mtp`` drafter (one safetensors
-    file, :data:`~pipeline.models.mtp.model.GEMMA3_MTP`) takes the same options; the build imports
-    it with :func:`~pipeline.models.mtp.loader.import_mtp`, its config derived from the base model's.
+    The drafter's registry row says how its format is read (:attr:`Family.formats`).  A format
+    read through a name map (``mtp.name_map``, else the format's default, e.g. the ``litertlm``
+    map of :mod:`pipeline.models.gemma4_assistant.loader`) takes the config of the drafter's
+    architecture (``mtp.architecture`` or the weights' config.json): the import options carry
+    both.  A Hugging Face directory (``hf-safetensors``, given by ``mtp.path``) carries its own.
 
     Raises:
         PipelineError: speculative decoding is asked for without a drafter, the drafter source
@@ -218,39 +212,32 @@ def _drafter_source(config: PipelineConfig) -> tuple[Any, str, Path, dict[str, A
                                 f"'mtp' section naming the drafter")
         return None
     mtp = config.mtp
-    if mtp.get("family") == "mtp":  # a DeepSeek-V3-style head over a Gemma 3 base: one safetensors file
-        name_map = None if config.mtp_name_map is None else NameMap(
-            config.mtp_name_map, str((config.path.parent / mtp["name_map"]).resolve()))
-        return GEMMA3_MTP, mtp["format"], config.mtp_path(), {"architecture": config.hf_config("mtp")[0],
-                                                              "name_map": name_map}
-    if mtp.get("family") == "gemma4_assistant" and mtp.get("format") in NAME_MAPPED_FORMATS:
-        if config.mtp_name_map is None:
-            name_map = NameMap.read(assistant_loader.LITERTLM_NAME_MAP)
-        else:
+    family = get_family(mtp["family"])
+    source_format = mtp.get("format", "hf-safetensors")
+    if source_format != "hf-safetensors":
+        if config.mtp_name_map is not None:
             name_map = NameMap(config.mtp_name_map, str((config.path.parent / mtp["name_map"]).resolve()))
-        return (get_family("gemma4_assistant"), mtp["format"], config.mtp_path(),
-                {"architecture": config.hf_config("mtp"), "name_map": name_map})
-    if mtp.get("format", "hf-safetensors") != "hf-safetensors" or "path" not in mtp:
+        else:
+            default = family.formats[source_format].default_name_map_path()
+            name_map = None if default is None else NameMap.read(default)
+        return family, source_format, config.mtp_path(), {"architecture": config.hf_config("mtp"),
+                                                          "name_map": name_map}
+    if "path" not in mtp:
         raise PipelineError(f"{config.path}: mtp: format {mtp.get('format')!r} with "
                             f"{'path' if 'path' in mtp else 'no path'}, expected hf-safetensors with a path")
     path = (config.path.parent / mtp["path"]).resolve()
     if not path.exists():
         raise PipelineError(f"{config.path}: mtp.path: {path} does not exist")
-    return get_family(mtp.get("family", "gemma4_assistant")), "hf-safetensors", path, {}
+    return family, "hf-safetensors", path, {}
 
 
 def build(config: PipelineConfig, targets: list[str] | None = None, output: Path | None = None,
           force: bool = False, quantization: str | None = None, progress: bool = True,
           say: Callable[[str], None] = print) -> BuildResult:
     """Run every stage for ``config`` (and its ``mtp`` drafter) and write the package to ``output``
-    (default: the config's).
-
-    Package layout: MLC's (weights, ``mlc-chat-config.json``, tokenizer, ``lib/``), plus
-    ``mlc-mtp-config.json`` (our runtime's config: ``model_lib``, the library loaded per target;
-    ``libraries``, every file in ``lib/`` with its target, see
-    :func:`~pipeline.package.libraries.package_libraries`) and, with a drafter, its weights in
-    ``drafter/`` and its libraries in ``lib/``.  A library left for the user to link (a Metal
-    ``.tar`` where no Mac linker exists) is reported through ``say`` with the command.
+    (default: the config's; layout: :mod:`pipeline.package.write`).  A library left for the user
+    to link (a Metal ``.tar`` where no Mac linker exists) is reported through ``say`` with the
+    command.
 
     Raises:
         PipelineError: any bad input (source, config, target); nothing is written to ``output``.
@@ -272,52 +259,23 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     drafter = None
     if drafter_source is not None:
         family_d, format_d, path_d, options_d = drafter_source
-        importer = (lambda: import_mtp(path_d, base.config, **options_d)) if family_d is GEMMA3_MTP else None
-        drafter = _model_stages("drafter-", family_d, format_d, path_d, base.config.to_dict() if importer else {},
-                                scheme, presets, f"{config.name}-drafter", force, progress, say, reports, options_d,
-                                importer)
+        overrides_d = {"base": base.config.to_dict()} if family_d.config_from_base else {}
+        drafter = _model_stages("drafter-", family_d, format_d, path_d, overrides_d, scheme, presets,
+                                f"{config.name}-drafter", force, progress, say, reports, options_d)
 
-    # package.
-    with atomic_directory(output) as tmp:
-        for file in base.converted.iterdir():
-            shutil.copy(file, tmp / file.name)
-        tokenizer_files = []
-        for file in sorted((base.imported / "tokenizer").iterdir()):
-            shutil.copy(file, tmp / file.name)
-            tokenizer_files.append(file.name)
-        (tmp / "lib").mkdir()
-        by_name = {preset.name: preset for preset in presets}
-        entries = [entry for role, stages in (("model", base), ("drafter", drafter)) if stages is not None
-                   for name, stage in stages.libraries.items()
-                   for entry in package_libraries(stage, tmp / "lib", name, by_name[name].resolved_target(), role)]
-        speculative = {**config.speculative, "drafter_lib": None, "drafter_weights": None, "drafter_family": None}
-        if drafter is not None:
-            shutil.copytree(drafter.converted, tmp / "drafter")
-            speculative.update(drafter_lib=_loaded_libraries(drafter), drafter_weights="drafter",
-                               drafter_family=config.mtp["family"])
-        chat = chat_config(base.config, family.name, scheme.name, config.generation, tokenizer_files)
-        (tmp / "mlc-chat-config.json").write_text(json.dumps(chat, indent=2))
-        libraries = _loaded_libraries(base)
-        runtime = {  # our runtime's own config, beside MLC's
-            "model_lib": libraries,
-            "libraries": entries,
-            "source": {"format": config.source_format, "path": str(source_path)},
-            "generation": {k: config.generation[k] for k in ("max_tokens", "stop")},
-            "speculative": speculative,
-        }
-        (tmp / RUNTIME_CONFIG).write_text(json.dumps(runtime, indent=2))
-    for entry in entries:  # libraries left for the user to link, with the command (also in RUNTIME_CONFIG)
-        if entry["link_command"]:
-            program = by_name[entry["target"]].link["command"][0]
-            say(f"package: {entry['target']}: {entry['path']} is not linked (no {program} here); "
-                f"in {output} run: {entry['link_command']}")
+    by_name = {preset.name: preset for preset in presets}
+    libraries, entries = write_package(
+        output, model_config=base.config, family=family.name, quantization=scheme.name,
+        base=PackagedModel(base.converted, base.libraries), tokenizer=base.imported / "tokenizer",
+        tvm_targets={name: preset.resolved_target() for name, preset in by_name.items()},
+        source={"format": config.source_format, "path": str(source_path)}, generation=config.generation,
+        speculative=config.speculative,
+        drafter=None if drafter is None else PackagedModel(drafter.converted, drafter.libraries),
+        drafter_family=None if drafter_source is None else drafter_source[0].name)
+    report_unlinked(entries, {name: preset.link["command"][0] for name, preset in by_name.items() if preset.link},
+                    output, say)
     say(f"package: wrote {output}")
     return BuildResult(output, reports, libraries)
-
-
-def _loaded_libraries(stages: ModelStages) -> dict[str, str]:
-    """Preset name -> the package path of the library MLC loads for it (a compile stage's first file)."""
-    return {name: f"lib/{read_outputs(stage)[0]['file']}" for name, stage in stages.libraries.items()}
 
 
 def _tvm_version() -> str:

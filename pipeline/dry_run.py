@@ -18,8 +18,10 @@ bookkeeping buffers excluded):
 - **minimum**: unpadded, with KV-shared layers storing nothing (they read their producer's K/V)
   and sliding-window layers keeping only ``sliding_window`` tokens.
 
-A ``gemma4_assistant`` drafter has no cache of its own (it reads the base model's K/V); an
-``mtp`` drafter has a one-layer cache.
+Each layer's KV facts come from its family's registry row (``kv_layers``,
+:mod:`pipeline.models.registry`): a ``gemma4_assistant`` drafter has no cache of its own (it reads
+the base model's K/V); a ``gemma3_mtp`` drafter has a one-layer cache.  A drafter is checked against
+its base model by its row's ``fit_check``.
 """
 
 from __future__ import annotations
@@ -28,16 +30,15 @@ import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .compile.targets import load_target
 from .config import PipelineConfig
 from .errors import PipelineError
-from .models.gemma4.config import SLIDING
 from .models.kv_cache import PAGE_SIZE, require_kernel_target
-from .models.mtp.model import Gemma3MTP, MTPConfig
+from .models.kv_layout import KVLayer
 from .models.registry import get_family
 from .quantization import QuantScheme, get_scheme, quantize_model, scheme_for_targets
 
@@ -62,20 +63,6 @@ class Parameter:
     def nbytes(self) -> int:
         """Bytes of the stored tensors."""
         return sum(math.prod(shape) * np.dtype(dtype).itemsize for _, shape, dtype in self.stored)
-
-
-@dataclasses.dataclass(frozen=True)
-class KVLayer:
-    """One layer's part of the KV cache: its own KV heads and head dimension, the window it
-    attends over (``None``: the whole context) and whether it stores K/V (a KV-shared layer reads
-    its producer's)."""
-
-    index: int
-    kind: str
-    kv_heads: int
-    head_dim: int
-    window: int | None
-    stores: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,75 +151,16 @@ def _from_hf(family: str, content: dict[str, Any], origin: Path, overrides: dict
         raise PipelineError(f"{origin}: {err}") from None
 
 
-def _mtp_config(content: dict[str, Any], origin: Path, base) -> MTPConfig:
-    """An ``mtp`` drafter's config: the base model's plus the architecture file's MTP fields."""
-    try:
-        return MTPConfig(base=base, **{k: v for k, v in content.items() if not k.startswith("_")})
-    except (ValueError, TypeError) as err:
-        raise PipelineError(f"{origin}: {err}") from None
-
-
-def check_drafter_fits(base, drafter, origin: Path) -> None:
-    """A ``gemma4_assistant`` drafter must match the base model it reads: backbone width,
-    vocabulary, window, and the KV-head count and head dimension of the base's last sliding and
-    last full layers, whose K/V its layers attend to.
-
-    Raises:
-        PipelineError: naming the drafter's field, its value and the base model's.
-    """
-    checks = [("backbone_hidden_size", drafter.backbone_hidden_size, base.hidden_size, "hidden_size"),
-              ("text_config.vocab_size", drafter.vocab_size, base.vocab_size, "vocab_size"),
-              ("text_config.sliding_window", drafter.sliding_window, base.sliding_window, "sliding_window")]
-    for kind in dict.fromkeys(drafter.layer_types):  # in layer order
-        if kind not in base.layer_types:
-            raise PipelineError(f"{origin}: text_config.layer_types: has {kind} layers, but the base model has none "
-                                f"whose K/V they could read")
-        mine, theirs = drafter.layer_types.index(kind), base.store_layer(kind)
-        global_kv = kind != SLIDING and drafter.attention_k_eq_v and drafter.num_global_key_value_heads
-        what = f"layer {theirs} ({kind}, whose K/V its {kind} layers read)"
-        checks += [("text_config." + ("num_global_key_value_heads" if global_kv else "num_key_value_heads"),
-                    drafter.layer_kv_heads(mine), base.layer_kv_heads(theirs), f"KV heads of {what}"),
-                   ("text_config." + ("head_dim" if kind == SLIDING else "global_head_dim"),
-                    drafter.layer_head_dim(mine), base.layer_head_dim(theirs), f"head_dim of {what}")]
-    for key, value, expected, what in checks:
-        if value != expected:
-            raise PipelineError(f"{origin}: {key}: {value}, expected the base model's {what}: {expected}")
-
-
-# --- KV cache layouts, per family -------------------------------------------------------------
-def _gemma4_kv_layers(config) -> list[KVLayer]:
-    modes = config.kv_sharing_modes()
-    return [KVLayer(i, config.layer_types[i] + (f", K/V of layer {config.store_layer(config.layer_types[i])}"
-                                                 if modes[i] == "reuse" else ""),
-                    config.layer_kv_heads(i), config.layer_head_dim(i),
-                    config.sliding_window if config.is_sliding(i) else None, modes[i] != "reuse")
-            for i in range(config.num_hidden_layers)]
-
-
-def _gemma3_kv_layers(config) -> list[KVLayer]:
-    return [KVLayer(i, kind, config.num_key_value_heads, config.head_dim,
-                    config.sliding_window if kind == SLIDING else None, True)
-            for i, kind in enumerate(config.layer_types)]
-
-
-# Each layer's own KV facts, for the families whose models have a cache (``kv_cache_shape``).
-KV_LAYERS: dict[str, Callable[[Any], list[KVLayer]]] = {
-    "gemma3": _gemma3_kv_layers,
-    "gemma4": _gemma4_kv_layers,
-    "mtp": lambda config: _gemma3_kv_layers(config.block_config()),
-}
-
-
 def kv_cache(family: str, model) -> KVCache | None:
     """The KV cache that ``model`` (a ``family`` model definition) allocates: its slots as its
-    ``kv_cache_shape()`` says, each layer's own sizes from its config; None for a model without
-    a cache of its own (a ``gemma4_assistant`` drafter reads the base model's)."""
+    ``kv_cache_shape()`` says, each layer's own sizes from its family's ``kv_layers``; None for a
+    model without a cache of its own (a ``gemma4_assistant`` drafter reads the base model's)."""
     if not hasattr(model, "kv_cache_shape"):
         return None
     _, _, heads, head_dim, _ = model.kv_cache_shape()
     config = model.config
     tokens = -(-config.context_window_size * config.max_batch_size // PAGE_SIZE) * PAGE_SIZE
-    return KVCache(tuple(KV_LAYERS[family](config)), heads, head_dim, tokens, model.dtype)
+    return KVCache(tuple(get_family(family).kv_layers_of(config)), heads, head_dim, tokens, model.dtype)
 
 
 # --- the dry run --------------------------------------------------------------------------------
@@ -265,15 +193,15 @@ def dry_run(config: PipelineConfig, quantization: str | None = None, targets: li
     base = _plan("base model", config.family, origin, base_config, get_family(config.family).model_cls, scheme)
     drafter = None
     if config.mtp:
-        family = config.mtp["family"]
+        family = get_family(config.mtp["family"])
         content, origin = config.hf_config("mtp")
-        if family == "mtp":
-            drafter_config, model_cls = _mtp_config(content, origin, base_config), Gemma3MTP
+        if family.config_from_base:  # the drafter's config is the base model's plus its own fields
+            overrides = {"base": base_config}
         else:
-            context = {k: v for k, v in config.overrides.items() if k in ("context_window_size", "max_batch_size")}
-            drafter_config, model_cls = _from_hf(family, content, origin, context), get_family(family).model_cls
-            check_drafter_fits(base_config, drafter_config, origin)
-        drafter = _plan("drafter", family, origin, drafter_config, model_cls, scheme)
+            overrides = {k: v for k, v in config.overrides.items() if k in ("context_window_size", "max_batch_size")}
+        drafter_config = _from_hf(family.name, content, origin, overrides)
+        family.check_fits(base_config, drafter_config, origin)
+        drafter = _plan("drafter", family.name, origin, drafter_config, family.model_cls, scheme)
     return DryRun(config, scheme, target_names, Path(output or config.output), base, drafter)
 
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from pipeline import build as build_module
 from pipeline.build import build
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
+from pipeline.package import write as write_module
 from pipeline.runtime.engine import Engine
 from tests.conftest import make_tiny_gemma3, write_config
 
@@ -70,7 +70,7 @@ def test_failed_packaging_leaves_the_previous_output_and_no_temporaries(tiny_con
     def explode(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(build_module, "chat_config", explode)
+    monkeypatch.setattr(write_module, "chat_config", explode)
     with pytest.raises(RuntimeError):
         build(tiny_config, output=out, progress=False, say=lambda _: None)
     assert sorted(p.name for p in out.iterdir()) == before

@@ -312,7 +312,7 @@ def test_mtp_family_drafter_over_gemma3(tmp_path):
     (tmp_path / "c.yaml").write_text(
         "name: m\nmodel: {family: gemma3, architecture: base.json, overrides: {context_window_size: 100}}\n"
         "source: {format: gguf, path: m.gguf}\nquantization: q0f32\n"
-        "mtp: {family: mtp, format: safetensors, path: mtp.safetensors, architecture: mtp.json}\n")
+        "mtp: {family: gemma3_mtp, format: safetensors, path: mtp.safetensors, architecture: mtp.json}\n")
     run = dry_run(load_config(tmp_path / "c.yaml"))
     shapes = {p.name: p.shape for p in run.drafter.parameters}
     assert shapes["eh_proj.weight"] == (64, 128) and shapes["mtp_block.self_attn.q_proj.weight"] == (128, 64)

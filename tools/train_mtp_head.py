@@ -3,7 +3,7 @@ self-distillation, and save it in transformers' ``MtpModel`` names for ``mlc-mtp
 
 The head is transformers' ``MtpLayer`` (``enorm``, ``hnorm``, ``eh_proj``, a Gemma 3 decoder
 layer ``mtp_block``, ``post_norm``) over the frozen base, sharing its embedding and tied head: the
-maths of :mod:`pipeline.models.mtp.model`.  Anchored at a position ``i`` of a sequence, depth 1
+maths of :mod:`pipeline.models.gemma3_mtp.model`.  Anchored at a position ``i`` of a sequence, depth 1
 reads ``(h_i, emb(t_{i+1}))`` (``h`` the base's final, normed hidden states) and predicts
 ``t_{i+2}``; depth ``d > 1`` reads the head's own depth ``d - 1`` output with ``emb(t_{i+d})``
 and predicts ``t_{i+d+1}``, attending, as at run time, to the depth-1 entries of positions
@@ -586,7 +586,7 @@ def save(head, args, out: Path, report: dict) -> None:
     architecture = {"layer_type": args.layer_type, "use_post_norm": True, "hidden_states_first": False}
     save_file(state, str(out / "mtp.safetensors"), metadata={k: json.dumps(v) for k, v in architecture.items()})
     (out / "mtp-architecture.json").write_text(json.dumps(
-        {"_comment": "MTP head trained by tools/train_mtp_head.py (pipeline.models.mtp.model.MTPConfig fields)",
+        {"_comment": "MTP head trained by tools/train_mtp_head.py (pipeline.models.gemma3_mtp.model.MTPConfig fields)",
          **architecture}, indent=2) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=1))
 

@@ -1,6 +1,6 @@
 """Load and validate a pipeline YAML file against :data:`pipeline.config.schema.SCHEMA`, with the
-files it names: architecture files (JSON, :data:`~pipeline.config.schema.ARCHITECTURES`) and the
-drafter's tensor-name map (YAML)."""
+files it names: architecture files (JSON, :func:`~pipeline.config.schema.architecture_schema`) and
+the drafter's tensor-name map (YAML).  Families are looked up in :mod:`pipeline.models.registry`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import yaml
 
 from ..errors import PipelineError
 from ..extras import FORMAT_EXTRAS, extra_of_module, install_hint, require_extra
-from .schema import ARCHITECTURES, MTP_FAMILIES, MTP_FORMATS, SCHEMA, SPECULATIVE, SPECULATIVE_DEFAULTS
+from ..models.registry import canonical_name
+from .schema import MTP_FAMILIES, MTP_FORMATS, SCHEMA, SPECULATIVE, SPECULATIVE_DEFAULTS, architecture_schema
 
 GENERATION_DEFAULTS = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "stop": [],
                        "prompt": "The capital of France is"}
@@ -235,7 +236,7 @@ def _architecture(config_path: Path, key: str, name: str | None, family: str) ->
     if not path.is_file():
         raise PipelineError(f"{config_path}: {key}: {path} does not exist")
     content = _read_json(path)
-    error = _first_error(ARCHITECTURES[family], content)
+    error = _first_error(architecture_schema(family), content)
     if error is not None:
         raise PipelineError(f"{path}: {_describe(error)}")
     return ArchitectureFile(path, content)
@@ -264,8 +265,9 @@ def _name_map(config_path: Path, name: str | None) -> dict[str, str] | None:
 
 def _check_mtp(path: Path, family: str, mtp: dict[str, Any]) -> None:
     """The drafter section's family must draft for ``family``; its format and name map must suit it."""
-    base = MTP_FAMILIES[mtp["family"]]
-    if base != family:
+    bases = MTP_FAMILIES[mtp["family"]]
+    if family not in bases:
+        base = " or ".join(bases)
         raise PipelineError(f"{path}: mtp.family: {mtp['family']!r} drafts for a {base} base model, "
                             f"but model.family is {family!r}")
     formats = MTP_FORMATS[mtp["family"]]
@@ -297,10 +299,12 @@ def load_config(path: str | Path) -> PipelineConfig:
     speculative = raw.get("speculative")
     if isinstance(speculative, dict) and speculative.get("mode") is False:
         speculative["mode"] = "off"  # YAML 1.1 (PyYAML) reads an unquoted `mode: off` as false
+    mtp = raw.get("mtp")
+    if isinstance(mtp, dict) and isinstance(mtp.get("family"), str):
+        mtp["family"] = canonical_name(mtp["family"])  # an older name of the family (registry alias)
     error = _first_error(SCHEMA, raw)
     if error is not None:
         raise PipelineError(f"{path}: {_describe(error)}")
-    mtp = raw.get("mtp")
     if mtp is not None:
         _check_mtp(path, raw["model"]["family"], mtp)
     for key, section in (("source", raw["source"]), ("mtp", mtp or {})):

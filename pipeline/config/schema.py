@@ -9,24 +9,22 @@ location, optional tensor-name map and architecture).
 
 An architecture file (``model.architecture``, ``mtp.architecture``) is a model's Hugging Face
 ``config.json`` content kept in the repository, so that a config can be dry-run without its weights;
-:data:`ARCHITECTURES` gives the fields each family's file must hold, with their types.  Keys that
+:func:`architecture_schema` gives the fields each family's file must hold, with their types
+(:data:`BASE_ARCHITECTURE` for base families; a drafter's is in its folder).  Keys that
 start with ``_`` (``_comment``: where each number comes from) are notes, never read.
 """
 
+from ..models.registry import base_families, drafter_families, get_family
+
 QUANTIZATIONS = ["q0f32", "q0f16", "q4f16_1", "q4f32_1"]
-FAMILIES = ["gemma3", "gemma4"]
-SOURCE_FORMATS = ["gguf", "hf-safetensors"]
-# Drafter families (pipeline/models/registry.py) and the base family each one drafts for.
-MTP_FAMILIES = {"gemma4_assistant": "gemma4", "mtp": "gemma3"}
+# Base families, and drafter families with the base families each drafts for, from the registry
+# (pipeline/models/registry.py); a drafter family's older name (alias) is accepted by the loader.
+FAMILIES = base_families()
+SOURCE_FORMATS = sorted({f for name in FAMILIES for f in get_family(name).formats})
+MTP_FAMILIES = {name: get_family(name).drafts_for for name in drafter_families()}
 # Drafter family -> weights formats it can come in -> whether ``name_map`` is "required",
-# "optional" or "refused".  hf-safetensors: a Hugging Face directory (config.json + *.safetensors,
-# Hugging Face names); litertlm: a LiteRT-LM container with a tf_lite_mtp_drafter section;
-# safetensors: one file, in names the name map translates (the ``mtp`` family's loader knows
-# DeepSeek-V3's and transformers' names itself).
-MTP_FORMATS = {
-    "gemma4_assistant": {"hf-safetensors": "refused", "litertlm": "optional", "safetensors": "required"},
-    "mtp": {"safetensors": "optional"},
-}
+# "optional" or "refused" (each row's ``formats`` says what the formats are).
+MTP_FORMATS = {name: {f: fmt.name_map for f, fmt in get_family(name).formats.items()} for name in drafter_families()}
 SPECULATIVE_MODES = ["off", "mtp"]
 
 # Speculative decoding settings, the same keys in the YAML file and in the package's runtime config
@@ -114,28 +112,12 @@ TEXT_CONFIG = {
 # A base model's file: a text config, or a multimodal config.json whose text_config is one.
 BASE_ARCHITECTURE = {"if": {"type": "object", "required": ["text_config"]},
                      "then": {"properties": {"text_config": TEXT_CONFIG}}, "else": TEXT_CONFIG}
-ARCHITECTURES = {
-    "gemma3": BASE_ARCHITECTURE,
-    "gemma4": BASE_ARCHITECTURE,
-    # transformers' Gemma4AssistantConfig
-    "gemma4_assistant": {
-        "type": "object",
-        "required": ["backbone_hidden_size", "text_config"],
-        "properties": {
-            "backbone_hidden_size": POSITIVE, "use_ordered_embeddings": {"type": "boolean"},
-            "num_centroids": POSITIVE, "centroid_intermediate_top_k": POSITIVE, "text_config": TEXT_CONFIG,
-        },
-    },
-    # pipeline.models.mtp.model.MTPConfig without ``base`` (the base model's config)
-    "mtp": {
-        "type": "object",
-        "required": ["layer_type"],
-        "additionalProperties": False,
-        "patternProperties": {"^_": {}},
-        "properties": {"layer_type": {"enum": LAYER_TYPES}, "use_post_norm": {"type": "boolean"},
-                       "hidden_states_first": {"type": "boolean"}},
-    },
-}
+
+
+def architecture_schema(family: str) -> dict:
+    """The JSON schema of ``family``'s architecture file (its registry row's ``architecture``)."""
+    return get_family(family).architecture_schema()
+
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Collection, Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -27,7 +27,8 @@ from .registry import Family
 
 log = logging.getLogger(__name__)
 
-# Formats whose tensor names a name map translates (pipeline/config/schema.py MTP_FORMATS).
+# Formats whose tensor names a name map translates (a registry row's ``formats`` says which
+# formats a family reads and whether the name map is required there).
 NAME_MAPPED_FORMATS = ("safetensors", "litertlm")
 # The section of a ``.litertlm`` file a drafter is read from (its ``model_type``; LiteRT-LM
 # ``schema/py/litertlm_builder.py`` TfLiteModelType.MTP_DRAFTER).
@@ -87,33 +88,28 @@ def import_weights(family: Family, source_format: str, path: Path,  # pylint: di
 
     shapes = expected_shapes(family, config)
     constants = name_map.constants(list(shapes)) if name_map else {}
-    mapping: dict[str, str] = {}
     skipped = []
-    for src in source.tensor_names():
-        shape = tuple(source.tensor_info(src)[0])
-        targets = _mapped(src, shape, name_map, path) if name_map else [src]
-        ours = [dst for dst in map(name_of, targets) if dst in shapes]
-        if name_map and len(ours) < len(targets):
-            wrong = next(t for t in targets if name_of(t) not in shapes)
-            raise PipelineError(f"{name_map.origin}: tensor {src!r} maps to {wrong!r}, which is not a parameter of "
-                                f"this {family.name} model; expected a name such as {next(iter(shapes))!r}")
-        if not ours:
-            skipped.append(src)
-        for dst in ours:
-            if dst in mapping or dst in constants:
-                first = f"tensor {mapping[dst]!r}" if dst in mapping else "a 'constant:' entry"
-                raise PipelineError(f"{path}: {first} and tensor {src!r} both map to {dst!r}; expected one source each")
-            mapping[dst] = src
-            if shape != shapes[dst]:
-                raise PipelineError(f"{path}: tensor {src} has shape {list(shape)}, expected {list(shapes[dst])} "
-                                    f"for {dst} from the config")
-    missing = [name for name in shapes if name not in mapping and name not in constants]
-    if missing:
+
+    def found():  # (source name, shape, our name) of each source tensor that fills a parameter
+        for src in source.tensor_names():
+            shape = tuple(source.tensor_info(src)[0])
+            targets = _mapped(src, shape, name_map, path) if name_map else [src]
+            ours = [dst for dst in map(name_of, targets) if dst in shapes]
+            if name_map and len(ours) < len(targets):
+                wrong = next(t for t in targets if name_of(t) not in shapes)
+                raise PipelineError(f"{name_map.origin}: tensor {src!r} maps to {wrong!r}, which is not a parameter "
+                                    f"of this {family.name} model; expected a name such as {next(iter(shapes))!r}")
+            if not ours:
+                skipped.append(src)
+            for dst in ours:
+                yield src, shape, dst
+
+    def missing_message(missing: list[str]) -> str:
         hint = name_map.expected_source(missing[0]) if name_map else None
-        raise PipelineError(
-            f"{path}: {len(missing)} parameter(s) missing, first {missing[0]} (shape {list(shapes[missing[0]])})"
-            + (f", expected under the source name {hint!r} (name map {name_map.origin})" if hint else "")
-        )
+        return (f"{len(missing)} parameter(s) missing, first {missing[0]} (shape {list(shapes[missing[0]])})"
+                + (f", expected under the source name {hint!r} (name map {name_map.origin})" if hint else ""))
+
+    mapping = match_tensors(path, found(), shapes, constants, missing_message)
     if skipped:
         groups = Counter(".".join(name.split(".")[:2]) for name in skipped)
         log.warning("%s: skipped %d source tensor(s) the model does not use: %s", path, len(skipped),
@@ -123,6 +119,46 @@ def import_weights(family: Family, source_format: str, path: Path,  # pylint: di
         weights[dst] = (np.full(shapes[dst], constants[dst], np.float32) if dst in constants
                         else transform(dst, source.load(mapping[dst])))
     return config, weights
+
+
+def match_tensors(path: Path, found: Iterable[tuple[str, tuple[int, ...], str]], shapes: dict[str, tuple[int, ...]],
+                  constants: Collection[str] = (), missing_message: Callable[[list[str]], str] | None = None,
+                  ) -> dict[str, str]:
+    """Check source tensors against a model's parameters: one source per parameter, shapes equal,
+    none missing.  The importers of every family use it (:func:`import_weights`,
+    :func:`pipeline.models.gemma3_mtp.loader.load_mtp_weights`).
+
+    Args:
+        path: the source (named in errors).
+        found: ``(source tensor name, its shape, our parameter name)`` per source tensor that
+            fills a parameter (in ``shapes``).
+        shapes: our parameter name -> expected shape, in parameter order.
+        constants: parameters filled otherwise (a name map's ``constant:`` entries).
+        missing_message: ``(missing parameter names, in order) -> message`` after ``"{path}: "``;
+            default: their count and the first with its shape.
+
+    Returns:
+        ``{our name: source tensor name}``.
+
+    Raises:
+        PipelineError: two sources for one parameter (names both), a shape that disagrees with
+            ``shapes`` (names the tensor, its shape and the expected one), or missing parameters.
+    """
+    mapping: dict[str, str] = {}
+    for src, shape, dst in found:
+        if dst in mapping or dst in constants:
+            first = f"tensor {mapping[dst]!r}" if dst in mapping else "a 'constant:' entry"
+            raise PipelineError(f"{path}: {first} and tensor {src!r} both map to {dst!r}; expected one source each")
+        mapping[dst] = src
+        if shape != shapes[dst]:
+            raise PipelineError(f"{path}: tensor {src} has shape {list(shape)}, expected {list(shapes[dst])} "
+                                f"for {dst} from the config")
+    missing = [name for name in shapes if name not in mapping and name not in constants]
+    if missing:
+        message = missing_message(missing) if missing_message else (
+            f"{len(missing)} parameter(s) missing, first {missing[0]} (shape {list(shapes[missing[0]])})")
+        raise PipelineError(f"{path}: {message}")
+    return mapping
 
 
 def _config_from_hf(family: Family, content: dict[str, Any], origin: Path, overrides: dict[str, Any]) -> Any:

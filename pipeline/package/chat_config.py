@@ -1,46 +1,19 @@
 """``mlc-chat-config.json`` as mlc-llm writes it (``python/mlc_llm/protocol/mlc_chat_config.py``),
-with Gemma's chat template in MLC's ``Conversation`` form (``conversation_template/gemma.py``)."""
+with the family's chat template in MLC's ``Conversation`` form (its registry row's ``chat_template``)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from ..models.registry import base_families, get_family
 
 # The format version of mlc-llm's chat config (mlc_llm.support.constants.MLC_CHAT_CONFIG_VERSION, the
 # default of MLCChatConfig.version), not this package's version (pipeline.__version__).
 MLC_CHAT_CONFIG_VERSION = "0.1.0"
 RUNTIME_CONFIG = "mlc-mtp-config.json"  # our runtime's own config, written beside MLC's
 
-GEMMA_TEMPLATE = {
-    "name": "gemma3_instruction",
-    "system_template": "{system_message}",
-    "system_message": "",
-    "system_prefix_token_ids": [2],
-    "add_role_after_system_message": True,
-    "roles": {"user": "<start_of_turn>user", "assistant": "<start_of_turn>model"},
-    "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
-    "messages": [],
-    "seps": ["<end_of_turn>\n"],
-    "role_content_sep": "\n",
-    "role_empty_sep": "\n",
-    "stop_str": ["<end_of_turn>"],
-    "stop_token_ids": [1, 106],
-    "function_string": "",
-    "use_function_calling": False,
-}
-
-
-# Gemma 4's turn markers (Google's "Gemma 4 prompt formatting" page, ai.google.dev/gemma/docs/core/
-# prompt-formatting-gemma4): <|turn>{role}\n ... <turn|>, roles system / user / model.  The system
-# role makes a system message its own turn (Gemma 3 has none: pipeline.runtime.chat puts it in the
-# first user turn).
-GEMMA4_TEMPLATE = {
-    **GEMMA_TEMPLATE,
-    "name": "gemma4_instruction",
-    "roles": {"system": "<|turn>system", "user": "<|turn>user", "assistant": "<|turn>model"},
-    "seps": ["<turn|>\n"],
-    "stop_str": ["<turn|>"],
-}
-TEMPLATES = {"gemma3": GEMMA_TEMPLATE, "gemma4": GEMMA4_TEMPLATE}
+# Base family -> its chat template (the registry row's ``chat_template``).
+TEMPLATES = {name: get_family(name).template() for name in base_families()}
 
 
 def chat_config(model_config: Any, family: str, quantization: str, generation: dict[str, Any],
@@ -74,7 +47,7 @@ def chat_config(model_config: Any, family: str, quantization: str, generation: d
             "prepend_space_in_encode": False,
             "strip_space_in_decode": False,
         },
-        "conv_template": TEMPLATES[family],
+        "conv_template": get_family(family).template(),
         "pad_token_id": cfg["pad_token_id"],
         "bos_token_id": cfg["bos_token_id"],
         "eos_token_id": cfg["eos_token_id"],

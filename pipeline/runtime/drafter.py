@@ -14,6 +14,7 @@ from typing import Any, Callable
 from ..config.loader import speculative_settings
 from ..config.schema import RUNTIME_SPECULATIVE
 from ..errors import PipelineError
+from ..models.registry import canonical_name
 from ..package.chat_config import RUNTIME_CONFIG
 from .assistant_drafter import AssistantDrafter
 from .draft_length import DraftLength
@@ -75,7 +76,7 @@ def drafter_files(package: Path, settings: dict[str, Any], target: str = "cpu") 
 
 # Drafter family (speculative.drafter_family) -> Drafter class, constructed (engine, library, weights).
 DRAFTER_FAMILIES: dict[str, Callable[[Engine, Path, Path], Drafter]] = {
-    "gemma4_assistant": AssistantDrafter, "mtp": MTPDrafter}
+    "gemma4_assistant": AssistantDrafter, "gemma3_mtp": MTPDrafter}
 
 
 def load_mtp_drafter(engine: Engine, library: Path, weights: Path) -> Drafter:
@@ -85,7 +86,7 @@ def load_mtp_drafter(engine: Engine, library: Path, weights: Path) -> Drafter:
     Raises:
         PipelineError: a drafter family this runtime cannot drive, or mismatched files.
     """
-    family = engine.runtime_config.get("speculative", {}).get("drafter_family") or "gemma4_assistant"
+    family = canonical_name(engine.runtime_config.get("speculative", {}).get("drafter_family") or "gemma4_assistant")
     if family not in DRAFTER_FAMILIES:
         raise PipelineError(f"{engine.package / RUNTIME_CONFIG}: speculative.drafter_family: {family!r}, "
                             f"expected one of {sorted(DRAFTER_FAMILIES)}")

@@ -1,5 +1,5 @@
 """The ``mtp`` drafter at run time: a DeepSeek-V3-style MTP head over a Gemma 3 base
-(:mod:`pipeline.models.mtp`), drafting greedy chains with :class:`~pipeline.models.mtp.drafting.MTPDraftChain`.
+(:mod:`pipeline.models.gemma3_mtp`), drafting greedy chains with :class:`~pipeline.models.mtp.drafting.MTPDraftChain`.
 
 The engine keeps the base's final hidden state of every cached token (it runs the base library's
 ``*_to_last_hidden_states`` functions, :data:`~pipeline.runtime.engine.HIDDEN_STATE_FUNCTIONS`).
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PipelineError
+from ..models.gemma3_mtp.model import MTPConfig
 from ..models.mtp.drafting import MTPDraftChain
-from ..models.mtp.model import MTPConfig
 from .engine import HIDDEN_STATE_FUNCTIONS, Engine, load_library
 from .speculative import one_hot
 

@@ -354,7 +354,7 @@ def test_speculative_decoding_with_each_drafter_family_on_vulkan(tmp_path_factor
         save_file(echo_head(make_tiny_gemma3(root / "hf")), str(root / "head.safetensors"))
         (root / "head.json").write_text(json.dumps({"_comment": "test", "layer_type": "full_attention"}))
         config = write_config(root / "tiny.yaml", root / "hf", **common, mtp={
-            "family": "mtp", "format": "safetensors", "path": "head.safetensors", "architecture": "head.json"})
+            "family": "gemma3_mtp", "format": "safetensors", "path": "head.safetensors", "architecture": "head.json"})
     else:
         base = make_tiny_gemma4(root / "hf", "e2b")
         make_tiny_assistant(root / "assistant", base.config)

@@ -57,17 +57,18 @@ def test_the_repository_configs_validate():
     ("speculative: {draft_length: 9}\n", ["speculative.draft_length", "9", "[min_draft_length 1, max_draft_length 8]"]),
     ("speculative: {min_draft_length: 4, max_draft_length: 2}\n",
      ["speculative.min_draft_length", "4", "<= max_draft_length 2"]),
-    ("mtp: {family: mtp, format: litertlm, path: d}\n", ["mtp.format", "'litertlm'", "['safetensors']", "family 'mtp'"]),
+    ("mtp: {family: gemma3_mtp, format: litertlm, path: d}\n",
+     ["mtp.format", "'litertlm'", "['safetensors']", "family 'gemma3_mtp'"]),
     ("mtp: {family: gemma4_assistant, format: hf-safetensors, path: d}\n",
      ["mtp.family", "'gemma4_assistant' drafts for a gemma4 base model", "model.family is 'gemma3'"]),
     ("model: {family: gemma4}\nmtp: {family: gemma4_assistant, format: safetensors, path: d}\n",
      ["mtp.name_map: missing", "format 'safetensors'"]),
     ("model: {family: gemma4}\nmtp: {family: gemma4_assistant, format: hf-safetensors, path: d, name_map: m.yaml}\n",
      ["mtp.name_map", "'m.yaml'", "expected none for format 'hf-safetensors'"]),
-    ("mtp: {family: mtp, format: safetensors}\n", ["mtp", "exactly one of 'path' or 'package'"]),
+    ("mtp: {family: gemma3_mtp, format: safetensors}\n", ["mtp", "exactly one of 'path' or 'package'"]),
     ("mtp: {format: safetensors, path: d}\n", ["mtp", "'family' is a required property"]),
-    ("mtp: {family: mtp, format: safetensors, path: d, kind: x}\n", ["mtp", "'kind'", "architecture, entry, family"]),
-    ("mtp: {family: eagle, format: safetensors, path: d}\n", ["mtp.family", "'eagle'", "'gemma4_assistant', 'mtp'"]),
+    ("mtp: {family: gemma3_mtp, format: safetensors, path: d, kind: x}\n", ["mtp", "'kind'", "architecture, entry, family"]),
+    ("mtp: {family: eagle, format: safetensors, path: d}\n", ["mtp.family", "'eagle'", "'gemma4_assistant', 'gemma3_mtp'"]),
     ("model: {family: gemma3, architecture: absent.json}\n", ["model.architecture", "absent.json does not exist"]),
 ])
 def test_schema_errors_name_key_value_and_allowed(tmp_path, extra, needles):
@@ -88,7 +89,7 @@ def test_top_level_must_be_a_mapping(tmp_path):
         load_config(write(tmp_path, "- a\n- b\n"))
 
 
-MTP = "mtp: {family: mtp, format: safetensors, path: d.safetensors, name_map: names.yaml, architecture: mtp.json}\n"
+MTP = "mtp: {family: gemma3_mtp, format: safetensors, path: d.safetensors, name_map: names.yaml, architecture: mtp.json}\n"
 
 
 def with_drafter(tmp_path, names="model.layers.61.enorm.weight: enorm.weight\n", arch='{"layer_type": "full_attention"}'):
@@ -99,13 +100,20 @@ def with_drafter(tmp_path, names="model.layers.61.enorm.weight: enorm.weight\n",
 
 def test_drafter_section_and_its_files_are_read(tmp_path):
     config = load_config(with_drafter(tmp_path))
-    assert config.mtp == {"family": "mtp", "format": "safetensors", "path": "d.safetensors", "name_map": "names.yaml",
+    assert config.mtp == {"family": "gemma3_mtp", "format": "safetensors", "path": "d.safetensors", "name_map": "names.yaml",
                           "architecture": "mtp.json"}
     assert config.mtp_name_map == {"model.layers.61.enorm.weight": "enorm.weight"}
     assert config.mtp_architecture.content == {"layer_type": "full_attention"}
     assert config.mtp_architecture.path == (tmp_path / "mtp.json").resolve()
     (tmp_path / "d.safetensors").write_bytes(b"")
     assert config.mtp_path() == (tmp_path / "d.safetensors").resolve()
+
+
+def test_older_drafter_family_name_is_accepted(tmp_path):
+    """``mtp``, the Gemma 3 MTP head's family name before ``gemma3_mtp``, still reads (registry alias)."""
+    (tmp_path / "mtp.json").write_text('{"layer_type": "full_attention"}')
+    config = load_config(write(tmp_path, BASE + "mtp: {family: mtp, format: safetensors, path: d, architecture: mtp.json}\n"))
+    assert config.mtp["family"] == "gemma3_mtp"
 
 
 @pytest.mark.parametrize("names, arch, needles", [

@@ -1,4 +1,4 @@
-"""The compiled MTP drafter (pipeline/models/mtp) against transformers' MtpModel on a tiny random
+"""The compiled MTP drafter (pipeline/models/gemma3_mtp) against transformers' MtpModel on a tiny random
 Gemma 3 base (float32, CPU), and its weight import.
 
 Reference: transformers 5.24 ``modeling_layers.MtpModel`` hosted by the tiny ``Gemma3ForCausalLM``
@@ -28,9 +28,10 @@ from pipeline.compile.compiler import compile_module, export_model
 from pipeline.compile.targets import load_target
 from pipeline.errors import PipelineError
 from pipeline.models.gemma3.model import Gemma3Config
+from pipeline.models.gemma3_mtp.loader import load_mtp_weights
+from pipeline.models.gemma3_mtp.model import MTPConfig
 from pipeline.models.mtp.drafting import MTPDraftChain
-from pipeline.models.mtp.loader import load_mtp_weights
-from pipeline.models.mtp.model import GEMMA3_MTP, MTPConfig
+from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme
 
 ATOL = 1e-4
@@ -120,7 +121,7 @@ def drafter(request, tiny_package, engine, tmp_path_factory):
     config = MTPConfig(base_config, layer_type, use_post_norm, hidden_first)
     weights = load_mtp_weights(tmp / "mtp.safetensors", config)
     preset = load_target("cpu")
-    mod, params, _ = export_model(GEMMA3_MTP, config, get_scheme("q0f32"), preset, "tiny-mtp")
+    mod, params, _ = export_model(get_family("gemma3_mtp"), config, get_scheme("q0f32"), preset, "tiny-mtp")
     compile_module(mod, preset, tmp / "mtp.so")
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp / "mtp.so")), tvm.cpu())
     chain = MTPDraftChain(vm, [tvm.runtime.tensor(weights[name]) for name, _, _ in params], engine.vm,

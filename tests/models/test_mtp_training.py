@@ -5,7 +5,7 @@ claims to follow, on the tiny random Gemma 3 (float32, CPU):
   depth with :func:`chain_mask`) equals transformers' ``MtpModel`` run step by step with its
   ``MtpCache`` (catch-up, then chained steps), past the tiny model's 8-token window;
 - the head it builds leaves the base untouched, and the file it saves loads through
-  :func:`pipeline.models.mtp.loader.load_mtp_weights`;
+  :func:`pipeline.models.gemma3_mtp.loader.load_mtp_weights`;
 - its q4 unpacking and its q4 rounding of the head are MLC's ``q4f32_1``
   (:mod:`pipeline.quantization.group_quant`).
 """
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models.mtp.loader import load_mtp_weights
-from pipeline.models.mtp.model import MTPConfig
+from pipeline.models.gemma3_mtp.loader import load_mtp_weights
+from pipeline.models.gemma3_mtp.model import MTPConfig
 from pipeline.quantization import get_scheme
 from pipeline.quantization.group_quant import dequantize_array, quantize_array
 from tests.models.test_mtp_module import TINY_BASE, reference_mtp, reference_run

@@ -1,5 +1,5 @@
-"""The ``mtp`` drafter family end to end on the tiny random Gemma 3 with an MTP head of random
-weights: built through the pipeline from ``mtp: {family: mtp, format: safetensors, path,
+"""The ``gemma3_mtp`` drafter family (formerly ``mtp``) end to end on the tiny random Gemma 3 with an MTP head of random
+weights: built through the pipeline from ``mtp: {family: gemma3_mtp, format: safetensors, path,
 architecture}``, loaded by ``speculative.drafter_family``, driving speculative decoding.
 
 The head's weights are random, except that ``eh_proj`` passes ``hnorm(h)`` through and the block's
@@ -57,7 +57,7 @@ def mtp_package(tiny_package, tmp_path_factory):
     (root / "head.json").write_text(json.dumps({"_comment": "test", "layer_type": "full_attention"}))
     config = load_config(write_config(
         root / "tiny.yaml", hf_dir, speculative={"mode": "mtp", "draft_length": 2},
-        mtp={"family": "mtp", "format": "safetensors", "path": "head.safetensors", "architecture": "head.json"}))
+        mtp={"family": "gemma3_mtp", "format": "safetensors", "path": "head.safetensors", "architecture": "head.json"}))
     return build(config, output=root / "pkg", progress=False, say=lambda _: None).output
 
 
@@ -70,7 +70,7 @@ def engine_and_drafter(mtp_package):
 
 def test_package_names_the_mtp_drafter(mtp_package, engine_and_drafter):
     speculative = json.loads((mtp_package / "mlc-mtp-config.json").read_text())["speculative"]
-    assert speculative["drafter_family"] == "mtp" and speculative["mode"] == "mtp"
+    assert speculative["drafter_family"] == "gemma3_mtp" and speculative["mode"] == "mtp"
     assert (mtp_package / speculative["drafter_lib"]["cpu"]).is_file()
     assert (mtp_package / speculative["drafter_weights"] / "tensor-cache.json").is_file()
     assert isinstance(engine_and_drafter[1], MTPDrafter)
@@ -147,8 +147,17 @@ def test_unknown_drafter_family_is_named(mtp_package):
 
     engine = Engine(mtp_package)
     engine.runtime_config["speculative"]["drafter_family"] = "eagle"
-    with pytest.raises(PipelineError, match=r"drafter_family: 'eagle', expected one of \['gemma4_assistant', 'mtp'\]"):
+    with pytest.raises(PipelineError,
+                       match=r"drafter_family: 'eagle', expected one of \['gemma3_mtp', 'gemma4_assistant'\]"):
         load_mtp_drafter(engine, mtp_package / "lib", mtp_package / "drafter")
+
+
+def test_older_drafter_family_name_still_loads(mtp_package):
+    """A package built while the family was called ``mtp`` names it so (a registry alias); it loads
+    the same drafter."""
+    engine = Engine(mtp_package)
+    engine.runtime_config["speculative"]["drafter_family"] = "mtp"
+    assert isinstance(load_drafter(engine, package_speculative(mtp_package, engine.runtime_config)), MTPDrafter)
 
 
 def test_mtp_family_needs_its_architecture_file(tiny_package, tmp_path):
@@ -157,7 +166,7 @@ def test_mtp_family_needs_its_architecture_file(tiny_package, tmp_path):
 
     save_file({"layers.0.enorm.weight": torch.zeros(64)}, str(tmp_path / "head.safetensors"))
     config = load_config(write_config(tmp_path / "tiny.yaml", tiny_package[0].parent / "hf",
-                                      mtp={"family": "mtp", "format": "safetensors", "path": "head.safetensors"}))
+                                      mtp={"family": "gemma3_mtp", "format": "safetensors", "path": "head.safetensors"}))
     with pytest.raises(PipelineError) as err:
         build(config, output=tmp_path / "pkg", progress=False, say=lambda _: None)
     assert "mtp.architecture: not given" in str(err.value) and "\n" not in str(err.value)

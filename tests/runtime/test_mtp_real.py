@@ -42,7 +42,7 @@ def engine_and_drafter(tmp_path_factory):
 
 def test_trained_head_drafts_are_lossless_and_accepted(engine_and_drafter):
     engine, drafter, settings = engine_and_drafter
-    assert settings["mode"] == "mtp" and engine.runtime_config["speculative"]["drafter_family"] == "mtp"
+    assert settings["mode"] == "mtp" and engine.runtime_config["speculative"]["drafter_family"] == "gemma3_mtp"
     accepted_0 = proposed_0 = 0
     for text in PROMPTS:
         ids = [engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(text, add_special_tokens=False).ids

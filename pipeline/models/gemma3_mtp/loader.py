@@ -1,5 +1,6 @@
 """Where an MTP drafter's weights come from: a safetensors file in DeepSeek-V3 or transformers
-naming -> our parameter names (:class:`~pipeline.models.mtp.model.Gemma3MTP`), shapes checked.
+naming -> our parameter names (:class:`~pipeline.models.gemma3_mtp.model.Gemma3MTP`), shapes checked with
+:func:`pipeline.models.importer.match_tensors`.
 
 Source names (everything after the first ``layers.N.``, any prefix before it):
 
@@ -25,10 +26,13 @@ import numpy as np
 from safetensors import safe_open
 
 from ...errors import PipelineError
+from .. import importer
 from ..gemma3.loader import hf_transform
-from ..gemma3.model import Gemma3Config
 from ..name_map import NameMap
-from .model import Gemma3MTP, MTPConfig
+from ..registry import get_family
+from .model import MTPConfig
+
+FAMILY = "gemma3_mtp"
 
 LAYER_NAME = re.compile(r"^(?P<prefix>.*?)layers\.(?P<index>\d+)\.(?P<rest>.+)$")
 # Names under the MTP layer, after an optional ``mtp_block.``, that are not the block's.
@@ -56,8 +60,7 @@ def mtp_name(rest: str) -> str | None:
 
 def expected_shapes(config: MTPConfig) -> dict[str, tuple[int, ...]]:
     """Parameter name -> shape of the float32 drafter for ``config``, in parameter order."""
-    model = Gemma3MTP(config, "float32")
-    return {name: tuple(int(x) for x in p.shape) for name, p in model.named_parameters()}
+    return importer.expected_shapes(get_family(FAMILY), config)
 
 
 def _mtp_layer_index(names: list[str], path: Path) -> int:
@@ -111,50 +114,55 @@ def load_mtp_weights(path: str | Path, config: MTPConfig, layer_index: int | Non
         renamed = _renamed(list(handle.keys()), name_map)
         index = _mtp_layer_index(list(renamed), path) if layer_index is None else layer_index
         shapes = expected_shapes(config)
-        mapping: dict[str, str] = {}
-        for src, stored in renamed.items():
-            match = LAYER_NAME.match(src)
-            if not match or int(match["index"]) != index:
-                continue
-            dst = mtp_name(match["rest"])
-            if dst is None:
-                continue
-            shape = tuple(handle.get_slice(stored).get_shape())
-            if dst not in shapes:
-                raise PipelineError(f"{path}: tensor {stored} (shape {list(shape)}) matches no MTP parameter")
-            if dst in mapping:
-                raise PipelineError(f"{path}: tensors {mapping[dst]} and {stored} both map to {dst}")
-            if shape != shapes[dst]:
-                raise PipelineError(
-                    f"{path}: tensor {stored} has shape {list(shape)}, expected {list(shapes[dst])} for {dst}")
-            mapping[dst] = stored
-        missing = [name for name in shapes if name not in mapping]
-        if missing:
+
+        def found():  # (stored name, shape, our name) of each tensor of the MTP layer
+            for src, stored in renamed.items():
+                match = LAYER_NAME.match(src)
+                if not match or int(match["index"]) != index:
+                    continue
+                dst = mtp_name(match["rest"])
+                if dst is None:
+                    continue
+                shape = tuple(handle.get_slice(stored).get_shape())
+                if dst not in shapes:
+                    raise PipelineError(f"{path}: tensor {stored} (shape {list(shape)}) matches no MTP parameter")
+                yield stored, shape, dst
+
+        def missing_message(missing: list[str]) -> str:
             listed = ", ".join(f"{name} {list(shapes[name])}" for name in missing[:8])
-            raise PipelineError(f"{path}: {len(missing)} MTP parameter(s) missing from layers.{index}: {listed}"
-                                + (", ..." if len(missing) > 8 else ""))
+            return (f"{len(missing)} MTP parameter(s) missing from layers.{index}: {listed}"
+                    + (", ..." if len(missing) > 8 else ""))
+
+        mapping = importer.match_tensors(path, found(), shapes, missing_message=missing_message)
         return {dst: hf_transform(dst, np.ascontiguousarray(handle.get_tensor(mapping[dst]), dtype=np.float32))
                 for dst in shapes}
 
 
-def import_mtp(path: str | Path, base: Gemma3Config, architecture: dict, name_map: NameMap | None = None,
+def import_mtp(family, source_format: str, path: str | Path, overrides: dict, progress: bool = True, *,
+               architecture: tuple[dict, Path], name_map: NameMap | None = None,
                ) -> tuple[MTPConfig, dict[str, np.ndarray]]:
-    """The drafter's config and weights for the build's import stage.
+    """The drafter's config and weights for the build's import stage (the registry row's loader
+    for format ``safetensors``; the signature of :func:`pipeline.models.importer.import_weights`).
 
     Args:
+        family: the ``gemma3_mtp`` registry row.
+        source_format: ``safetensors``.
         path: the weights (``.safetensors``).
-        base: the base model's config (the MTP block takes its sizes).
+        overrides: ``{"base": the base model's config}`` (the MTP block takes its sizes).
+        progress: unused (one layer's tensors are read).
         architecture: the ``mtp`` architecture file's content (``layer_type``, ``use_post_norm``,
-            ``hidden_states_first``; keys starting with ``_`` are notes).
+            ``hidden_states_first``; keys starting with ``_`` are notes) and its path.
         name_map: as for :func:`load_mtp_weights`.
 
     Raises:
         PipelineError: an architecture value the config refuses, or bad weights
             (:func:`load_mtp_weights`).
     """
-    fields = {key: value for key, value in architecture.items() if not key.startswith("_")}
+    del progress, source_format
+    content = architecture[0]
+    fields = {key: value for key, value in content.items() if not key.startswith("_")}
     try:
-        config = MTPConfig(base, **fields)
+        config = family.config_from_hf(content, **overrides)
     except (TypeError, ValueError) as err:
         raise PipelineError(f"{path}: MTP architecture {fields}: {err}") from None
     return config, load_mtp_weights(path, config, name_map=name_map)

@@ -99,6 +99,17 @@ class MTPConfig:
         if self.layer_type not in LAYER_TYPES:
             raise ValueError(f"layer_type {self.layer_type!r} is not one of {LAYER_TYPES}")
 
+    @classmethod
+    def from_architecture(cls, cfg: dict[str, Any], base: Gemma3Config | dict[str, Any]) -> "MTPConfig":
+        """The config of a head over ``base`` (the base model's config) from its architecture
+        file's content ``cfg`` (``layer_type``, ``use_post_norm``, ``hidden_states_first``; keys
+        starting with ``_`` are notes).
+
+        Raises:
+            TypeError: a missing or unknown field.  ValueError: a ``layer_type`` not in :data:`LAYER_TYPES`.
+        """
+        return cls(base=base, **{key: value for key, value in cfg.items() if not key.startswith("_")})
+
     def block_config(self) -> Gemma3Config:
         """The base config narrowed to the one MTP layer (index 0 of the drafter's cache)."""
         return dataclasses.replace(self.base, num_hidden_layers=1, layer_types=[self.layer_type])
@@ -135,7 +146,7 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-in
     Parameters (transformers' ``MtpLayer`` names): ``enorm.weight``, ``hnorm.weight`` ``(hidden,)``;
     ``eh_proj.weight`` ``(hidden, 2 * hidden)``; ``mtp_block.*`` (a Gemma 3 decoder layer);
     ``post_norm.weight`` ``(hidden,)`` when ``use_post_norm``.  RMSNorm weights hold the full
-    multiplier ``1 + w`` (:mod:`pipeline.models.mtp.loader` adds the 1).
+    multiplier ``1 + w`` (:mod:`pipeline.models.gemma3_mtp.loader` adds the 1).
     """
 
     def __init__(self, config: MTPConfig, dtype: str = "float32"):
@@ -215,16 +226,3 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-in
             "create_paged_kv_cache": WindowedKVCacheMixin.create_spec(),
         }
         return nn.spec.ModuleSpec.from_raw(spec, self)
-
-
-@dataclasses.dataclass(frozen=True)
-class DrafterKind:
-    """What the build needs of a drafter kind: the ``model_type`` recorded in ``_metadata``
-    (:func:`pipeline.compile.compiler.export_model`), the module class and its config class."""
-
-    name: str
-    model_cls: type
-    config_cls: type
-
-
-GEMMA3_MTP = DrafterKind(name=MTPConfig.model_type, model_cls=Gemma3MTP, config_cls=MTPConfig)
