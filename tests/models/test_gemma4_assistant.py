@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.runtime.assistant_drafter import AssistantDrafter
+from pipeline.runtime.drafters.assistant import AssistantDrafter
 from pipeline.runtime.engine import Engine
 from tests.conftest import write_config
 from tests.models.gemma4_fixtures import make_tiny_assistant, make_tiny_gemma4

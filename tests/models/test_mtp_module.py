@@ -28,7 +28,7 @@ from pipeline.compile.build import compile_module, export_model
 from pipeline.compile.targets import load_target
 from pipeline.errors import PipelineError
 from pipeline.models.gemma3.model import Gemma3Config
-from pipeline.models.mtp.drafting import MTPDraftChain
+from pipeline.runtime.drafters.mtp_head import MTPDraftChain
 from pipeline.models.mtp.loader import load_mtp_weights
 from pipeline.models.mtp.model import GEMMA3_MTP, MTPConfig
 from pipeline.quantization import get_scheme
