@@ -121,20 +121,23 @@ def target_device(target: str, kind: str | None = None):
 
 
 def _load_device_runtime(kind: str) -> None:
-    """Load TVM's runtime library for a GPU kind (``libtvm_runtime_<kind>``) if TVM has not: with its
+    """Load TVM's runtime libraries that a library of ``kind`` may call, where TVM has not: with its
     runtime only (``TVM_USE_RUNTIME_LIB=1``, a deployment without the compiler library) TVM 0.26
-    loads no GPU runtime.  A missing library leaves the device absent, which the caller reports."""
+    loads neither a GPU kind's runtime (``libtvm_runtime_<kind>``) nor ``libtvm_runtime_extra``
+    (packed functions kernels call, e.g. ``tvm.contrib.sort.topk``, which TVM's CPU top-k lowers
+    to).  A missing library leaves the device absent or the function missing, which the caller
+    reports."""
     from tvm.base import _LOADED_LIBS  # pylint: disable=import-outside-toplevel
     from tvm_ffi.libinfo import load_lib_ctypes  # pylint: disable=import-outside-toplevel
 
-    name = f"tvm_runtime_{kind}"
-    if kind == "llvm" or name in _LOADED_LIBS:
-        return
-    try:
-        _LOADED_LIBS[name] = load_lib_ctypes(package="tvm", target_name=name, mode="RTLD_LOCAL",
-                                             extra_lib_paths=[Path(_LOADED_LIBS["tvm_runtime"]._name).parent])
-    except (OSError, RuntimeError):
-        pass
+    for name in ("tvm_runtime_extra",) + (() if kind == "llvm" else (f"tvm_runtime_{kind}",)):
+        if name in _LOADED_LIBS:
+            continue
+        try:
+            _LOADED_LIBS[name] = load_lib_ctypes(package="tvm", target_name=name, mode="RTLD_LOCAL",
+                                                 extra_lib_paths=[Path(_LOADED_LIBS["tvm_runtime"]._name).parent])
+        except (OSError, RuntimeError):
+            pass
 
 
 def _builtin(name: str):
