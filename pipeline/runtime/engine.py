@@ -84,7 +84,8 @@ def preset_kind(name: str) -> str:
     folder = folder or (checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "mlc-mtp" / "targets")
     path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
     if not path.is_file():
-        raise PipelineError(f"target {name!r} is unknown; expected one of {sorted(p.stem for p in folder.glob('*.yaml'))}")
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise PipelineError(f"target {name!r} is unknown; expected one of {known}")
     try:
         kind = (yaml.safe_load(path.read_text()) or {}).get("target", {}).get("kind")
     except (yaml.YAMLError, AttributeError):

@@ -28,10 +28,10 @@ from pipeline.compile.build import compile_module, export_model
 from pipeline.compile.targets import load_target
 from pipeline.errors import PipelineError
 from pipeline.models.gemma3.model import Gemma3Config
-from pipeline.runtime.drafters.mtp_head import MTPDraftChain
 from pipeline.models.mtp.loader import load_mtp_weights
 from pipeline.models.mtp.model import GEMMA3_MTP, MTPConfig
 from pipeline.quantization import get_scheme
+from pipeline.runtime.drafters.mtp_head import MTPDraftChain
 
 ATOL = 1e-4
 PREFILL = 16  # catch-up pairs (h_j, t_{j+1}), j = 0..15

@@ -15,6 +15,7 @@ verification lossless (:mod:`pipeline.runtime.speculative`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tvm
@@ -27,8 +28,9 @@ class MTPContextCapture(Capture):
     """Runs the base library's ``*_to_mtp_context`` functions (:mod:`pipeline.models.gemma4.model`),
     which return the logits, the final hidden states and the context K/V; keeps the last two."""
 
-    functions = {"prefill": "prefill_to_mtp_context", "decode": "batch_verify_to_mtp_context",
-                 "batch_verify": "batch_verify_to_mtp_context"}
+    functions: ClassVar[dict[str, str]] = {
+        "prefill": "prefill_to_mtp_context", "decode": "batch_verify_to_mtp_context",
+        "batch_verify": "batch_verify_to_mtp_context"}
 
     def read(self, engine, out, last_only: bool) -> np.ndarray:
         logits, hidden, *kv = (a.numpy() for a in out)

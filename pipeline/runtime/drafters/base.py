@@ -11,7 +11,7 @@ that follows the KV cache (reset with a new sequence, truncated on roll-back).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Capture:
     :meth:`read`.  ``context`` holds what was kept, position by position."""
 
     # forward kind ("prefill", "decode", "batch_verify") -> the base library function run instead
-    functions: dict[str, str] = {}
+    functions: ClassVar[dict[str, str]] = {}
 
     def __init__(self):
         self.context = MTPContext()

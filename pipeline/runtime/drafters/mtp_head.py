@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import tvm
@@ -38,8 +38,9 @@ class HiddenStateCapture(Capture):
     libraries), which return the final hidden state of every token; keeps them and computes the
     logits with ``get_logits`` (of the last token only for a prefill)."""
 
-    functions = {"prefill": "prefill_to_last_hidden_states", "decode": "batch_verify_to_last_hidden_states",
-                 "batch_verify": "batch_verify_to_last_hidden_states"}
+    functions: ClassVar[dict[str, str]] = {
+        "prefill": "prefill_to_last_hidden_states", "decode": "batch_verify_to_last_hidden_states",
+        "batch_verify": "batch_verify_to_last_hidden_states"}
 
     def read(self, engine, out, last_only: bool) -> np.ndarray:
         hidden = out.numpy()[0]
