@@ -46,7 +46,7 @@ def _settings(args, engine) -> None:
 def _speculation(args, engine):
     """The drafter (None: plain decoding) and draft-length policy for the package's speculative
     settings as overridden by ``--speculative``, ``--draft-length`` and ``--adaptive``."""
-    from .runtime.drafter import (  # pylint: disable=import-outside-toplevel
+    from .runtime.drafters import (  # pylint: disable=import-outside-toplevel
         draft_length_policy, load_drafter, package_speculative)
 
     settings = package_speculative(engine.package, engine.runtime_config, _speculative_overrides(args))

@@ -18,11 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipeline"
 REGISTRY = PIPELINE / "models" / "registry.py"
 # Files not yet moved onto the registry, with why; each entry is work left, not a permission.
-PENDING = {
-    # The runtime's drafter table (family -> drafter class); the runtime drafters are moving to
-    # pipeline/runtime/drafters/, after which the table becomes registry.runtime_drafter.
-    "pipeline/runtime/drafter.py": {"gemma4_assistant", "gemma3_mtp"},
-}
+PENDING: dict[str, set[str]] = {}
 # Words of the config's own vocabulary (YAML sections, speculative modes): an alias that is one of
 # them (``mtp``) cannot be told from them by spelling alone, so it is checked where a family is meant.
 VOCABULARY = set(SCHEMA["properties"]) | set(SPECULATIVE_MODES)

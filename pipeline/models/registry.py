@@ -286,6 +286,19 @@ def drafter_families() -> list[str]:
     return [row.name for row in _ROWS if row.role == DRAFTER]
 
 
+def family_of_runtime_drafter(reference: str) -> str:
+    """The drafter family whose ``runtime_drafter`` is ``reference`` (``"module:attr"``): how a
+    runtime drafter class learns the name its libraries record as ``model_type``.
+
+    Raises:
+        PipelineError: no row names ``reference``.
+    """
+    for row in _ROWS:
+        if row.runtime_drafter == reference:
+            return row.name
+    raise PipelineError(f"no drafter family has runtime drafter {reference!r}")
+
+
 def runtime_drafter(family: str) -> type:
     """The runtime drafter class of drafter family ``family`` (or an alias), imported on first use;
     constructed ``(engine, library path, weights directory)``.

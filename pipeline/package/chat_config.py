@@ -5,15 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models.registry import base_families, get_family
+from ..models.registry import get_family
 
 # The format version of mlc-llm's chat config (mlc_llm.support.constants.MLC_CHAT_CONFIG_VERSION, the
 # default of MLCChatConfig.version), not this package's version (pipeline.__version__).
 MLC_CHAT_CONFIG_VERSION = "0.1.0"
 RUNTIME_CONFIG = "mlc-mtp-config.json"  # our runtime's own config, written beside MLC's
 
-# Base family -> its chat template (the registry row's ``chat_template``).
-TEMPLATES = {name: get_family(name).template() for name in base_families()}
+
+
+def conv_template(family: str) -> dict[str, Any]:
+    """Base family ``family``'s chat template in MLC LLM's ``Conversation`` form (the registry row's
+    ``chat_template``, imported on first use, so that the runtime importing this module loads no
+    family's code).  Raises PipelineError for an unknown family."""
+    return get_family(family).template()
 
 
 def chat_config(model_config: Any, family: str, quantization: str, generation: dict[str, Any],
@@ -47,7 +52,7 @@ def chat_config(model_config: Any, family: str, quantization: str, generation: d
             "prepend_space_in_encode": False,
             "strip_space_in_decode": False,
         },
-        "conv_template": get_family(family).template(),
+        "conv_template": conv_template(family),
         "pad_token_id": cfg["pad_token_id"],
         "bos_token_id": cfg["bos_token_id"],
         "eos_token_id": cfg["eos_token_id"],

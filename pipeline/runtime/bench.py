@@ -78,7 +78,7 @@ def _worker_llama(args) -> dict:
 def _worker_speculative(args) -> dict:
     """Greedy generation of ``decode_tokens`` tokens with speculation off and on, in one process."""
     # pylint: disable=import-outside-toplevel
-    from .drafter import draft_length_policy, load_drafter, package_speculative
+    from .drafters import draft_length_policy, load_drafter, package_speculative
     from .engine import Engine
     from .sampling import Sampler
     from .speculative import SpeculativeStats, speculative_generate
@@ -170,7 +170,7 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
     Raises:
         PipelineError: not a package, bad speculative settings or no drafter for them, or a failed run.
     """
-    from .drafter import drafter_files, package_speculative  # pylint: disable=import-outside-toplevel
+    from .drafters import drafter_files, package_speculative  # pylint: disable=import-outside-toplevel
 
     package = Path(package)
     runtime = package / RUNTIME_CONFIG

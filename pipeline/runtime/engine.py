@@ -11,29 +11,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tvm
 import tvm_ffi
+import yaml
 from tokenizers import Tokenizer
 from tvm.runtime.vm import VirtualMachine
 
-from ..compile.targets import load_target
 from ..errors import PipelineError
 from ..package.chat_config import RUNTIME_CONFIG
 from ..package.check import check_library
 from ..package.tensor_cache import read_tensor_cache
-from .mtp_context import MTPContext
+
+if TYPE_CHECKING:
+    from .drafters.base import Capture
 
 PAGE_SIZE = 16
-# The functions that also return what an MTP drafter reads (hidden states, context K/V).
-MTP_FUNCTIONS = {"prefill": "prefill_to_mtp_context", "decode": "batch_verify_to_mtp_context",
-                 "batch_verify": "batch_verify_to_mtp_context"}
-# The functions that return the final hidden states of every token, for drafters that read only
-# those (logits then come from ``get_logits``): MLC's names, in Gemma 3 libraries.
-HIDDEN_STATE_FUNCTIONS = {"prefill": "prefill_to_last_hidden_states", "decode": "batch_verify_to_last_hidden_states",
-                          "batch_verify": "batch_verify_to_last_hidden_states"}
 # TVM's thread pool defaults to the physical core count, which is 1 on a 2-vCPU machine (halving
 # speed here); use every logical CPU unless the user chose.  Read when the pool first starts.
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
@@ -81,21 +78,46 @@ DEVICE_OF_KIND = {"llvm": "cpu", "cuda": "cuda", "rocm": "rocm", "metal": "metal
                   "opencl": "opencl"}
 
 
+def preset_kind(name: str) -> str:
+    """The TVM target kind (``target.kind``) of preset ``name``, read from its YAML file without
+    TVM's compiler; the presets' folder is found as :func:`pipeline.compile.targets.load_target`
+    finds it (``$MLC_MTP_TARGETS``, else ``targets/`` of a source checkout, else
+    ``<prefix>/share/mlc-mtp/targets``).
+
+    Raises:
+        PipelineError: no such preset, or one without a ``target.kind`` string.
+    """
+    folder = Path(os.environ["MLC_MTP_TARGETS"]) if os.environ.get("MLC_MTP_TARGETS") else None
+    checkout = Path(__file__).resolve().parents[2] / "targets"
+    folder = folder or (checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "mlc-mtp" / "targets")
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise PipelineError(f"target {name!r} is unknown; expected one of {known}")
+    try:
+        kind = (yaml.safe_load(path.read_text()) or {}).get("target", {}).get("kind")
+    except (yaml.YAMLError, AttributeError):
+        kind = None
+    if not isinstance(kind, str):
+        raise PipelineError(f"{path}: target.kind: not found, expected a TVM target kind (e.g. 'llvm')")
+    return kind
+
+
 def target_device(target: str, kind: str | None = None):
     """The device a library compiled for preset ``target`` runs on (device 0 of its kind);
     ``kind``: the TVM target kind it was built for, when known (a package records it), else read
-    from the preset.
+    from the preset (:func:`preset_kind`).
 
     Raises:
         PipelineError: unknown preset, a target kind with no runtime device, or no such device on
             this machine (or this TVM has no runtime for it).
     """
-    kind = kind or load_target(target).target["kind"]
+    kind = kind or preset_kind(target)
     if kind not in DEVICE_OF_KIND:
         raise PipelineError(f"target {target}: kind {kind!r} has no runtime device here "
                             f"(runtime devices exist for {', '.join(DEVICE_OF_KIND)})")
     if kind == "vulkan":  # TVM's Vulkan runtime may be a plugin; without a driver TVM raises
-        from ..compile import vulkan  # pylint: disable=import-outside-toplevel
+        from . import vulkan  # pylint: disable=import-outside-toplevel
 
         if vulkan.device() is None:
             raise PipelineError(f"target {target}: {vulkan.missing()}")
@@ -108,20 +130,23 @@ def target_device(target: str, kind: str | None = None):
 
 
 def _load_device_runtime(kind: str) -> None:
-    """Load TVM's runtime library for a GPU kind (``libtvm_runtime_<kind>``) if TVM has not: with its
+    """Load TVM's runtime libraries that a library of ``kind`` may call, where TVM has not: with its
     runtime only (``TVM_USE_RUNTIME_LIB=1``, a deployment without the compiler library) TVM 0.26
-    loads no GPU runtime.  A missing library leaves the device absent, which the caller reports."""
+    loads neither a GPU kind's runtime (``libtvm_runtime_<kind>``) nor ``libtvm_runtime_extra``
+    (packed functions kernels call, e.g. ``tvm.contrib.sort.topk``, which TVM's CPU top-k lowers
+    to).  A missing library leaves the device absent or the function missing, which the caller
+    reports."""
     from tvm.base import _LOADED_LIBS  # pylint: disable=import-outside-toplevel
     from tvm_ffi.libinfo import load_lib_ctypes  # pylint: disable=import-outside-toplevel
 
-    name = f"tvm_runtime_{kind}"
-    if kind == "llvm" or name in _LOADED_LIBS:
-        return
-    try:
-        _LOADED_LIBS[name] = load_lib_ctypes(package="tvm", target_name=name, mode="RTLD_LOCAL",
-                                             extra_lib_paths=[Path(_LOADED_LIBS["tvm_runtime"]._name).parent])
-    except (OSError, RuntimeError):
-        pass
+    for name in ("tvm_runtime_extra",) + (() if kind == "llvm" else (f"tvm_runtime_{kind}",)):
+        if name in _LOADED_LIBS:
+            continue
+        try:
+            _LOADED_LIBS[name] = load_lib_ctypes(package="tvm", target_name=name, mode="RTLD_LOCAL",
+                                                 extra_lib_paths=[Path(_LOADED_LIBS["tvm_runtime"]._name).parent])
+        except (OSError, RuntimeError):
+            pass
 
 
 def _builtin(name: str):
@@ -177,38 +202,37 @@ class Engine:
         )
         self.kv_cache = None
         self.tokens: list[int] = []  # the sequence in the KV cache, in order
-        self.mtp_context: MTPContext | None = None  # kept when an MTP drafter reads the base model
-        self.mtp_functions = MTP_FUNCTIONS  # what fills it (capture_mtp_context)
+        self.capture: Capture | None = None  # a drafter's hook: what forward passes keep for it
 
-    def capture_mtp_context(self, functions: dict[str, str] = MTP_FUNCTIONS) -> MTPContext:
-        """From the next sequence on, run ``functions`` (:data:`MTP_FUNCTIONS`: the
-        ``*_to_mtp_context`` ones, hidden states and K/V; :data:`HIDDEN_STATE_FUNCTIONS`: the final
-        hidden state of every token) and keep what they return for an MTP drafter
-        (:mod:`pipeline.runtime.mtp_context`).
+    def attach(self, capture: Capture) -> Capture:
+        """From the next sequence on (the current one is reset), run ``capture.functions`` instead
+        of the plain forward functions and hand their outputs to ``capture``
+        (:class:`~pipeline.runtime.drafters.base.Capture`: a drafter's hook); returns it.
 
         Raises:
-            PipelineError: the library has no such functions (its model family has no such drafter).
+            PipelineError: the library lacks one of the functions (its model family has no such drafter).
         """
-        try:
-            self.vm[functions["prefill"]]  # pylint: disable=pointless-statement
-        except Exception:  # pylint: disable=broad-except  # the VM raises for a missing function
-            raise PipelineError(f"{self.package}: its library has no {functions['prefill']} "
-                                f"(model {self.chat_config['model_type']} has no such MTP drafter support)") from None
-        if self.mtp_context is None:
-            self.mtp_context, self.mtp_functions = MTPContext(), functions
-            self.reset()
-        return self.mtp_context
+        for function in sorted(set(capture.functions.values())):
+            try:
+                self.vm[function]  # pylint: disable=pointless-statement
+            except Exception:  # pylint: disable=broad-except  # the VM raises for a missing function
+                raise PipelineError(f"{self.package}: its library has no {function} "
+                                    f"(model {self.chat_config['model_type']} has no such MTP drafter support)"
+                                    ) from None
+        self.capture = capture
+        self.reset()
+        return capture
 
     @contextlib.contextmanager
     def plain_forward(self):
-        """Within this block forward passes run the library's plain functions and keep no MTP
-        context, as an engine without a drafter does (speculation off measured on the engine
-        that holds the drafter); the sequence is reset on leaving, context and all."""
-        context, self.mtp_context = self.mtp_context, None
+        """Within this block forward passes run the library's plain functions and keep nothing for
+        a drafter, as an engine without one does (speculation off measured on the engine that
+        holds the drafter); the sequence is reset on leaving, the drafter's context and all."""
+        capture, self.capture = self.capture, None
         try:
             yield self
         finally:
-            self.mtp_context = context
+            self.capture = capture
             self.reset()
 
     # --- KV cache --------------------------------------------------------------------------
@@ -220,8 +244,8 @@ class Engine:
         )
         _builtin("vm.builtin.kv_state_add_sequence")(self.kv_cache, 0)
         self.tokens = []
-        if self.mtp_context is not None:
-            self.mtp_context.reset()
+        if self.capture is not None:
+            self.capture.reset()
 
     @property
     def length(self) -> int:
@@ -233,8 +257,8 @@ class Engine:
         if n:
             _builtin("vm.builtin.kv_state_popn")(self.kv_cache, 0, n)
             del self.tokens[-n:]
-            if self.mtp_context is not None:
-                self.mtp_context.truncate(self.length)
+            if self.capture is not None:
+                self.capture.truncate(self.length)
 
     # --- forward passes --------------------------------------------------------------------
     def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
@@ -246,24 +270,13 @@ class Engine:
         ids = tvm.runtime.tensor(np.asarray(token_ids, dtype=np.int32), self.device)
         embeds = self.vm["embed"](ids, self.params)
         embeds = embeds._create_view((1, n, embeds.shape[-1]))  # pylint: disable=protected-access
-        if self.mtp_context is not None:
-            last_only = function == "prefill"
-            function = self.mtp_functions[function]
+        name = function if self.capture is None else self.capture.functions[function]
         _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
-        out, self.kv_cache = self.vm[function](embeds, self.kv_cache, self.params)
+        out, self.kv_cache = self.vm[name](embeds, self.kv_cache, self.params)
         _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
-        if self.mtp_context is not None and self.mtp_functions is HIDDEN_STATE_FUNCTIONS:
-            hidden = out.numpy()[0]
-            self.mtp_context.append(hidden, [])
-            rows = tvm.runtime.tensor(np.ascontiguousarray(hidden[-1:] if last_only else hidden), self.device)
-            logits = self.vm["get_logits"](rows, self.params).numpy()[None]
-        elif self.mtp_context is not None:
-            logits, hidden, *kv = (a.numpy() for a in out)
-            self.mtp_context.append(hidden[0], kv)
-        else:
-            logits = out
+        logits = out.numpy() if self.capture is None else self.capture.read(self, out, function == "prefill")
         self.tokens.extend(int(t) for t in token_ids)
-        return (logits if isinstance(logits, np.ndarray) else logits.numpy())[0]
+        return logits[0]
 
     def prefill(self, token_ids: list[int]) -> np.ndarray:
         """Append ``token_ids`` (in chunks of ``prefill_chunk_size``); float32 ``(vocab,)`` logits of the last."""

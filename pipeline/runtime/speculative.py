@@ -9,7 +9,8 @@ distribution after temperature/top-p, ``q`` the drafter's) and otherwise resampl
 ``max(0, p - q)`` normalized, so the output distribution equals plain sampling's.
 
 The draft length is fixed or adapts to the acceptance seen so far
-(:mod:`pipeline.runtime.draft_length`); without a drafter, generation is plain decoding.
+(:mod:`pipeline.runtime.draft_length`); without a drafter, generation is plain decoding.  The
+drafters and the seam that loads them are in :mod:`pipeline.runtime.drafters`.
 ``max_tokens`` counts emitted tokens only, and a stop token or stop string inside an accepted
 chain ends the output exactly where plain decoding would have ended it.
 """
@@ -19,31 +20,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
-from typing import Protocol
 
 import numpy as np
 
 from .draft_length import DraftLength
+from .drafters.base import Drafter
 from .engine import Engine
 from .generate import GenerationStats, generate
 from .sampling import Sampler, probabilities
-
-
-class Drafter(Protocol):  # pylint: disable=too-few-public-methods
-    """Proposes draft tokens: ``propose(history, n)`` returns ``n`` token ids continuing
-    ``history`` (all tokens so far) and their draft distributions, float64 ``(n, vocab)``
-    (one-hot rows for a greedy drafter)."""
-
-    def propose(self, history: list[int], n: int) -> tuple[list[int], np.ndarray]:
-        """``n`` draft tokens and their distributions."""
-
-
-def one_hot(tokens: list[int], vocab_size: int) -> np.ndarray:
-    """Draft distributions of a greedy drafter: float64 ``(len(tokens), vocab_size)`` rows, 1 at
-    each draft token."""
-    q = np.zeros((len(tokens), vocab_size))
-    q[np.arange(len(tokens)), tokens] = 1.0
-    return q
 
 
 @dataclasses.dataclass

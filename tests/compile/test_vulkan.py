@@ -317,7 +317,7 @@ def test_tiny_gemma4_prefill_past_the_window_verify_and_decode(tmp_path_factory,
 def _speculative_tokens(package, target: str, drafter_on: bool) -> tuple[list[int], int]:
     """Greedy tokens after a fixed prompt on ``target`` with the package's drafter (2 drafted per
     step) or none, and the number of drafted tokens accepted."""
-    from pipeline.runtime.drafter import load_drafter, package_speculative  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.drafters import load_drafter, package_speculative  # pylint: disable=import-outside-toplevel
     from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
     from pipeline.runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
     from pipeline.runtime.speculative import SpeculativeStats, speculative_generate  # pylint: disable=import-outside-toplevel
@@ -346,7 +346,7 @@ def test_speculative_decoding_with_each_drafter_family_on_vulkan(tmp_path_factor
     from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
     from tests.conftest import make_tiny_gemma3, write_config  # pylint: disable=import-outside-toplevel
     from tests.models.gemma4_fixtures import make_tiny_assistant, make_tiny_gemma4  # pylint: disable=import-outside-toplevel
-    from tests.runtime.test_mtp_drafter import echo_head  # pylint: disable=import-outside-toplevel
+    from tests.runtime.drafters.test_mtp_head import echo_head  # pylint: disable=import-outside-toplevel
 
     root = tmp_path_factory.mktemp(f"vulkan-{family}")
     common = dict(targets=["cpu", "vulkan"], speculative={"mode": "mtp", "draft_length": 2})

@@ -18,7 +18,7 @@ import torch
 
 from pipeline.models.importer import expected_shapes
 from pipeline.models.registry import get_family
-from pipeline.runtime.assistant_drafter import AssistantDrafter
+from pipeline.runtime.drafters.assistant import AssistantDrafter
 from pipeline.runtime.engine import Engine
 from tests.conftest import write_config
 from tests.models.gemma4_fixtures import make_tiny_gemma4

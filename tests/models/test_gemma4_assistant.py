@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.runtime.assistant_drafter import AssistantDrafter
+from pipeline.runtime.drafters.assistant import AssistantDrafter
 from pipeline.runtime.engine import Engine
 from tests.conftest import write_config
 from tests.models.gemma4_fixtures import make_tiny_assistant, make_tiny_gemma4
@@ -21,20 +21,26 @@ from tests.models.gemma4_fixtures import make_tiny_assistant, make_tiny_gemma4
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", params=["e2b", "31b"])
-def built(request, tmp_path_factory):
-    """``(engine, drafter, hf base, hf assistant)`` for one base shape."""
+def build_assistant_package(root, shape):
+    """``(package, hf base, hf assistant)``: a tiny random Gemma 4 base of ``shape`` (``e2b``,
+    ``31b``) and a tiny random assistant, built by the pipeline (q0f32, CPU) under ``root``."""
     from pipeline.build import build  # pylint: disable=import-outside-toplevel
     from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
 
-    root = tmp_path_factory.mktemp(f"assistant-{request.param}")
-    base = make_tiny_gemma4(root / "hf", request.param)
+    base = make_tiny_gemma4(root / "hf", shape)
     assistant = make_tiny_assistant(root / "assistant", base.config)
     config = load_config(write_config(
-        root / "tiny.yaml", root / "hf", name=f"tiny-{request.param}",
+        root / "tiny.yaml", root / "hf", name=f"tiny-{shape}",
         model={"family": "gemma4", "overrides": {"context_window_size": 256, "prefill_chunk_size": 64}},
         mtp={"family": "gemma4_assistant", "format": "hf-safetensors", "path": str(root / "assistant")}))
-    package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+    return build(config, output=root / "pkg", progress=False, say=lambda _: None).output, base, assistant
+
+
+@pytest.fixture(scope="module", params=["e2b", "31b"])
+def built(request, tmp_path_factory):
+    """``(engine, drafter, hf base, hf assistant)`` for one base shape."""
+    package, base, assistant = build_assistant_package(tmp_path_factory.mktemp(f"assistant-{request.param}"),
+                                                       request.param)
     engine = Engine(package)
     speculative = engine.runtime_config["speculative"]
     drafter = AssistantDrafter(engine, package / speculative["drafter_lib"]["cpu"],
@@ -115,7 +121,7 @@ def test_speculative_greedy_output_equals_plain_decoding(built, draft_length):
         spec = list(speculative_generate(engine, prompt, 24, Sampler(0.0, 1.0), drafter, draft_length, stats=stats))
         assert spec == plain
         assert stats.drafted > 0  # drafts were proposed and verified, not only plain steps
-        assert engine.mtp_context.length == engine.length
+        assert drafter.context.length == engine.length
 
 
 def test_cli_generate_and_bench_with_the_packaged_drafter(built, capsys):

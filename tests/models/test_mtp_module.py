@@ -30,9 +30,9 @@ from pipeline.errors import PipelineError
 from pipeline.models.gemma3.model import Gemma3Config
 from pipeline.models.gemma3_mtp.loader import load_mtp_weights
 from pipeline.models.gemma3_mtp.model import MTPConfig
-from pipeline.models.mtp.drafting import MTPDraftChain
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme
+from pipeline.runtime.drafters.mtp_head import MTPDraftChain
 
 ATOL = 1e-4
 PREFILL = 16  # catch-up pairs (h_j, t_{j+1}), j = 0..15

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.package.chat_config import TEMPLATES
+from pipeline.package.chat_config import conv_template
 from pipeline.runtime import chat
 from pipeline.runtime.chat import turn_end, turn_text
 from pipeline.runtime.sampling import Sampler
@@ -20,7 +20,7 @@ from pipeline.runtime.sampling import Sampler
     ("gemma4", "<|turn>user\nHi<turn|>\n<|turn>model\n", "\n", "<turn|>\n"),
 ])
 def test_turn_text_and_closing(family, turn, after_stop, after_cut):
-    template = TEMPLATES[family]
+    template = conv_template(family)
     assert turn_text(template, "Hi") == turn
     assert turn_end(template, stopped=True) == after_stop
     assert turn_end(template, stopped=False) == after_cut
@@ -32,8 +32,8 @@ def test_turn_text_and_closing(family, turn, after_stop, after_cut):
     ("gemma4", " You are terse.\n", "<|turn>system\nYou are terse.<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\n"),
 ])
 def test_the_system_message_goes_where_the_family_puts_it_and_messages_are_trimmed(family, system, text):
-    assert turn_text(TEMPLATES[family], "  Hi \n", system) == text
-    assert turn_text(TEMPLATES[family], "  Hi \n") == turn_text(TEMPLATES[family], "Hi")
+    assert turn_text(conv_template(family), "  Hi \n", system) == text
+    assert turn_text(conv_template(family), "  Hi \n") == turn_text(conv_template(family), "Hi")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def gemma3(tmp_path_factory):
     tokenizer_json, _ = write_tokenizer_json(path, tmp_path_factory.mktemp("gemma3-tokenizer"))
     reference = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     engine = SimpleNamespace(tokenizer=Tokenizer.from_file(str(tokenizer_json)),
-                             chat_config={"conv_template": TEMPLATES["gemma3"], "bos_token_id": reference.token_bos()})
+                             chat_config={"conv_template": conv_template("gemma3"), "bos_token_id": reference.token_bos()})
     return engine, reference
 
 
@@ -96,7 +96,7 @@ def test_a_chat_session_caches_what_gemmas_template_renders(gemma3, monkeypatch,
     """The tokens a session puts in the KV cache (each turn's prompt, the reply, the end-of-turn
     token it stopped on) equal the template's rendering of the whole history."""
     engine, reference = gemma3
-    end_of_turn = engine.tokenizer.token_to_id(TEMPLATES["gemma3"]["stop_str"][0])
+    end_of_turn = engine.tokenizer.token_to_id(conv_template("gemma3")["stop_str"][0])
     cache: list[int] = []
     turns = iter(replies + [""])
 
@@ -123,7 +123,7 @@ def test_a_first_turn_is_what_gemmas_template_renders(gemma3, system, users, rep
 
 def test_the_packages_system_message_is_the_default(gemma3):
     engine, reference = gemma3
-    template = {**TEMPLATES["gemma3"], "system_message": "You are a pirate."}
+    template = {**conv_template("gemma3"), "system_message": "You are a pirate."}
     packaged = SimpleNamespace(tokenizer=engine.tokenizer,
                                chat_config={**engine.chat_config, "conv_template": template})
     assert chat.ChatSession(packaged, Sampler(), 4).system == "You are a pirate."

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.runtime.drafter import draft_length_policy, load_drafter, package_speculative
+from pipeline.runtime.drafters import draft_length_policy, load_drafter, package_speculative
 from pipeline.runtime.engine import Engine
 from pipeline.runtime.generate import generate
 from pipeline.runtime.sampling import Sampler

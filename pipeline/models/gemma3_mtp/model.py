@@ -33,7 +33,7 @@ Exported functions (names of MLC LLM's EAGLE drafter, ``python/mlc_llm/model/eag
 ``batch_prefill_to_last_hidden_states``, ``batch_decode_to_last_hidden_states``,
 ``create_paged_kv_cache``, plus ``_metadata`` from the build.
 
-**How a runtime drives it** (greedy chain; :class:`pipeline.models.mtp.drafting.MTPDraftChain`
+**How a runtime drives it** (greedy chain; :class:`pipeline.runtime.drafters.mtp_head.MTPDraftChain`
 does exactly this).  State: the drafter's KV cache, whose entry ``j`` holds the pair
 ``(h_j, t_{j+1})``; the output ``o`` of its last exact entry; the number of speculative entries
 added by the last chain.

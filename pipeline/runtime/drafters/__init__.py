@@ -1,9 +1,12 @@
-"""The drafter a generation runs with: the package's speculative settings (the ``speculative``
-section of ``mlc-mtp-config.json``), overridden from the command line, and the seam that turns
-them into a :class:`~pipeline.runtime.speculative.Drafter`.
+"""Drafters for speculative decoding, behind one seam: the package's speculative settings (the
+``speculative`` section of ``mlc-mtp-config.json``), overridden from the command line, and
+:func:`load_drafter`, which turns them into a :class:`~pipeline.runtime.drafters.base.Drafter`.
 
-``mode`` names the drafter kind; :data:`DRAFTER_LOADERS` maps each kind to the function that
-loads it from the package's drafter files.  ``off`` means plain decoding and needs no loader.
+``mode`` ``off`` means plain decoding; ``mtp`` loads the package's drafter, whose class the
+package's ``speculative.drafter_family`` names: the model-family registry's row for it gives the
+class (``runtime_drafter``, imported on first use; :data:`DRAFTER_FAMILIES`).  One module per drafter
+(:mod:`.assistant`, :mod:`.mtp_head`), each with the capture hook that has the engine keep what it
+reads of the base model (:mod:`.base`).
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config.loader import speculative_settings
-from ..config.schema import RUNTIME_SPECULATIVE
-from ..errors import PipelineError
-from ..models.registry import canonical_name
-from ..package.chat_config import RUNTIME_CONFIG
-from .assistant_drafter import AssistantDrafter
-from .draft_length import DraftLength
-from .engine import Engine
-from .mtp_drafter import MTPDrafter
-from .speculative import Drafter
+from ...config.loader import speculative_settings
+from ...config.schema import RUNTIME_SPECULATIVE
+from ...errors import PipelineError
+from ...models.registry import canonical_name, drafter_families, runtime_drafter
+from ...package.chat_config import RUNTIME_CONFIG
+from ..draft_length import DraftLength
+from ..engine import Engine
+from .base import Drafter
+
+# Drafter family (speculative.drafter_family, the name the build records; an alias the registry
+# knows, such as a family's name before a rename, is accepted) -> the Drafter class constructed
+# ``(engine, library, weights)``; None: the registry row's ``runtime_drafter``, imported on first use.
+DRAFTER_FAMILIES: dict[str, Callable[[Engine, Path, Path], Drafter] | None] = dict.fromkeys(drafter_families())
 
 
 def package_speculative(package: Path, runtime_config: dict[str, Any],
@@ -74,37 +80,22 @@ def drafter_files(package: Path, settings: dict[str, Any], target: str = "cpu") 
     return library, weights
 
 
-# Drafter family (speculative.drafter_family) -> Drafter class, constructed (engine, library, weights).
-DRAFTER_FAMILIES: dict[str, Callable[[Engine, Path, Path], Drafter]] = {
-    "gemma4_assistant": AssistantDrafter, "gemma3_mtp": MTPDrafter}
-
-
-def load_mtp_drafter(engine: Engine, library: Path, weights: Path) -> Drafter:
-    """Load the package's MTP drafter over ``engine`` by its ``drafter_family``
-    (:data:`DRAFTER_FAMILIES`; ``gemma4_assistant`` when the package names none).
-
-    Raises:
-        PipelineError: a drafter family this runtime cannot drive, or mismatched files.
-    """
-    family = canonical_name(engine.runtime_config.get("speculative", {}).get("drafter_family") or "gemma4_assistant")
-    if family not in DRAFTER_FAMILIES:
-        raise PipelineError(f"{engine.package / RUNTIME_CONFIG}: speculative.drafter_family: {family!r}, "
-                            f"expected one of {sorted(DRAFTER_FAMILIES)}")
-    return DRAFTER_FAMILIES[family](engine, library, weights)
-
-
-# Drafter kind (speculative.mode) -> loader(engine, library, weights) -> Drafter.
-DRAFTER_LOADERS: dict[str, Callable[[Engine, Path, Path], Drafter]] = {"mtp": load_mtp_drafter}
-
-
 def load_drafter(engine: Engine, settings: dict[str, Any]) -> Drafter | None:
     """The drafter ``settings`` (from :func:`package_speculative`) ask for, over ``engine``'s
-    package and target; None when speculation is off.
+    package and target: the class :data:`DRAFTER_FAMILIES` gives for ``drafter_family``,
+    constructed on the package's drafter library and weights; None when speculation is off.
 
     Raises:
-        PipelineError: the package lacks the drafter, or its loader fails.
+        PipelineError: the package lacks the drafter files, names no drafter family or one this
+            runtime cannot drive (the file, the key, the value and the known families), or the
+            drafter's constructor refuses its files.
     """
     files = drafter_files(engine.package, settings, engine.target)
     if files is None:
         return None
-    return DRAFTER_LOADERS[settings["mode"]](engine, *files)
+    family = settings.get("drafter_family")
+    name = canonical_name(family) if isinstance(family, str) else family
+    if name not in DRAFTER_FAMILIES:
+        raise PipelineError(f"{engine.package / RUNTIME_CONFIG}: speculative.drafter_family: "
+                            f"{'null' if family is None else repr(family)}, expected one of {sorted(DRAFTER_FAMILIES)}")
+    return (DRAFTER_FAMILIES[name] or runtime_drafter(name))(engine, *files)

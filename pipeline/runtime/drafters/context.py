@@ -1,10 +1,11 @@
-"""What an MTP drafter reads of the base model: its final hidden states and the K/V of its last
-sliding and last full non-shared layers, kept position by position beside the KV cache.
+"""What a drafter reads of the base model, kept position by position beside the KV cache: the
+base's final hidden states and, for the ``gemma4_assistant`` drafter, the K/V of its last sliding
+and last full non-shared layers.
 
 The base library's ``prefill_to_mtp_context`` / ``batch_verify_to_mtp_context`` return them with
-the logits (:mod:`pipeline.models.gemma4.model`); a Gemma 3 library's
+the logits (:mod:`pipeline.runtime.drafters.assistant`); a Gemma 3 library's
 ``prefill_to_last_hidden_states`` / ``batch_verify_to_last_hidden_states`` return the hidden
-states of every token and no K/V (for :mod:`pipeline.runtime.mtp_drafter`).
+states of every token and no K/V (:mod:`pipeline.runtime.drafters.mtp_head`).
 :class:`MTPContext` appends them and truncates them whenever the engine rolls its KV cache back,
 so that they always describe exactly the tokens in the cache.
 """

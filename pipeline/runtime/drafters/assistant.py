@@ -1,6 +1,7 @@
 """The ``gemma4_assistant`` MTP drafter at run time: a chain of greedy draft steps from the base
 model's last hidden state and its context K/V (:mod:`pipeline.models.gemma4_assistant.model` for
-the maths, transformers' ``SinglePositionMultiTokenCandidateGenerator`` for the protocol).
+the maths, transformers' ``SinglePositionMultiTokenCandidateGenerator`` for the protocol), which
+:class:`MTPContextCapture` has the engine keep.
 
 Per :meth:`AssistantDrafter.propose`: the pending token (emitted, not yet in the KV cache) is
 embedded by the **base** library's ``embed``; the first step takes the base's final hidden state
@@ -14,12 +15,27 @@ verification lossless (:mod:`pipeline.runtime.speculative`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tvm
 
-from .engine import Engine, load_library
-from .speculative import one_hot
+from ..engine import Engine, load_library
+from .base import Capture, one_hot
+
+
+class MTPContextCapture(Capture):
+    """Runs the base library's ``*_to_mtp_context`` functions (:mod:`pipeline.models.gemma4.model`),
+    which return the logits, the final hidden states and the context K/V; keeps the last two."""
+
+    functions: ClassVar[dict[str, str]] = {
+        "prefill": "prefill_to_mtp_context", "decode": "batch_verify_to_mtp_context",
+        "batch_verify": "batch_verify_to_mtp_context"}
+
+    def read(self, engine, out, last_only: bool) -> np.ndarray:
+        logits, hidden, *kv = (a.numpy() for a in out)
+        self.context.append(hidden[0], kv)
+        return logits
 
 
 class AssistantDrafter:
@@ -32,7 +48,7 @@ class AssistantDrafter:
 
     def __init__(self, engine: Engine, library: Path, weights: Path):
         self.engine = engine
-        self.context = engine.capture_mtp_context()
+        self.context = engine.attach(MTPContextCapture()).context
         self.vm, self.metadata, self.params = load_library(library, weights, engine.device)
         self.window = engine.chat_config["model_config"]["sliding_window"] + 1
         self.backbone = engine.hidden_size

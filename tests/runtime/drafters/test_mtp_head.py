@@ -1,5 +1,5 @@
-"""The ``gemma3_mtp`` drafter family (formerly ``mtp``) end to end on the tiny random Gemma 3 with an MTP head of random
-weights: built through the pipeline from ``mtp: {family: gemma3_mtp, format: safetensors, path,
+"""The ``gemma3_mtp`` drafter family (formerly ``mtp``) end to end on the tiny random Gemma 3 with an MTP head
+of random weights: built through the pipeline from ``mtp: {family: gemma3_mtp, format: safetensors, path,
 architecture}``, loaded by ``speculative.drafter_family``, driving speculative decoding.
 
 The head's weights are random, except that ``eh_proj`` passes ``hnorm(h)`` through and the block's
@@ -19,10 +19,10 @@ from safetensors.torch import save_file
 
 from pipeline.errors import PipelineError
 from pipeline.runtime.draft_length import DraftLength
-from pipeline.runtime.drafter import load_drafter, package_speculative
+from pipeline.runtime.drafters import load_drafter, package_speculative
+from pipeline.runtime.drafters.mtp_head import MTPHeadDrafter
 from pipeline.runtime.engine import Engine
 from pipeline.runtime.generate import generate
-from pipeline.runtime.mtp_drafter import MTPDrafter
 from pipeline.runtime.sampling import Sampler
 from pipeline.runtime.speculative import SpeculativeStats, speculative_generate
 from tests.conftest import write_config
@@ -73,7 +73,7 @@ def test_package_names_the_mtp_drafter(mtp_package, engine_and_drafter):
     assert speculative["drafter_family"] == "gemma3_mtp" and speculative["mode"] == "mtp"
     assert (mtp_package / speculative["drafter_lib"]["cpu"]).is_file()
     assert (mtp_package / speculative["drafter_weights"] / "tensor-cache.json").is_file()
-    assert isinstance(engine_and_drafter[1], MTPDrafter)
+    assert isinstance(engine_and_drafter[1], MTPHeadDrafter)
 
 
 @pytest.mark.parametrize("draft_length", [1, 2, 4, "adaptive"])
@@ -88,7 +88,7 @@ def test_greedy_speculative_output_equals_plain_decoding(engine_and_drafter, dra
         stats = SpeculativeStats()
         spec = list(speculative_generate(engine, prompt, 32, Sampler(0.0, 1.0), drafter, policy, stats=stats))
         assert spec == plain, seed
-        assert engine.mtp_context.length == engine.length
+        assert drafter.context.length == engine.length
         for name in ("drafted", "accepted"):
             setattr(totals, name, getattr(totals, name) + getattr(stats, name))
     assert 0 < totals.accepted < totals.drafted  # drafts were accepted and rejected
@@ -106,7 +106,7 @@ def test_context_and_head_after_rollbacks_equal_a_fresh_run(mtp_package, engine_
 
     fresh_engine = Engine(mtp_package)
     speculative = fresh_engine.runtime_config["speculative"]
-    fresh = MTPDrafter(fresh_engine, mtp_package / speculative["drafter_lib"]["cpu"],
+    fresh = MTPHeadDrafter(fresh_engine, mtp_package / speculative["drafter_lib"]["cpu"],
                        mtp_package / speculative["drafter_weights"])
     fresh_engine.prefill(engine.tokens)
     np.testing.assert_allclose(drafter.context.hidden_states(0, engine.length),
@@ -143,21 +143,36 @@ def test_new_prompts_and_continued_sequences(engine_and_drafter, monkeypatch):
 
 
 def test_unknown_drafter_family_is_named(mtp_package):
-    from pipeline.runtime.drafter import load_mtp_drafter  # pylint: disable=import-outside-toplevel
-
     engine = Engine(mtp_package)
-    engine.runtime_config["speculative"]["drafter_family"] = "eagle"
-    with pytest.raises(PipelineError,
-                       match=r"drafter_family: 'eagle', expected one of \['gemma3_mtp', 'gemma4_assistant'\]"):
-        load_mtp_drafter(engine, mtp_package / "lib", mtp_package / "drafter")
+    settings = package_speculative(mtp_package, engine.runtime_config)
+    with pytest.raises(PipelineError, match=r"drafter_family: 'eagle', expected one of \['gemma3_mtp', 'gemma4_assistant'\]"):
+        load_drafter(engine, {**settings, "drafter_family": "eagle"})
 
 
 def test_older_drafter_family_name_still_loads(mtp_package):
     """A package built while the family was called ``mtp`` names it so (a registry alias); it loads
     the same drafter."""
     engine = Engine(mtp_package)
-    engine.runtime_config["speculative"]["drafter_family"] = "mtp"
-    assert isinstance(load_drafter(engine, package_speculative(mtp_package, engine.runtime_config)), MTPDrafter)
+    settings = package_speculative(mtp_package, engine.runtime_config)
+    assert isinstance(load_drafter(engine, {**settings, "drafter_family": "mtp"}), MTPHeadDrafter)
+
+
+def test_a_package_naming_no_drafter_family_is_refused(mtp_package):
+    """No silent default family: one line naming the file, the key, null and the known families."""
+    engine = Engine(mtp_package)
+    settings = package_speculative(mtp_package, engine.runtime_config)
+    with pytest.raises(PipelineError) as err:
+        load_drafter(engine, {**settings, "drafter_family": None})
+    assert str(err.value) == (f"{mtp_package / 'mlc-mtp-config.json'}: speculative.drafter_family: null, "
+                              f"expected one of ['gemma3_mtp', 'gemma4_assistant']")
+
+
+def test_the_head_library_records_the_model_type_the_runtime_expects():
+    """The runtime names the head's ``model_type`` without importing model code; it is the model's."""
+    from pipeline.models.mtp.model import MTPConfig  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.drafters.mtp_head import MODEL_TYPE  # pylint: disable=import-outside-toplevel
+
+    assert MODEL_TYPE == MTPConfig.model_type
 
 
 def test_mtp_family_needs_its_architecture_file(tiny_package, tmp_path):
@@ -179,6 +194,6 @@ def test_plain_forward_runs_without_the_context(engine_and_drafter):
     prompt = np.random.default_rng(11).integers(4, 96, size=10).tolist()
     with engine.plain_forward():
         plain = list(generate(engine, prompt, 16, Sampler(0.0, 1.0)))
-        assert engine.mtp_context is None and engine.length == len(prompt) + 15
+        assert engine.capture is None and engine.length == len(prompt) + 15
     assert engine.length == 0 and drafter.context.length == 0
     assert list(speculative_generate(engine, prompt, 16, Sampler(0.0, 1.0), drafter, 2)) == plain

@@ -12,10 +12,11 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.package.chat_config import RUNTIME_CONFIG
-from pipeline.runtime.drafter import draft_length_policy, drafter_files, load_drafter, package_speculative
+from pipeline.runtime.drafters import (DRAFTER_FAMILIES, draft_length_policy, drafter_files, load_drafter,
+                                       package_speculative)
 from pipeline.runtime.engine import Engine
 from tests.conftest import write_config
-from tests.runtime.drafters import SelfDrafter
+from tests.runtime.drafters.stand_ins import SelfDrafter
 
 
 def runtime_config(package):
@@ -92,10 +93,23 @@ def test_drafter_files_must_exist(drafter_package, tmp_path):
         drafter_files(drafter_package, {**settings, "drafter_weights": "nowhere/drafter"})
 
 
-def test_the_seam_hands_over_the_kinds_loader(drafter_package, stand_in_mtp):
+def test_the_seam_hands_over_the_familys_class(drafter_package, stand_in_mtp):
     engine = Engine(drafter_package)
     drafter = load_drafter(engine, package_speculative(engine.package, engine.runtime_config, {"mode": "mtp"}))
     assert isinstance(drafter, SelfDrafter) and drafter.offset == stand_in_mtp.offset == 0
+
+
+@pytest.mark.parametrize("family,shown", [(None, "null"), ("eagle", "'eagle'")])
+def test_a_missing_or_unknown_drafter_family_is_one_line(drafter_package, family, shown):
+    """No default family: speculation on with no or an unknown ``drafter_family`` names the file,
+    the key, the value and the families this runtime drives."""
+    engine = Engine(drafter_package)
+    settings = package_speculative(engine.package, engine.runtime_config, {"mode": "mtp"})
+    with pytest.raises(PipelineError) as err:
+        load_drafter(engine, {**settings, "drafter_family": family})
+    assert str(err.value) == (f"{drafter_package / RUNTIME_CONFIG}: speculative.drafter_family: {shown}, "
+                              f"expected one of {sorted(DRAFTER_FAMILIES)}")
+    assert sorted(DRAFTER_FAMILIES) == ["gemma3_mtp", "gemma4_assistant"]
 
 
 def generate(capsys, package, *flags):
