@@ -169,7 +169,7 @@ def test_a_package_naming_no_drafter_family_is_refused(mtp_package):
 
 def test_the_head_library_records_the_model_type_the_runtime_expects():
     """The runtime names the head's ``model_type`` without importing model code; it is the model's."""
-    from pipeline.models.mtp.model import MTPConfig  # pylint: disable=import-outside-toplevel
+    from pipeline.models.gemma3_mtp.model import MTPConfig  # pylint: disable=import-outside-toplevel
     from pipeline.runtime.drafters.mtp_head import MODEL_TYPE  # pylint: disable=import-outside-toplevel
 
     assert MODEL_TYPE == MTPConfig.model_type
