@@ -26,12 +26,11 @@ from tqdm import tqdm
 from . import __version__
 from .compile.build import compile_module, export_model, library_name, system_lib_prefix
 from .compile.link import find_program
-from .compile.targets import TargetPreset, load_target
+from .compile.targets import TargetPreset, load_target, require_kernel_target
 from .config import PipelineConfig
 from .errors import PipelineError
 from .models.gemma4_assistant import loader as assistant_loader
 from .models.importer import NAME_MAPPED_FORMATS, import_weights
-from .models.kv_cache import require_kernel_target
 from .models.mtp.loader import import_mtp
 from .models.mtp.model import GEMMA3_MTP
 from .models.name_map import NameMap

@@ -21,11 +21,11 @@ from tvm.runtime.vm import VirtualMachine
 
 from ..compile.targets import load_target
 from ..errors import PipelineError
+from ..kernels import PAGE_SIZE
 from ..package.chat_config import RUNTIME_CONFIG
 from ..package.tensor_cache import read_tensor_cache
 from .mtp_context import MTPContext
 
-PAGE_SIZE = 16
 # The functions that also return what an MTP drafter reads (hidden states, context K/V).
 MTP_FUNCTIONS = {"prefill": "prefill_to_mtp_context", "decode": "batch_verify_to_mtp_context",
                  "batch_verify": "batch_verify_to_mtp_context"}

@@ -5,7 +5,7 @@ embeddings scaled by ``sqrt(hidden_size)``; per layer ``x + post_attention_norm(
 then ``x + post_feedforward_norm(mlp(pre_feedforward_norm(x)))``; QK-norm before RoPE; RoPE base
 ``rope_local_base_freq`` (10k) on sliding layers and ``rope_theta`` (1e6, optionally linearly
 scaled) on full layers; attention scale ``query_pre_attn_scalar ** -0.5``; exact sliding window
-on sliding layers (:mod:`pipeline.models.attention_kernels`); tied head, float32 logits,
+on sliding layers (:mod:`pipeline.kernels.attention`); tied head, float32 logits,
 optional final logit soft-capping.
 
 RMSNorm weights are stored as the multiplier itself, i.e. ``1 + w`` of transformers'
@@ -30,8 +30,8 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from ..attention_kernels import sliding_sm_scale
-from ..kv_cache import WindowedKVCacheMixin
+from ...kernels.attention import sliding_sm_scale
+from ...kernels.kv_cache import WindowedKVCacheMixin
 from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
 
 

@@ -44,8 +44,8 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from ..attention_kernels import sliding_sm_scale
-from ..kv_cache import WindowedKVCacheMixin
+from ...kernels.attention import sliding_sm_scale
+from ...kernels.kv_cache import WindowedKVCacheMixin
 from ..layers import ExpertWeights, GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
 from .config import FULL, SLIDING, Gemma4Config
 

@@ -18,7 +18,7 @@ import tvm
 import tvm_ffi
 
 from ...errors import PipelineError
-from ..kv_cache import PAGE_SIZE
+from ...kernels import PAGE_SIZE
 
 
 @dataclasses.dataclass

@@ -67,7 +67,7 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from ..gemma3.model import Gemma3Config, Gemma3DecoderLayer
-from ..kv_cache import WindowedKVCacheMixin
+from ...kernels.kv_cache import WindowedKVCacheMixin
 from ..layers import RMSNorm
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
