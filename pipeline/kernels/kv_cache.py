@@ -34,16 +34,6 @@ from .merge_state import merge_state_gpu
 NO_ROPE_SCALING: dict = {}  # RoPE is applied by the model (RopeMode.NONE)
 
 
-def require_kernel_target(kind: str, where: str) -> None:
-    """Raise PipelineError when the windowed attention kernels do not exist for TVM target ``kind``
-    (``where`` names the preset file or target in the message)."""
-    if kind not in KERNEL_TARGET_KINDS:
-        raise PipelineError(
-            f"{where}: windowed attention kernels exist for target kinds {', '.join(KERNEL_TARGET_KINDS)}, "
-            f"not {kind}"
-        )
-
-
 def current_target() -> Target:
     """The target being compiled for (entered by the build's ``export_model``).
 
