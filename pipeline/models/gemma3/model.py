@@ -15,9 +15,9 @@ The residual stream is float32 in every scheme: Gemma's exceeds float16's range 
 1.04e5 after layer 14 of Gemma 3 270M, against float16's 65504), so float16 schemes compute the
 projections, attention and MLP in float16 and add their normalized outputs to a float32 stream.
 
-Exported functions and signatures follow MLC LLM (``python/mlc_llm/model/gemma3``):
+Exported functions and signatures follow MLC LLM (:class:`pipeline.models.base.CausalLM`:
 ``embed``, ``prefill``, ``decode``, ``batch_prefill``, ``batch_decode``, ``batch_verify``,
-``create_paged_kv_cache``, plus ``*_to_last_hidden_states`` and ``get_logits`` for drafters.
+``get_logits``, ``create_paged_kv_cache``), plus ``*_to_last_hidden_states`` for drafters.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from ...kernels.attention import sliding_sm_scale
-from ...kernels.kv_cache import WindowedKVCacheMixin
-from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
+from ..base import CausalLM, cache_spec, packed_method
+from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope
 
 
 @dataclasses.dataclass
@@ -192,9 +192,15 @@ class Gemma3TextModel(nn.Module):
     """Embedding, decoder stack and final norm."""
 
     def __init__(self, config: Gemma3Config, dtype: str):
+        self.hidden_size = config.hidden_size
+        self.dtype = dtype
         self.embed_tokens = TiedEmbedding(config.vocab_size, config.hidden_size, dtype)
         self.layers = nn.ModuleList([Gemma3DecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """``(seq_len,)`` int32 -> ``(seq_len, hidden)`` embeddings scaled by ``sqrt(hidden)``."""
+        return self.embed_tokens(input_ids) * Tensor.from_const(math.sqrt(self.hidden_size)).astype(self.dtype)
 
     def forward(self, x: Tensor, cache: PagedKVCache) -> Tensor:
         """``(b, s, hidden)`` embeddings -> ``(b, s, hidden)`` normed hidden states (model dtype)."""
@@ -204,51 +210,23 @@ class Gemma3TextModel(nn.Module):
         return self.norm(x)
 
 
-class Gemma3ForCausalLM(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-instance-attributes
-    """Gemma 3 with MLC LLM's entry points (see the module docstring)."""
+class Gemma3ForCausalLM(CausalLM):
+    """Gemma 3 with MLC LLM's entry points (:class:`~pipeline.models.base.CausalLM`) plus the
+    hidden-state ones its MTP drafter reads."""
+
+    ENTRY_POINTS = ("embed", "prefill", "prefill_to_last_hidden_states", "decode", "batch_prefill", "batch_decode",
+                    "batch_verify", "batch_verify_to_last_hidden_states", "get_logits", "create_paged_kv_cache")
 
     def __init__(self, config: Gemma3Config, dtype: str = "float32"):
-        self.config = config
-        self.dtype = dtype
-        self.model = Gemma3TextModel(config, dtype)
+        super().__init__(config, dtype, Gemma3TextModel(config, dtype))
 
-    # --- pieces ---------------------------------------------------------------------------
-    def embed(self, input_ids: Tensor) -> Tensor:
-        """``(seq_len,)`` int32 -> ``(seq_len, hidden)`` embeddings scaled by ``sqrt(hidden)``."""
-        embeds = self.model.embed_tokens(input_ids)
-        return embeds * Tensor.from_const(math.sqrt(self.config.hidden_size)).astype(self.dtype)
+    def final_hidden_states(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache) -> Tensor:
+        """``(b, s, hidden)`` -> ``(b, s, hidden)`` final hidden states, through the cache."""
+        return self.model(input_embeds, paged_kv_cache)
 
-    def get_logits(self, hidden_states: Tensor) -> Tensor:
-        """``(..., hidden)`` -> ``(..., vocab)`` float32 logits (soft-capped when configured)."""
-        return tied_logits(self.model.embed_tokens, hidden_states, self.config.final_logit_softcapping)
-
-    # --- MLC entry points -----------------------------------------------------------------
     def prefill_to_last_hidden_states(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
         """``(1, s, hidden)`` -> all ``(1, s, hidden)`` final hidden states, and the cache."""
         return self.model(input_embed, paged_kv_cache), paged_kv_cache
-
-    def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, hidden)`` -> ``(1, 1, vocab)`` logits of the last token, and the cache."""
-        hidden = self.model(input_embed, paged_kv_cache)
-        return self.get_logits(last_position(hidden)), paged_kv_cache
-
-    def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, 1, hidden)`` -> ``(1, 1, vocab)`` logits, and the cache."""
-        return self.get_logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
-
-    def batch_prefill(self, input_embeds: Tensor, logit_positions: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, hidden)`` packed sequences, ``(b,)`` positions -> ``(1, b, vocab)`` logits."""
-        hidden = self.model(input_embeds, paged_kv_cache)
-        hidden = op.take(hidden, logit_positions, axis=1)
-        return self.get_logits(hidden), paged_kv_cache
-
-    def batch_decode(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
-        """``(b, 1, hidden)`` -> ``(b, 1, vocab)`` logits."""
-        return self.get_logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
-
-    def batch_verify(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, hidden)`` draft chain -> ``(1, s, vocab)`` logits at every position."""
-        return self.get_logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
 
     def batch_verify_to_last_hidden_states(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
         """``(1, s, hidden)`` -> ``(1, s, hidden)`` final hidden states (for MTP drafters)."""
@@ -259,28 +237,10 @@ class Gemma3ForCausalLM(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too
         c = self.config
         return c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.sliding_window
 
-    def get_default_spec(self) -> nn.spec.ModuleSpec:
-        """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""
-        h = self.config.hidden_size
-        packed = {"param_mode": "packed", "effect_mode": "none"}
-        cache = nn.spec.Object(object_type=PagedKVCache)
-        spec = {
-            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
-            "prefill": {"input_embed": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "prefill_to_last_hidden_states": {
-                "input_embed": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "decode": {"input_embed": nn.spec.Tensor([1, 1, h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "batch_prefill": {
-                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype),
-                "logit_positions": nn.spec.Tensor(["batch_size"], "int32"),
-                "paged_kv_cache": cache, "$": packed},
-            "batch_decode": {
-                "input_embeds": nn.spec.Tensor(["batch_size", 1, h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "batch_verify": {
-                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "batch_verify_to_last_hidden_states": {
-                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "get_logits": {"hidden_states": nn.spec.Tensor(["seq_len", h], self.dtype), "$": packed},
-            "create_paged_kv_cache": WindowedKVCacheMixin.create_spec(),
-        }
-        return nn.spec.ModuleSpec.from_raw(spec, self)
+    def entry_specs(self) -> dict[str, dict]:
+        """MLC's entry points and the two that return hidden states."""
+        return {**super().entry_specs(),
+                "prefill_to_last_hidden_states": packed_method(input_embed=self.input_spec(),
+                                                               paged_kv_cache=cache_spec()),
+                "batch_verify_to_last_hidden_states": packed_method(input_embeds=self.input_spec(),
+                                                                    paged_kv_cache=cache_spec())}

@@ -36,6 +36,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
 from ..gemma4.config import Gemma4Config
+from ..base import packed_method
 from ..gemma4.model import Gemma4DecoderLayer
 from ..layers import RMSNorm, TiedEmbedding, apply_rope
 
@@ -247,15 +248,13 @@ class Gemma4AssistantForCausalLM(nn.Module):
         d_s = c.layer_head_dim(sliding[0]) if sliding else c.head_dim
         kv_s = c.layer_kv_heads(sliding[0]) if sliding else c.num_key_value_heads
         d_f, kv_f = c.layer_head_dim(full[0]), c.layer_kv_heads(full[0])
-        packed = {"param_mode": "packed", "effect_mode": "none"}
         spec = {
-            "draft_step": {
-                "input_embed": nn.spec.Tensor([1, 1, hb], self.dtype),
-                "hidden_states": nn.spec.Tensor([1, 1, hb], self.dtype),
-                "k_sliding": nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
-                "v_sliding": nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
-                "k_full": nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype),
-                "v_full": nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype),
-                "$": packed},
+            "draft_step": packed_method(
+                input_embed=nn.spec.Tensor([1, 1, hb], self.dtype),
+                hidden_states=nn.spec.Tensor([1, 1, hb], self.dtype),
+                k_sliding=nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
+                v_sliding=nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
+                k_full=nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype),
+                v_full=nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype)),
         }
         return nn.spec.ModuleSpec.from_raw(spec, self)

@@ -68,6 +68,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from ..gemma3.model import Gemma3Config, Gemma3DecoderLayer
 from ...kernels.kv_cache import WindowedKVCacheMixin
+from ..base import cache_spec, packed_method
 from ..layers import RMSNorm
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -198,16 +199,13 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-in
     def get_default_spec(self) -> nn.spec.ModuleSpec:
         """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""
         h, dtype = self.hidden_size, self.dtype
-        packed = {"param_mode": "packed", "effect_mode": "none"}
-        cache = nn.spec.Object(object_type=PagedKVCache)
 
         def forward_spec(shape):
-            return {"hidden_states": nn.spec.Tensor(shape, dtype), "paged_kv_cache": cache, "$": packed}
+            return packed_method(hidden_states=nn.spec.Tensor(shape, dtype), paged_kv_cache=cache_spec())
 
         spec = {
-            "fuse_embed_hidden_states": {
-                "input_embed": nn.spec.Tensor(["seq_len", h], dtype),
-                "hidden_states": nn.spec.Tensor(["seq_len", h], dtype), "$": packed},
+            "fuse_embed_hidden_states": packed_method(input_embed=nn.spec.Tensor(["seq_len", h], dtype),
+                                                      hidden_states=nn.spec.Tensor(["seq_len", h], dtype)),
             "prefill_to_last_hidden_states": forward_spec([1, "seq_len", h]),
             "decode_to_last_hidden_states": forward_spec([1, 1, h]),
             "batch_prefill_to_last_hidden_states": forward_spec([1, "seq_len", h]),
