@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-SLIDING, FULL = "sliding_attention", "full_attention"
+from ..layer_types import FULL, SLIDING
 
 
 @dataclasses.dataclass
