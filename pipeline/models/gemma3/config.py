@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..layer_types import FULL, LAYER_TYPES, SLIDING
+from ..layer_types import FULL, LAYER_TYPES, SLIDING, periodic_layer_types
 
 
 @dataclasses.dataclass
@@ -60,9 +60,7 @@ class Gemma3Config:  # pylint: disable=too-many-instance-attributes
     @staticmethod
     def default_layer_types(num_layers: int, pattern: int = 6) -> list[str]:
         """Every ``pattern``-th layer full, the rest sliding (transformers' Gemma 3 default)."""
-        return [
-            FULL if (i + 1) % pattern == 0 else SLIDING for i in range(num_layers)
-        ]
+        return periodic_layer_types(num_layers, pattern)
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> "Gemma3Config":
