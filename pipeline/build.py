@@ -26,10 +26,9 @@ from tqdm import tqdm
 from . import __version__
 from .compile.compiler import compile_module, export_model, library_name, system_lib_prefix
 from .compile.link import find_program
-from .compile.targets import TargetPreset, load_target
+from .compile.targets import TargetPreset, load_target, require_kernel_target
 from .config import PipelineConfig
 from .errors import PipelineError
-from .models.kv_cache import require_kernel_target
 from .models.name_map import NameMap
 from .models.registry import Family, get_family
 from .package.atomic import atomic_directory

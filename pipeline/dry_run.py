@@ -8,7 +8,7 @@ stored form, the totals, and the KV cache for the configured context window.  No
 from the weights, compiled or written.
 
 KV cache figures (bytes, for ``context_window_size x max_batch_size`` tokens rounded up to whole
-pages of :data:`~pipeline.models.kv_cache.PAGE_SIZE`, in the model's activation dtype; TVM's own
+pages of :data:`~pipeline.kernels.PAGE_SIZE`, in the model's activation dtype; TVM's own
 bookkeeping buffers excluded):
 
 - **allocated**: what our paged cache holds, the model's ``kv_cache_shape()``: every layer gets a
@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from .compile.targets import load_target
+from .compile.targets import load_target, require_kernel_target
 from .config import PipelineConfig
 from .errors import PipelineError
-from .models.kv_cache import PAGE_SIZE, require_kernel_target
+from .kernels import PAGE_SIZE
 from .models.kv_layout import KVLayer
 from .models.registry import get_family
 from .quantization import QuantScheme, get_scheme, quantize_model, scheme_for_targets

@@ -21,6 +21,8 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.s_tir.schedule.schedule import ScheduleError
 from tvm.target import Target
 
+from .targets import CPU_KIND
+
 LANES = 8
 ROW_TILE = 8
 
@@ -51,7 +53,7 @@ class CPUMatmul(ScheduleRule):
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool):  # pylint: disable=too-many-locals
         """Return a schedule for ``func`` or ``None`` when the pattern does not match."""
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != CPU_KIND:
             return None
         if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
             return None

@@ -1,8 +1,13 @@
 """Target presets: one YAML file per compile target in ``targets/`` (or a user's folder).
 
 A preset names everything the build decides per target, so a user adds a target by adding a file
-(nothing in the code lists presets; the one branch on a target kind fits a Vulkan target to the
-local device's capabilities, :mod:`pipeline.compile.vulkan`):
+(nothing in the code lists presets).  What the code knows of TVM target kinds lives here too:
+which kinds are GPUs (:data:`GPU_KINDS`, served by generic GPU TIR), which ones the windowed
+attention kernels exist for (:func:`require_kernel_target`), and the one preset branch on a kind,
+which fits a Vulkan target to the local device's capabilities (:mod:`pipeline.compile.vulkan`).
+The kernels (:mod:`pipeline.kernels`) ask this module; it imports none of them.
+
+Preset fields:
 
 - ``target``: the TVM target in dict form (TVM 0.26 rejects target strings with flags): ``kind``
   and the kind's own options (``arch``, ``libs``, Vulkan capabilities ...);
@@ -55,6 +60,26 @@ RULE_NAMES = (
 # dlight's generic GPU list (TVM's own gpu_generic and CUDA pipelines use it): the default.
 GPU_RULES = ("gpu.Matmul", "gpu.GEMV", "gpu.Reduction", "gpu.GeneralReduction", "gpu.Fallback")
 LIMITS = ("max_num_threads", "max_shared_memory_per_block", "thread_warp_size")
+
+CPU_KIND = "llvm"  # TVM's kind for CPU code (the host's, or a cross-compiled one)
+GPU_KINDS = ("cuda", "metal", "opencl", "vulkan", "webgpu")  # generic GPU TIR serves each of them
+KERNEL_TARGET_KINDS = (CPU_KIND, *GPU_KINDS)  # TVM target kinds the windowed attention kernels exist for
+
+
+def is_gpu_kind(kind: str) -> bool:
+    """Whether TVM target ``kind`` gets the GPU kernels (thread blocks, shared memory): one of
+    :data:`GPU_KINDS`."""
+    return kind in GPU_KINDS
+
+
+def require_kernel_target(kind: str, where: str) -> None:
+    """Raise PipelineError when the windowed attention kernels (:mod:`pipeline.kernels`) do not
+    exist for TVM target ``kind`` (``where`` names the preset file or target in the message)."""
+    if kind not in KERNEL_TARGET_KINDS:
+        raise PipelineError(
+            f"{where}: windowed attention kernels exist for target kinds {', '.join(KERNEL_TARGET_KINDS)}, "
+            f"not {kind}"
+        )
 
 PRESET_SCHEMA = {
     "type": "object",

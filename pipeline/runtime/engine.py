@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from tvm.runtime.vm import VirtualMachine
 
 from ..errors import PipelineError
+from ..kernels import PAGE_SIZE
 from ..package.chat_config import RUNTIME_CONFIG
 from ..package.check import check_library
 from ..package.tensor_cache import read_tensor_cache
@@ -30,7 +31,6 @@ from ..package.tensor_cache import read_tensor_cache
 if TYPE_CHECKING:
     from .drafters.base import Capture
 
-PAGE_SIZE = 16
 # TVM's thread pool defaults to the physical core count, which is 1 on a 2-vCPU machine (halving
 # speed here); use every logical CPU unless the user chose.  Read when the pool first starts.
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))

@@ -33,7 +33,7 @@ from pipeline.compile.compiler import export_model, relax_pipeline
 from pipeline.compile.targets import load_target
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme
-from tests.compile.attention_cases import paged_case, ragged_case
+from tests.kernels.attention_cases import paged_case, ragged_case
 from tests.compile.opencl_launch import PoCL, build_opencl, call_tvm, evaluate, param_keys, pocl_missing
 from tests.compile.test_gpu_targets import TINY
 

@@ -32,9 +32,9 @@ from tvm.relax.frontend.nn.llm import kv_cache as tvm_kv
 
 from pipeline.compile import vulkan
 from pipeline.compile.targets import load_target
-from pipeline.models.attention_kernels_gpu import block_threads
-from pipeline.models.kv_cache import fitting_tree_kernel, shared_bytes
-from tests.compile.test_attention_kernels import H_KV, H_Q, WINDOW, cases, check
+from pipeline.kernels.attention_gpu import block_threads
+from pipeline.kernels.kv_cache import fitting_tree_kernel, shared_bytes
+from tests.kernels.test_attention_kernels import H_KV, H_Q, WINDOW, cases, check
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSING = vulkan.missing()

@@ -17,7 +17,8 @@ import pytest
 
 from pipeline.build import build
 from pipeline.config import load_config
-from pipeline.runtime.engine import PAGE_SIZE, Engine
+from pipeline.kernels import PAGE_SIZE
+from pipeline.runtime.engine import Engine
 from tests.conftest import make_tiny_gemma3, write_config
 from tests.web import webgpu
 

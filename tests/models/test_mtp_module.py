@@ -27,7 +27,7 @@ from tvm import relax
 from pipeline.compile.compiler import compile_module, export_model
 from pipeline.compile.targets import load_target
 from pipeline.errors import PipelineError
-from pipeline.models.gemma3.model import Gemma3Config
+from pipeline.models.gemma3.config import Gemma3Config
 from pipeline.models.gemma3_mtp.loader import load_mtp_weights
 from pipeline.models.gemma3_mtp.model import MTPConfig
 from pipeline.models.registry import get_family

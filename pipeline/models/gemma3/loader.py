@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from ...sources.gguf_file import GGUFSource
-from .model import Gemma3Config
+from .config import Gemma3Config
 
 # GGUF name template -> our name template ({i} = layer index).
 GGUF_NAMES = {

@@ -5,7 +5,7 @@ embeddings scaled by ``sqrt(hidden_size)``; per layer ``x + post_attention_norm(
 then ``x + post_feedforward_norm(mlp(pre_feedforward_norm(x)))``; QK-norm before RoPE; RoPE base
 ``rope_local_base_freq`` (10k) on sliding layers and ``rope_theta`` (1e6, optionally linearly
 scaled) on full layers; attention scale ``query_pre_attn_scalar ** -0.5``; exact sliding window
-on sliding layers (:mod:`pipeline.models.attention_kernels`); tied head, float32 logits,
+on sliding layers (:mod:`pipeline.kernels.attention`); tied head, float32 logits,
 optional final logit soft-capping.
 
 RMSNorm weights are stored as the multiplier itself, i.e. ``1 + w`` of transformers'
@@ -15,126 +15,24 @@ The residual stream is float32 in every scheme: Gemma's exceeds float16's range 
 1.04e5 after layer 14 of Gemma 3 270M, against float16's 65504), so float16 schemes compute the
 projections, attention and MLP in float16 and add their normalized outputs to a float32 stream.
 
-Exported functions and signatures follow MLC LLM (``python/mlc_llm/model/gemma3``):
+Exported functions and signatures follow MLC LLM (:class:`pipeline.models.base.CausalLM`:
 ``embed``, ``prefill``, ``decode``, ``batch_prefill``, ``batch_decode``, ``batch_verify``,
-``create_paged_kv_cache``, plus ``*_to_last_hidden_states`` and ``get_logits`` for drafters.
+``get_logits``, ``create_paged_kv_cache``), plus ``*_to_last_hidden_states`` for drafters.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any
 
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from ..attention_kernels import sliding_sm_scale
-from ..kv_cache import WindowedKVCacheMixin
-from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
-
-
-@dataclasses.dataclass
-class Gemma3Config:  # pylint: disable=too-many-instance-attributes
-    """Hyper-parameters of a Gemma 3 text model (names as in transformers' ``Gemma3TextConfig``).
-
-    ``layer_types`` lists ``"sliding_attention"`` / ``"full_attention"`` per layer; when absent
-    from a source it follows ``sliding_window_pattern`` (every 6th layer full).
-    """
-
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    sliding_window: int
-    layer_types: list[str]
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 1_000_000.0
-    rope_local_base_freq: float = 10_000.0
-    rope_scaling_factor: float = 1.0
-    query_pre_attn_scalar: float = 256.0
-    final_logit_softcapping: float | None = None
-    hidden_activation: str = "gelu_pytorch_tanh"
-    context_window_size: int = 32768
-    prefill_chunk_size: int = 2048
-    max_batch_size: int = 1
-    bos_token_id: int = 2
-    eos_token_id: list[int] = dataclasses.field(default_factory=lambda: [1, 106])
-    pad_token_id: int = 0
-
-    model_type = "gemma3_text"
-
-    def __post_init__(self):
-        if len(self.layer_types) != self.num_hidden_layers:
-            raise ValueError(
-                f"layer_types has {len(self.layer_types)} entries, expected num_hidden_layers="
-                f"{self.num_hidden_layers}"
-            )
-        bad = sorted(set(self.layer_types) - {"sliding_attention", "full_attention"})
-        if bad:
-            raise ValueError(f"layer_types holds {bad}, expected sliding_attention or full_attention")
-        if self.hidden_activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
-            raise ValueError(f"hidden_activation {self.hidden_activation!r} is not supported (gelu_pytorch_tanh)")
-
-    @staticmethod
-    def default_layer_types(num_layers: int, pattern: int = 6) -> list[str]:
-        """Every ``pattern``-th layer full, the rest sliding (transformers' Gemma 3 default)."""
-        return [
-            "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(num_layers)
-        ]
-
-    @classmethod
-    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> "Gemma3Config":
-        """Read a transformers ``config.json`` dict (``gemma3_text``, or ``gemma3`` with ``text_config``).
-
-        Raises:
-            KeyError: a required key is missing.
-            ValueError: an unsupported value (e.g. attention logit soft-capping).
-        """
-        if "text_config" in cfg:
-            cfg = cfg["text_config"]
-        if cfg.get("attn_logit_softcapping") is not None:
-            raise ValueError("attn_logit_softcapping is not supported (Gemma 3 has none)")
-        n_layers = cfg["num_hidden_layers"]
-        layer_types = cfg.get("layer_types") or cls.default_layer_types(
-            n_layers, cfg.get("sliding_window_pattern", 6)
-        )
-        scaling = cfg.get("rope_scaling") or {}
-        if scaling and scaling.get("rope_type", scaling.get("type")) not in ("linear", "default"):
-            raise ValueError(f"rope_scaling {scaling} is not supported (linear only)")
-        eos = cfg.get("eos_token_id", [1, 106])
-        values = dict(
-            vocab_size=cfg["vocab_size"],
-            hidden_size=cfg["hidden_size"],
-            intermediate_size=cfg["intermediate_size"],
-            num_hidden_layers=n_layers,
-            num_attention_heads=cfg["num_attention_heads"],
-            num_key_value_heads=cfg["num_key_value_heads"],
-            head_dim=cfg["head_dim"],
-            sliding_window=cfg["sliding_window"],
-            layer_types=list(layer_types),
-            rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
-            rope_theta=cfg.get("rope_theta", 1_000_000.0),
-            rope_local_base_freq=cfg.get("rope_local_base_freq", 10_000.0),
-            rope_scaling_factor=float(scaling.get("factor", 1.0)),
-            query_pre_attn_scalar=cfg.get("query_pre_attn_scalar", cfg["head_dim"]),
-            final_logit_softcapping=cfg.get("final_logit_softcapping"),
-            hidden_activation=cfg.get("hidden_activation", "gelu_pytorch_tanh"),
-            context_window_size=cfg.get("max_position_embeddings", 32768),
-            bos_token_id=cfg.get("bos_token_id", 2),
-            eos_token_id=eos if isinstance(eos, list) else [eos],
-            pad_token_id=cfg.get("pad_token_id", 0),
-        )
-        values.update(overrides)
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as plain JSON-able data (written to ``mlc-chat-config.json``)."""
-        return dataclasses.asdict(self)
+from ...kernels.attention import sliding_sm_scale
+from ..base import CausalLM, cache_spec, packed_method
+from ..layer_types import SLIDING
+from ..layers import GatedMLP, RMSNorm, TiedEmbedding, apply_rope
+from .config import Gemma3Config
 
 
 class Gemma3Attention(nn.Module):
@@ -142,7 +40,7 @@ class Gemma3Attention(nn.Module):
 
     def __init__(self, config: Gemma3Config, layer_id: int, dtype: str):
         self.layer_id = layer_id
-        self.sliding = config.layer_types[layer_id] == "sliding_attention"
+        self.sliding = config.layer_types[layer_id] == SLIDING
         self.h_q, self.h_kv, self.d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         self.rope_theta = config.rope_local_base_freq if self.sliding else config.rope_theta
         self.rope_scaling = 1.0 if self.sliding else config.rope_scaling_factor
@@ -192,9 +90,15 @@ class Gemma3TextModel(nn.Module):
     """Embedding, decoder stack and final norm."""
 
     def __init__(self, config: Gemma3Config, dtype: str):
+        self.hidden_size = config.hidden_size
+        self.dtype = dtype
         self.embed_tokens = TiedEmbedding(config.vocab_size, config.hidden_size, dtype)
         self.layers = nn.ModuleList([Gemma3DecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """``(seq_len,)`` int32 -> ``(seq_len, hidden)`` embeddings scaled by ``sqrt(hidden)``."""
+        return self.embed_tokens(input_ids) * Tensor.from_const(math.sqrt(self.hidden_size)).astype(self.dtype)
 
     def forward(self, x: Tensor, cache: PagedKVCache) -> Tensor:
         """``(b, s, hidden)`` embeddings -> ``(b, s, hidden)`` normed hidden states (model dtype)."""
@@ -204,51 +108,23 @@ class Gemma3TextModel(nn.Module):
         return self.norm(x)
 
 
-class Gemma3ForCausalLM(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-instance-attributes
-    """Gemma 3 with MLC LLM's entry points (see the module docstring)."""
+class Gemma3ForCausalLM(CausalLM):
+    """Gemma 3 with MLC LLM's entry points (:class:`~pipeline.models.base.CausalLM`) plus the
+    hidden-state ones its MTP drafter reads."""
+
+    ENTRY_POINTS = ("embed", "prefill", "prefill_to_last_hidden_states", "decode", "batch_prefill", "batch_decode",
+                    "batch_verify", "batch_verify_to_last_hidden_states", "get_logits", "create_paged_kv_cache")
 
     def __init__(self, config: Gemma3Config, dtype: str = "float32"):
-        self.config = config
-        self.dtype = dtype
-        self.model = Gemma3TextModel(config, dtype)
+        super().__init__(config, dtype, Gemma3TextModel(config, dtype))
 
-    # --- pieces ---------------------------------------------------------------------------
-    def embed(self, input_ids: Tensor) -> Tensor:
-        """``(seq_len,)`` int32 -> ``(seq_len, hidden)`` embeddings scaled by ``sqrt(hidden)``."""
-        embeds = self.model.embed_tokens(input_ids)
-        return embeds * Tensor.from_const(math.sqrt(self.config.hidden_size)).astype(self.dtype)
+    def final_hidden_states(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache) -> Tensor:
+        """``(b, s, hidden)`` -> ``(b, s, hidden)`` final hidden states, through the cache."""
+        return self.model(input_embeds, paged_kv_cache)
 
-    def get_logits(self, hidden_states: Tensor) -> Tensor:
-        """``(..., hidden)`` -> ``(..., vocab)`` float32 logits (soft-capped when configured)."""
-        return tied_logits(self.model.embed_tokens, hidden_states, self.config.final_logit_softcapping)
-
-    # --- MLC entry points -----------------------------------------------------------------
     def prefill_to_last_hidden_states(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
         """``(1, s, hidden)`` -> all ``(1, s, hidden)`` final hidden states, and the cache."""
         return self.model(input_embed, paged_kv_cache), paged_kv_cache
-
-    def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, hidden)`` -> ``(1, 1, vocab)`` logits of the last token, and the cache."""
-        hidden = self.model(input_embed, paged_kv_cache)
-        return self.get_logits(last_position(hidden)), paged_kv_cache
-
-    def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, 1, hidden)`` -> ``(1, 1, vocab)`` logits, and the cache."""
-        return self.get_logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
-
-    def batch_prefill(self, input_embeds: Tensor, logit_positions: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, hidden)`` packed sequences, ``(b,)`` positions -> ``(1, b, vocab)`` logits."""
-        hidden = self.model(input_embeds, paged_kv_cache)
-        hidden = op.take(hidden, logit_positions, axis=1)
-        return self.get_logits(hidden), paged_kv_cache
-
-    def batch_decode(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
-        """``(b, 1, hidden)`` -> ``(b, 1, vocab)`` logits."""
-        return self.get_logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
-
-    def batch_verify(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, hidden)`` draft chain -> ``(1, s, vocab)`` logits at every position."""
-        return self.get_logits(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
 
     def batch_verify_to_last_hidden_states(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
         """``(1, s, hidden)`` -> ``(1, s, hidden)`` final hidden states (for MTP drafters)."""
@@ -259,28 +135,10 @@ class Gemma3ForCausalLM(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too
         c = self.config
         return c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.sliding_window
 
-    def get_default_spec(self) -> nn.spec.ModuleSpec:
-        """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""
-        h = self.config.hidden_size
-        packed = {"param_mode": "packed", "effect_mode": "none"}
-        cache = nn.spec.Object(object_type=PagedKVCache)
-        spec = {
-            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
-            "prefill": {"input_embed": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "prefill_to_last_hidden_states": {
-                "input_embed": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "decode": {"input_embed": nn.spec.Tensor([1, 1, h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "batch_prefill": {
-                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype),
-                "logit_positions": nn.spec.Tensor(["batch_size"], "int32"),
-                "paged_kv_cache": cache, "$": packed},
-            "batch_decode": {
-                "input_embeds": nn.spec.Tensor(["batch_size", 1, h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "batch_verify": {
-                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "batch_verify_to_last_hidden_states": {
-                "input_embeds": nn.spec.Tensor([1, "seq_len", h], self.dtype), "paged_kv_cache": cache, "$": packed},
-            "get_logits": {"hidden_states": nn.spec.Tensor(["seq_len", h], self.dtype), "$": packed},
-            "create_paged_kv_cache": WindowedKVCacheMixin.create_spec(),
-        }
-        return nn.spec.ModuleSpec.from_raw(spec, self)
+    def entry_specs(self) -> dict[str, dict]:
+        """MLC's entry points and the two that return hidden states."""
+        return {**super().entry_specs(),
+                "prefill_to_last_hidden_states": packed_method(input_embed=self.input_spec(),
+                                                               paged_kv_cache=cache_spec()),
+                "batch_verify_to_last_hidden_states": packed_method(input_embeds=self.input_spec(),
+                                                                    paged_kv_cache=cache_spec())}

@@ -59,85 +59,16 @@ only on position differences, so the two agree.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
 
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from ..gemma3.model import Gemma3Config, Gemma3DecoderLayer
-from ..kv_cache import WindowedKVCacheMixin
+from ...kernels.kv_cache import WindowedKVCacheMixin
+from ..base import cache_spec, packed_method
+from ..gemma3.model import Gemma3DecoderLayer
 from ..layers import RMSNorm
-
-LAYER_TYPES = ("sliding_attention", "full_attention")
-
-
-@dataclasses.dataclass
-class MTPConfig:
-    """Hyper-parameters of a Gemma 3 MTP drafter.
-
-    ``base``: the base model's config (sizes, norms, RoPE, window, context; the block is built
-    from it).  ``layer_type``: attention of the MTP block, ``"sliding_attention"`` (the base's
-    ``sliding_window``) or ``"full_attention"`` (transformers' ``mtp_layer_types``).
-    ``use_post_norm``: an RMSNorm of its own on the block output (transformers' ``MtpLayer``
-    default; DeepSeek-V3 checkpoints call it ``shared_head.norm``); without it the block output
-    goes to the head as is.  ``hidden_states_first``: concatenate ``[hnorm(h), enorm(e)]``
-    instead of ``[enorm(e), hnorm(h)]`` (transformers' ``mtp_hidden_states_first``).
-    """
-
-    base: Gemma3Config
-    layer_type: str
-    use_post_norm: bool = True
-    hidden_states_first: bool = False
-
-    model_type = "gemma3_mtp"
-
-    def __post_init__(self):
-        if isinstance(self.base, dict):
-            self.base = Gemma3Config(**self.base)
-        if self.layer_type not in LAYER_TYPES:
-            raise ValueError(f"layer_type {self.layer_type!r} is not one of {LAYER_TYPES}")
-
-    @classmethod
-    def from_architecture(cls, cfg: dict[str, Any], base: Gemma3Config | dict[str, Any]) -> "MTPConfig":
-        """The config of a head over ``base`` (the base model's config) from its architecture
-        file's content ``cfg`` (``layer_type``, ``use_post_norm``, ``hidden_states_first``; keys
-        starting with ``_`` are notes).
-
-        Raises:
-            TypeError: a missing or unknown field.  ValueError: a ``layer_type`` not in :data:`LAYER_TYPES`.
-        """
-        return cls(base=base, **{key: value for key, value in cfg.items() if not key.startswith("_")})
-
-    def block_config(self) -> Gemma3Config:
-        """The base config narrowed to the one MTP layer (index 0 of the drafter's cache)."""
-        return dataclasses.replace(self.base, num_hidden_layers=1, layer_types=[self.layer_type])
-
-    # Sizes the build records in ``_metadata`` (pipeline.compile.compiler.export_model).
-    @property
-    def context_window_size(self) -> int:
-        """Longest sequence (tokens), the base's."""
-        return self.base.context_window_size
-
-    @property
-    def prefill_chunk_size(self) -> int:
-        """Most tokens per prefill call, the base's."""
-        return self.base.prefill_chunk_size
-
-    @property
-    def max_batch_size(self) -> int:
-        """Most sequences per batch, the base's."""
-        return self.base.max_batch_size
-
-    @property
-    def sliding_window(self) -> int:
-        """Window (tokens) of a sliding MTP block, the base's."""
-        return self.base.sliding_window
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (``MTPConfig(**d)`` reads it back)."""
-        return dataclasses.asdict(self)
+from .config import MTPConfig
 
 
 class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-instance-attributes
@@ -209,16 +140,13 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-in
     def get_default_spec(self) -> nn.spec.ModuleSpec:
         """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""
         h, dtype = self.hidden_size, self.dtype
-        packed = {"param_mode": "packed", "effect_mode": "none"}
-        cache = nn.spec.Object(object_type=PagedKVCache)
 
         def forward_spec(shape):
-            return {"hidden_states": nn.spec.Tensor(shape, dtype), "paged_kv_cache": cache, "$": packed}
+            return packed_method(hidden_states=nn.spec.Tensor(shape, dtype), paged_kv_cache=cache_spec())
 
         spec = {
-            "fuse_embed_hidden_states": {
-                "input_embed": nn.spec.Tensor(["seq_len", h], dtype),
-                "hidden_states": nn.spec.Tensor(["seq_len", h], dtype), "$": packed},
+            "fuse_embed_hidden_states": packed_method(input_embed=nn.spec.Tensor(["seq_len", h], dtype),
+                                                      hidden_states=nn.spec.Tensor(["seq_len", h], dtype)),
             "prefill_to_last_hidden_states": forward_spec([1, "seq_len", h]),
             "decode_to_last_hidden_states": forward_spec([1, 1, h]),
             "batch_prefill_to_last_hidden_states": forward_spec([1, "seq_len", h]),

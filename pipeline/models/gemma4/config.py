@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-SLIDING, FULL = "sliding_attention", "full_attention"
+from ..layer_types import FULL, SLIDING, periodic_layer_types
 
 
 @dataclasses.dataclass
@@ -165,8 +165,7 @@ class Gemma4Config:  # pylint: disable=too-many-instance-attributes
         if cfg.get("use_bidirectional_attention") == "all":
             raise ValueError("use_bidirectional_attention='all' (an encoder) is not supported")
         n_layers = cfg["num_hidden_layers"]
-        layer_types = list(cfg.get("layer_types") or [
-            SLIDING if (i + 1) % 6 else FULL for i in range(n_layers)])
+        layer_types = list(cfg.get("layer_types") or periodic_layer_types(n_layers, 6))
         layer_types[-1] = FULL  # transformers forces it too
         rope = cfg.get("rope_parameters") or {}
         sliding_rope = rope.get(SLIDING, {"rope_type": "default", "rope_theta": 10_000.0})

@@ -29,7 +29,7 @@ Runtime layout choices (exact, at a memory cost):
 
 The residual stream is float32 in every scheme, as for Gemma 3.
 
-Entry points follow MLC LLM (see :mod:`pipeline.models.gemma3.model`), plus
+Entry points follow MLC LLM (:class:`pipeline.models.base.CausalLM`), plus
 ``prefill_to_mtp_context`` / ``batch_verify_to_mtp_context`` for the ``gemma4_assistant`` drafter:
 besides logits they return the final-normed hidden states and the K/V (after norms and RoPE,
 unpadded) that the last sliding and the last full non-shared layers computed for the new tokens.
@@ -44,9 +44,9 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from ..attention_kernels import sliding_sm_scale
-from ..kv_cache import WindowedKVCacheMixin
-from ..layers import ExpertWeights, GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position, tied_logits
+from ...kernels.attention import sliding_sm_scale
+from ..base import CausalLM, cache_spec, packed_method
+from ..layers import ExpertWeights, GatedMLP, RMSNorm, TiedEmbedding, apply_rope, last_position
 from .config import FULL, SLIDING, Gemma4Config
 
 
@@ -298,48 +298,24 @@ class Gemma4TextModel(nn.Module):  # pylint: disable=too-many-instance-attribute
         return self.norm(stream), [kvs[i] for i in self.mtp_layers]
 
 
-class Gemma4ForCausalLM(WindowedKVCacheMixin, nn.Module):
-    """Gemma 4 with MLC LLM's entry points (see the module docstring)."""
+class Gemma4ForCausalLM(CausalLM):
+    """Gemma 4 with MLC LLM's entry points (:class:`~pipeline.models.base.CausalLM`, inputs
+    ``W = embed_width`` wide) plus the two that feed the ``gemma4_assistant`` drafter."""
+
+    ENTRY_POINTS = ("embed", "prefill", "decode", "batch_prefill", "batch_decode", "batch_verify",
+                    "prefill_to_mtp_context", "batch_verify_to_mtp_context", "get_logits", "create_paged_kv_cache")
 
     def __init__(self, config: Gemma4Config, dtype: str = "float32"):
-        self.config = config
-        self.dtype = dtype
-        self.model = Gemma4TextModel(config, dtype)
+        super().__init__(config, dtype, Gemma4TextModel(config, dtype))
 
-    # --- pieces ---------------------------------------------------------------------------
-    def embed(self, input_ids: Tensor) -> Tensor:
-        """``(seq_len,)`` int32 -> ``(seq_len, embed_width)`` packed input embeddings."""
-        return self.model.embed(input_ids)
+    def embed_width(self) -> int:
+        """``H``, or ``H + L * P`` with per-layer embeddings (module docstring)."""
+        return self.model.embed_width()
 
-    def get_logits(self, hidden_states: Tensor) -> Tensor:
-        """``(..., hidden)`` -> ``(..., vocab)`` float32 logits (soft-capped when configured)."""
-        return tied_logits(self.model.embed_tokens, hidden_states, self.config.final_logit_softcapping)
-
-    # --- MLC entry points -----------------------------------------------------------------
-    def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, W)`` -> ``(1, 1, vocab)`` logits of the last token, and the cache."""
-        hidden, _ = self.model(input_embed, paged_kv_cache)
-        return self.get_logits(last_position(hidden)), paged_kv_cache
-
-    def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, 1, W)`` -> ``(1, 1, vocab)`` logits, and the cache."""
-        hidden, _ = self.model(input_embed, paged_kv_cache)
-        return self.get_logits(hidden), paged_kv_cache
-
-    def batch_prefill(self, input_embeds: Tensor, logit_positions: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, W)`` packed sequences, ``(b,)`` positions -> ``(1, b, vocab)`` logits."""
+    def final_hidden_states(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache) -> Tensor:
+        """``(b, s, W)`` -> ``(b, s, hidden)`` final hidden states, through the cache."""
         hidden, _ = self.model(input_embeds, paged_kv_cache)
-        return self.get_logits(op.take(hidden, logit_positions, axis=1)), paged_kv_cache
-
-    def batch_decode(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
-        """``(b, 1, W)`` -> ``(b, 1, vocab)`` logits."""
-        hidden, _ = self.model(input_embeds, paged_kv_cache)
-        return self.get_logits(hidden), paged_kv_cache
-
-    def batch_verify(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache):
-        """``(1, s, W)`` draft chain -> ``(1, s, vocab)`` logits at every position."""
-        hidden, _ = self.model(input_embeds, paged_kv_cache)
-        return self.get_logits(hidden), paged_kv_cache
+        return hidden
 
     def prefill_to_mtp_context(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
         """``(1, s, W)`` -> ``(1, 1, vocab)`` logits and ``(1, 1, hidden)`` final hidden state of the
@@ -363,26 +339,9 @@ class Gemma4ForCausalLM(WindowedKVCacheMixin, nn.Module):
         c = self.config
         return c.num_hidden_layers, c.num_attention_heads, c.cache_kv_heads, c.cache_head_dim, c.sliding_window
 
-    def get_default_spec(self) -> nn.spec.ModuleSpec:
-        """The export spec: symbolic ``seq_len``/``batch_size``, params packed as in MLC."""
-        w, h = self.model.embed_width(), self.config.hidden_size
-        packed = {"param_mode": "packed", "effect_mode": "none"}
-        cache = nn.spec.Object(object_type=PagedKVCache)
-
-        def seq(batch=1, length="seq_len"):
-            return nn.spec.Tensor([batch, length, w], self.dtype)
-
-        spec = {
-            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
-            "prefill": {"input_embed": seq(), "paged_kv_cache": cache, "$": packed},
-            "decode": {"input_embed": seq(length=1), "paged_kv_cache": cache, "$": packed},
-            "batch_prefill": {"input_embeds": seq(), "logit_positions": nn.spec.Tensor(["batch_size"], "int32"),
-                              "paged_kv_cache": cache, "$": packed},
-            "batch_decode": {"input_embeds": seq(batch="batch_size", length=1), "paged_kv_cache": cache, "$": packed},
-            "batch_verify": {"input_embeds": seq(), "paged_kv_cache": cache, "$": packed},
-            "prefill_to_mtp_context": {"input_embed": seq(), "paged_kv_cache": cache, "$": packed},
-            "batch_verify_to_mtp_context": {"input_embeds": seq(), "paged_kv_cache": cache, "$": packed},
-            "get_logits": {"hidden_states": nn.spec.Tensor(["seq_len", h], self.dtype), "$": packed},
-            "create_paged_kv_cache": WindowedKVCacheMixin.create_spec(),
-        }
-        return nn.spec.ModuleSpec.from_raw(spec, self)
+    def entry_specs(self) -> dict[str, dict]:
+        """MLC's entry points and the two that return the MTP context."""
+        return {**super().entry_specs(),
+                "prefill_to_mtp_context": packed_method(input_embed=self.input_spec(), paged_kv_cache=cache_spec()),
+                "batch_verify_to_mtp_context": packed_method(input_embeds=self.input_spec(),
+                                                             paged_kv_cache=cache_spec())}

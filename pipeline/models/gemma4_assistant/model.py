@@ -28,59 +28,14 @@ permutation, made at import) gives each token's cluster, ``token_rank[v] // (voc
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
-from ..gemma4.config import Gemma4Config
+from ..base import packed_method
 from ..gemma4.model import Gemma4DecoderLayer
 from ..layers import RMSNorm, TiedEmbedding, apply_rope
-
-
-@dataclasses.dataclass
-class Gemma4AssistantConfig(Gemma4Config):
-    """A ``gemma4_assistant`` drafter: its Gemma 4 text config (every layer KV-shared) plus the
-    fields of ``Gemma4AssistantConfig`` in transformers."""
-
-    backbone_hidden_size: int = 1536
-    use_ordered_embeddings: bool = False
-    num_centroids: int = 2048
-    centroid_intermediate_top_k: int = 32
-
-    model_type = "gemma4_assistant"
-
-    def kv_sharing_modes(self) -> list[str | None]:
-        """Every layer reads the base model's K/V."""
-        return ["reuse"] * self.num_hidden_layers
-
-    @classmethod
-    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> "Gemma4AssistantConfig":
-        """Read a ``gemma4_assistant`` ``config.json`` dict.
-
-        Raises:
-            KeyError: a required key is missing.
-            ValueError: a feature the assistant cannot have (per-layer embeddings, MoE, double-wide
-                MLP), as transformers' ``validate_architecture`` says.
-        """
-        text = dict(cfg["text_config"])
-        for key, off in (("hidden_size_per_layer_input", 0), ("enable_moe_block", False),
-                         ("use_double_wide_mlp", False)):
-            if text.get(key, off) not in (off, None):
-                raise ValueError(f"text_config.{key} must be {off} for a gemma4_assistant, got {text[key]}")
-        text["hidden_size_per_layer_input"] = 0
-        text["num_kv_shared_layers"] = text["num_hidden_layers"]
-        values = Gemma4Config.hf_values(text)
-        values.update(
-            backbone_hidden_size=cfg.get("backbone_hidden_size", 1536),
-            use_ordered_embeddings=bool(cfg.get("use_ordered_embeddings", False)),
-            num_centroids=cfg.get("num_centroids", 2048),
-            centroid_intermediate_top_k=cfg.get("centroid_intermediate_top_k", 32),
-        )
-        values.update(overrides)
-        return cls(**values)
+from .config import Gemma4AssistantConfig
 
 
 def context_attention(q: Tensor, k: Tensor, v: Tensor, window: int | None) -> Tensor:
@@ -247,15 +202,13 @@ class Gemma4AssistantForCausalLM(nn.Module):
         d_s = c.layer_head_dim(sliding[0]) if sliding else c.head_dim
         kv_s = c.layer_kv_heads(sliding[0]) if sliding else c.num_key_value_heads
         d_f, kv_f = c.layer_head_dim(full[0]), c.layer_kv_heads(full[0])
-        packed = {"param_mode": "packed", "effect_mode": "none"}
         spec = {
-            "draft_step": {
-                "input_embed": nn.spec.Tensor([1, 1, hb], self.dtype),
-                "hidden_states": nn.spec.Tensor([1, 1, hb], self.dtype),
-                "k_sliding": nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
-                "v_sliding": nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
-                "k_full": nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype),
-                "v_full": nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype),
-                "$": packed},
+            "draft_step": packed_method(
+                input_embed=nn.spec.Tensor([1, 1, hb], self.dtype),
+                hidden_states=nn.spec.Tensor([1, 1, hb], self.dtype),
+                k_sliding=nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
+                v_sliding=nn.spec.Tensor(["n_sliding", kv_s, d_s], self.dtype),
+                k_full=nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype),
+                v_full=nn.spec.Tensor(["n_full", kv_f, d_f], self.dtype)),
         }
         return nn.spec.ModuleSpec.from_raw(spec, self)

@@ -1,5 +1,5 @@
 """The ``mtp`` drafter at run time: a DeepSeek-V3-style MTP head over a Gemma 3 base
-(:mod:`pipeline.models.mtp.model` for the maths and the library's functions), drafting greedy
+(:mod:`pipeline.models.gemma3_mtp.model` for the maths and the library's functions), drafting greedy
 chains with :class:`MTPDraftChain`, which drives the compiled head through the TVM Relax VM.
 
 The engine keeps the base's final hidden state of every cached token (:class:`HiddenStateCapture`
@@ -26,7 +26,8 @@ import tvm_ffi
 
 from ...errors import PipelineError
 from ...models.registry import family_of_runtime_drafter
-from ..engine import PAGE_SIZE, Engine, load_library
+from ...kernels import PAGE_SIZE
+from ..engine import Engine, load_library
 from .base import Capture, one_hot
 
 # The ``model_type`` a Gemma 3 MTP head library records in ``_metadata``: its family's name
@@ -107,7 +108,7 @@ class MTPHeadDrafter:
 # --- the compiled head, driven through the VM ---------------------------------------------------
 # The base library supplies the embedding (``embed``) and the head (``get_logits``); the caller
 # supplies the base's final hidden states.  The protocol is spelled out in
-# pipeline/models/mtp/model.py's docstring.
+# pipeline/models/gemma3_mtp/model.py's docstring.
 
 
 @dataclasses.dataclass

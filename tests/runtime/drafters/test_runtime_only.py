@@ -18,9 +18,9 @@ from tests.runtime.drafters.test_mtp_head import mtp_package  # noqa: F401  # py
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPILE_SIDE = ("tvm.relax", "pipeline.compile", "pipeline.models", "pipeline.kernels")
-# The model-family registry is runtime-safe (lazy references; tests/test_registry.py): the runtime
-# looks drafter families up in it.
-RUNTIME_SAFE = ("pipeline.models", "pipeline.models.registry")
+# Runtime-safe: the model-family registry (lazy references; tests/test_registry.py), in which the runtime
+# looks drafter families up, and the kernels package itself (only PAGE_SIZE, the cache page the runtime passes).
+RUNTIME_SAFE = ("pipeline.models", "pipeline.models.registry", "pipeline.kernels")
 
 IMPORTS = """
 import json, sys

@@ -1,14 +1,17 @@
 """TVM paged KV cache whose attention kernels apply an exact per-layer sliding window.
 
-Builds the ``vm.builtin.paged_attention_kv_cache_create`` call that TVM 0.26's
-``TIRPagedKVCache`` makes (argument order read from ``tvm/relax/frontend/nn/llm/kv_cache.py`` and
-``src/runtime/vm/paged_kv_cache.cc``), with every layer declared ``mha`` and the ragged-prefill,
-paged-prefill and decode kernels taken from :mod:`pipeline.models.attention_kernels`: the CPU
-kernels for ``llvm``, the GPU kernels (generic GPU TIR) for the GPU kinds.  The other slots
-(append, page copy, tree attention, compaction, debug read) are TVM's own kernels for that
-device; the GPU state merge is ours (:mod:`.merge_state`: TVM 0.26's races).  RoPE is applied
-by the model (``RopeMode.NONE``), so layers may use different RoPE bases.  Tree-mask kernels
-are TVM's and carry no window (sized to the target's shared memory: :func:`fitting_tree_kernel`).
+Holds the KV-cache construction (pages of :data:`pipeline.kernels.PAGE_SIZE` tokens):
+:class:`WindowedKVCacheMixin` (a model's ``create_paged_kv_cache`` entry point) and
+:func:`create_windowed_paged_kv_cache`, which builds the ``vm.builtin.paged_attention_kv_cache_create``
+call that TVM 0.26's ``TIRPagedKVCache`` makes (argument order read from
+``tvm/relax/frontend/nn/llm/kv_cache.py`` and ``src/runtime/vm/paged_kv_cache.cc``), with every
+layer declared ``mha`` and the ragged-prefill, paged-prefill and decode kernels taken from
+:mod:`pipeline.kernels.attention`: the CPU kernels for ``llvm``, the GPU kernels (generic GPU TIR)
+for the GPU kinds (:data:`pipeline.compile.targets.GPU_KINDS`).  The other slots (append, page
+copy, tree attention, compaction, debug read) are TVM's own kernels for that device; the GPU state
+merge is ours (:mod:`.merge_state`: TVM 0.26's races).  RoPE is applied by the model
+(``RopeMode.NONE``), so layers may use different RoPE bases.  Tree-mask kernels are TVM's and
+carry no window (sized to the target's shared memory: :func:`fitting_tree_kernel`).
 """
 
 from __future__ import annotations
@@ -22,25 +25,13 @@ from tvm.relax.frontend.nn.llm.kv_cache import AttnKind, PagedKVCache, RopeMode
 from tvm.runtime import DataType
 from tvm.target import Target
 
-from ..errors import PipelineError
-from . import attention_kernels as kernels
-from .attention_kernels_gpu import block_threads
+from ..compile.targets import is_gpu_kind, require_kernel_target
+from . import PAGE_SIZE
+from . import attention as kernels
+from .attention_gpu import block_threads
 from .merge_state import merge_state_gpu
 
-PAGE_SIZE = 16
-GPU_KINDS = ("cuda", "metal", "opencl", "vulkan", "webgpu")  # generic GPU TIR serves each of them
-KERNEL_TARGET_KINDS = ("llvm", *GPU_KINDS)  # TVM target kinds the windowed attention kernels exist for
 NO_ROPE_SCALING: dict = {}  # RoPE is applied by the model (RopeMode.NONE)
-
-
-def require_kernel_target(kind: str, where: str) -> None:
-    """Raise PipelineError when the windowed attention kernels do not exist for TVM target ``kind``
-    (``where`` names the preset file or target in the message)."""
-    if kind not in KERNEL_TARGET_KINDS:
-        raise PipelineError(
-            f"{where}: windowed attention kernels exist for target kinds {', '.join(KERNEL_TARGET_KINDS)}, "
-            f"not {kind}"
-        )
 
 
 def current_target() -> Target:
@@ -77,14 +68,16 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
         num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim: model sizes.
         sliding_window: window (tokens) applied by layers that pass a negative ``sm_scale``.
         dtype: KV dtype, ``"float32"`` or ``"float16"``.
-        target: compile target: ``llvm`` gets the CPU kernels, a kind of :data:`GPU_KINDS` the GPU
-            kernels with up to 128 threads per block (fewer if ``max_num_threads`` is lower).
+        target: compile target: ``llvm`` gets the CPU kernels, a kind of
+            :data:`~pipeline.compile.targets.GPU_KINDS` the GPU kernels with up to
+            :data:`~.attention_gpu.MAX_THREADS` threads per block (fewer if ``max_num_threads`` is lower).
 
     Returns:
         The cache object expression.
 
     Raises:
-        PipelineError: for a target kind without kernels (:data:`KERNEL_TARGET_KINDS`).
+        PipelineError: for a target kind without kernels
+            (:data:`~pipeline.compile.targets.KERNEL_TARGET_KINDS`).
     """
     require_kernel_target(target.kind.name, f"target {target.kind.name}")
     bb = rx.BlockBuilder.current()
@@ -150,7 +143,7 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
                   page_size) -> list:  # pylint: disable=too-many-arguments
     """Arguments 15-27 of the cache constructor: attention kernels, state merge, rotary (unused,
     ``RopeMode.NONE``), page copy, debug read and compaction, for ``target``'s device."""
-    gpu = target.kind.name != "llvm"
+    gpu = is_gpu_kind(target.kind.name)
     threads = block_threads(int(target.attrs["max_num_threads"])) if gpu else 0
     suffix = "gpu" if gpu else "cpu"
 

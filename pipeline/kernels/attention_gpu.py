@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .attention_kernels_common import EMPTY_LSE, log2_scale, log2_sum_exp, normalized
+from .attention_common import EMPTY_LSE, log2_scale, log2_sum_exp, normalized
 
 MAX_THREADS = 128  # threads per block, capped by the target's max_num_threads
 
@@ -52,7 +52,7 @@ def _block_reduce(shape, tx, buffer, combine):
 
 @T.macro
 def attend_gpu(shape, kv, q, output, lse, sm_scale, tx, row, h, first, last):
-    """:func:`~.attention_kernels_cpu.attend_cpu` computed by the ``shape.threads`` threads of a
+    """:func:`~.attention_cpu.attend_cpu` computed by the ``shape.threads`` threads of a
     block; ``tx`` is the thread index."""
     query = T.sblock_alloc_buffer((shape.d,), "float32", scope="shared")
     prob = T.sblock_alloc_buffer((shape.threads,), "float32", scope="shared")

@@ -1,9 +1,9 @@
 """Expressions shared by the CPU and GPU windowed attention kernels (see
-:mod:`pipeline.models.attention_kernels` for the conventions).
+:mod:`pipeline.kernels.attention` for the conventions).
 
 Each helper returns a TIR expression; the kernels call them while TVMScript parses their bodies.
 :class:`RaggedKV` and :class:`PagedKV` say where key ``j`` of a sequence lives, so that the
-softmax loops (:mod:`.attention_kernels_cpu`, :mod:`.attention_kernels_gpu`) serve every kernel.
+softmax loops (:mod:`.attention_cpu`, :mod:`.attention_gpu`) serve every kernel.
 """
 
 from __future__ import annotations

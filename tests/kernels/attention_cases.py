@@ -13,9 +13,10 @@ import math
 
 import numpy as np
 
+from pipeline.kernels import PAGE_SIZE
 from tests.compile.opencl_launch import PoCL, build_opencl, call_tvm
 
-H_KV, H_Q, PAGE_SIZE, WINDOW = 2, 4, 16, 8
+H_KV, H_Q, WINDOW = 2, 4, 8
 EMPTY_LSE = -1e30
 
 

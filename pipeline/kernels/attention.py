@@ -20,8 +20,8 @@ range (a cached prefix entirely outside its window) gets output 0 and ``lse = -1
 merge gives it no weight.
 
 Each factory takes ``threads``: 0 gives the CPU kernel (tasks over a ``T.parallel`` loop,
-:mod:`.attention_kernels_cpu`), a power of two the GPU kernel (one thread block of ``threads``
-threads per query row and head, :mod:`.attention_kernels_gpu`).  Both compute the same function;
+:mod:`.attention_cpu`), a power of two the GPU kernel (one thread block of ``threads``
+threads per query row and head, :mod:`.attention_gpu`).  Both compute the same function;
 the signatures are the runtime's (``src/runtime/vm/attn_backend.h`` of TVM 0.26).
 """
 
@@ -31,15 +31,16 @@ import dataclasses
 
 from tvm.script import tirx as T
 
-from .attention_kernels_common import (
+from . import PAGE_SIZE
+from .attention_common import (
     PagedKV,
     RaggedKV,
     causal_end,
     paged_length,
     window_start,
 )
-from .attention_kernels_cpu import attend_cpu
-from .attention_kernels_gpu import attend_gpu
+from .attention_cpu import attend_cpu
+from .attention_gpu import attend_gpu
 
 
 def sliding_sm_scale(sm_scale: float, sliding: bool) -> float:
@@ -195,7 +196,7 @@ def ragged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, threads
     return ragged_prefill_kernel
 
 
-def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = 16,
+def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = PAGE_SIZE,
                   threads: int = 0):
     """Attention of prefill-chunk queries to the keys already in the paged cache (windowed).
 
@@ -238,7 +239,7 @@ def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_siz
     return paged_prefill_kernel
 
 
-def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = 16,
+def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = PAGE_SIZE,
                  threads: int = 0):
     """One query per sequence against its paged keys (windowed).
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .attention_kernels_common import EMPTY_LSE, log2_scale, log2_sum_exp, normalized
+from .attention_common import EMPTY_LSE, log2_scale, log2_sum_exp, normalized
 
 
 @T.macro
 def attend_cpu(shape, kv, q, output, lse, sm_scale, row, h, first, last):
     """Write ``output[row, h]`` and ``lse[row, h]`` for query ``q[row, h]`` over keys
-    ``first .. last - 1`` of ``kv`` (a :class:`~.attention_kernels_common.RaggedKV` or
-    :class:`~.attention_kernels_common.PagedKV`); ``shape`` is a
-    :class:`~pipeline.models.attention_kernels.KernelShape`."""
+    ``first .. last - 1`` of ``kv`` (a :class:`~.attention_common.RaggedKV` or
+    :class:`~.attention_common.PagedKV`); ``shape`` is a
+    :class:`~pipeline.kernels.attention.KernelShape`."""
     acc = T.sblock_alloc_buffer((shape.d,), "float32")
     state = T.sblock_alloc_buffer((4,), "float32")  # running max, denominator, score, rescale
     state[0] = T.float32(EMPTY_LSE)

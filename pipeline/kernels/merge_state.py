@@ -30,7 +30,7 @@ def merge_state_gpu(head_dim: int, dtype: str, threads: int):
         head_dim: ``D``; thread ``t`` owns dimensions ``t, t + threads, ...``.
         dtype: dtype of ``V`` (``S`` is float32).  The merge is computed in float32.
         threads: threads per block, a power of two (see
-            :func:`~.attention_kernels_gpu.block_threads`).
+            :func:`~.attention_gpu.block_threads`).
 
     Returns:
         A ``PrimFunc`` ``(v, s, v_other, s_other)`` with ``V``, ``V'`` of shape ``(N, H, D)``

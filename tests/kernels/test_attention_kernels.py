@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.models import attention_kernels as ak
-from tests.compile.attention_cases import (
+from pipeline.kernels import attention as ak
+from tests.kernels.attention_cases import (
     EMPTY_LSE,
     H_KV,
     H_Q,

@@ -1,9 +1,9 @@
 """Our windowed attention kernels (ragged prefill, paged prefill over a cached prefix or causal,
 decode; sliding and full) compiled with the ``webgpu`` preset, linked into one ``.wasm`` and
 called one by one through tvmjs on real WebGPU implementations, on the random cases of
-``tests/compile/attention_cases.py`` against its float64 reference: the kernels' WGSL, barriers
+``tests/kernels/attention_cases.py`` against its float64 reference: the kernels' WGSL, barriers
 and launch sizes as a browser runs them (the PoCL test runs their OpenCL translation).  Our
-attention-state merge (``pipeline/models/merge_state.py``) runs beside them against numpy."""
+attention-state merge (``pipeline/kernels/merge_state.py``) runs beside them against numpy."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import tvm
 
 from pipeline.compile.targets import load_target
 from pipeline.compile.wasm import link_wasm
-from pipeline.models.attention_kernels_gpu import block_threads
-from pipeline.models.merge_state import merge_state_gpu
-from tests.compile.attention_cases import EMPTY_LSE, H_KV, H_Q, WINDOW
-from tests.compile.test_attention_kernels import cases
+from pipeline.kernels.attention_gpu import block_threads
+from pipeline.kernels.merge_state import merge_state_gpu
+from tests.kernels.attention_cases import EMPTY_LSE, H_KV, H_Q, WINDOW
+from tests.kernels.test_attention_kernels import cases
 from tests.web import webgpu
 
 D = 32
@@ -27,7 +27,7 @@ MERGE_ROWS, MERGE_HEADS = 6, 4
 
 def merge_case(rng) -> tuple[dict, dict]:
     """Inputs of the state merge (one row's second part empty, as for a query with no cached key in
-    its window) and the float64 result ``V``, ``S`` (``pipeline/models/merge_state.py``)."""
+    its window) and the float64 result ``V``, ``S`` (``pipeline/kernels/merge_state.py``)."""
     inputs = {"v": rng.standard_normal((MERGE_ROWS, MERGE_HEADS, D)).astype(np.float32),
               "s": rng.uniform(-3, 6, (MERGE_ROWS, MERGE_HEADS)).astype(np.float32),
               "v_other": rng.standard_normal((MERGE_ROWS, MERGE_HEADS, D)).astype(np.float32),
