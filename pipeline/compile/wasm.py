@@ -163,10 +163,14 @@ def runtime_home() -> Path:
         out.mkdir()
         _stage_sources(root, _ffi_sources(home))
         _compile_units(root, out)
-        shutil.rmtree(home / "source", ignore_errors=True)
-        (home / "web" / "dist").mkdir(parents=True, exist_ok=True)
-        root.rename(home / "source")
-        out.rename(wasm_dir)
+        try:
+            shutil.rmtree(home / "source", ignore_errors=True)
+            (home / "web" / "dist").mkdir(parents=True, exist_ok=True)
+            root.rename(home / "source")
+            out.rename(wasm_dir)
+        except OSError:  # another process built them at the same time and moved its copy in first
+            if not all((wasm_dir / f"{unit}.bc").is_file() for unit in RUNTIME_UNITS):
+                raise
     return home
 
 
