@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import __version__
 from .compile.compiler import compile_module, export_model, library_name, system_lib_prefix
 from .compile.link import find_program
-from .compile.targets import TargetPreset, load_target, require_kernel_target
+from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig
 from .errors import PipelineError
 from .models.name_map import NameMap
@@ -35,7 +35,8 @@ from .package.atomic import atomic_directory
 from .package.libraries import write_outputs
 from .package.tensor_cache import write_tensor_cache
 from .package.write import PackagedModel, report_unlinked, write_package
-from .quantization import get_scheme, scheme_for_targets, quantize_model, quantize_params
+from .presets import require_kernel_target
+from .quantization import get_scheme, quantize_model, quantize_params, scheme_for_targets
 from .sources.gguf_tokenizer import write_tokenizer_json
 
 log = logging.getLogger(__name__)

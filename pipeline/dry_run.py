@@ -34,12 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from .compile.targets import load_target, require_kernel_target
+from .compile.targets import load_target
 from .config import PipelineConfig
 from .errors import PipelineError
 from .kernels import PAGE_SIZE
 from .models.kv_layout import KVLayer
 from .models.registry import get_family
+from .presets import require_kernel_target
 from .quantization import QuantScheme, get_scheme, quantize_model, scheme_for_targets
 
 LAYER_NAME = re.compile(r"^(?P<prefix>.*?layers)\.(?P<index>\d+)\.(?P<rest>.+)$")

@@ -15,13 +15,13 @@ activation, the ``act(gate) * up`` of a gated MLP).  Schedule:
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm_ffi import structural_equal
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.s_tir.schedule.schedule import ScheduleError
 from tvm.target import Target
+from tvm_ffi import structural_equal
 
-from .targets import CPU_KIND
+from ..presets import CPU_KIND
 
 LANES = 8
 ROW_TILE = 8

@@ -1,11 +1,11 @@
 """Target presets: one YAML file per compile target in ``targets/`` (or a user's folder).
 
 A preset names everything the build decides per target, so a user adds a target by adding a file
-(nothing in the code lists presets).  What the code knows of TVM target kinds lives here too:
-which kinds are GPUs (:data:`GPU_KINDS`, served by generic GPU TIR), which ones the windowed
-attention kernels exist for (:func:`require_kernel_target`), and the one preset branch on a kind,
+(nothing in the code lists presets).  The presets' folder and what the code knows of TVM target
+kinds (which kinds are GPUs, which ones the windowed attention kernels exist for, the runtime
+device of each) live in :mod:`pipeline.presets`, which the runtime reads without TVM's compiler;
+this module validates a preset and makes its TVM target, with the one preset branch on a kind,
 which fits a Vulkan target to the local device's capabilities (:mod:`pipeline.compile.vulkan`).
-The kernels (:mod:`pipeline.kernels`) ask this module; it imports none of them.
 
 Preset fields:
 
@@ -26,9 +26,7 @@ Preset fields:
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +34,9 @@ import jsonschema
 import yaml
 
 from ..errors import PipelineError
+from ..presets import available_presets, preset_path, targets_dir
 
-
-def _targets_dir() -> Path:
-    """Where the presets are: ``$MLC_MTP_TARGETS``, else ``targets/`` of a source checkout (an
-    editable install), else ``<prefix>/share/mlc-mtp/targets`` where a wheel install puts them
-    (``pyproject.toml``'s data-files)."""
-    if os.environ.get("MLC_MTP_TARGETS"):
-        return Path(os.environ["MLC_MTP_TARGETS"])
-    checkout = Path(__file__).resolve().parents[2] / "targets"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "mlc-mtp" / "targets"
-
-
-TARGETS_DIR = _targets_dir()
+TARGETS_DIR = targets_dir()  # read once, at import
 
 # Names a preset's schedule.rules may list (resolved by pipeline.compile.schedules.schedule_rule).
 RULE_NAMES = (
@@ -60,26 +48,6 @@ RULE_NAMES = (
 # dlight's generic GPU list (TVM's own gpu_generic and CUDA pipelines use it): the default.
 GPU_RULES = ("gpu.Matmul", "gpu.GEMV", "gpu.Reduction", "gpu.GeneralReduction", "gpu.Fallback")
 LIMITS = ("max_num_threads", "max_shared_memory_per_block", "thread_warp_size")
-
-CPU_KIND = "llvm"  # TVM's kind for CPU code (the host's, or a cross-compiled one)
-GPU_KINDS = ("cuda", "metal", "opencl", "vulkan", "webgpu")  # generic GPU TIR serves each of them
-KERNEL_TARGET_KINDS = (CPU_KIND, *GPU_KINDS)  # TVM target kinds the windowed attention kernels exist for
-
-
-def is_gpu_kind(kind: str) -> bool:
-    """Whether TVM target ``kind`` gets the GPU kernels (thread blocks, shared memory): one of
-    :data:`GPU_KINDS`."""
-    return kind in GPU_KINDS
-
-
-def require_kernel_target(kind: str, where: str) -> None:
-    """Raise PipelineError when the windowed attention kernels (:mod:`pipeline.kernels`) do not
-    exist for TVM target ``kind`` (``where`` names the preset file or target in the message)."""
-    if kind not in KERNEL_TARGET_KINDS:
-        raise PipelineError(
-            f"{where}: windowed attention kernels exist for target kinds {', '.join(KERNEL_TARGET_KINDS)}, "
-            f"not {kind}"
-        )
 
 PRESET_SCHEMA = {
     "type": "object",
@@ -205,7 +173,7 @@ def host_cpu() -> str | None:
 
 def available_targets(directory: Path = TARGETS_DIR) -> list[str]:
     """Names of the presets in ``directory``."""
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    return available_presets(directory)
 
 
 def load_target(name: str, directory: Path = TARGETS_DIR) -> TargetPreset:
@@ -214,9 +182,7 @@ def load_target(name: str, directory: Path = TARGETS_DIR) -> TargetPreset:
     Raises:
         PipelineError: unknown name (lists the known ones), malformed YAML or a wrong field.
     """
-    path = Path(name) if name.endswith((".yaml", ".yml")) else directory / f"{name}.yaml"
-    if not path.is_file():
-        raise PipelineError(f"target {name!r} is unknown; expected one of {available_targets(directory)}")
+    path = preset_path(name, directory)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

@@ -7,7 +7,7 @@ call that TVM 0.26's ``TIRPagedKVCache`` makes (argument order read from
 ``tvm/relax/frontend/nn/llm/kv_cache.py`` and ``src/runtime/vm/paged_kv_cache.cc``), with every
 layer declared ``mha`` and the ragged-prefill, paged-prefill and decode kernels taken from
 :mod:`pipeline.kernels.attention`: the CPU kernels for ``llvm``, the GPU kernels (generic GPU TIR)
-for the GPU kinds (:data:`pipeline.compile.targets.GPU_KINDS`).  The other slots (append, page
+for the GPU kinds (:data:`pipeline.presets.GPU_KINDS`).  The other slots (append, page
 copy, tree attention, compaction, debug read) are TVM's own kernels for that device; the GPU state
 merge is ours (:mod:`.merge_state`: TVM 0.26's races).  RoPE is applied by the model
 (``RopeMode.NONE``), so layers may use different RoPE bases.  Tree-mask kernels are TVM's and
@@ -25,7 +25,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import AttnKind, PagedKVCache, RopeMode
 from tvm.runtime import DataType
 from tvm.target import Target
 
-from ..compile.targets import is_gpu_kind, require_kernel_target
+from ..presets import is_gpu_kind, require_kernel_target
 from . import PAGE_SIZE
 from . import attention as kernels
 from .attention_gpu import block_threads
@@ -69,7 +69,7 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
         sliding_window: window (tokens) applied by layers that pass a negative ``sm_scale``.
         dtype: KV dtype, ``"float32"`` or ``"float16"``.
         target: compile target: ``llvm`` gets the CPU kernels, a kind of
-            :data:`~pipeline.compile.targets.GPU_KINDS` the GPU kernels with up to
+            :data:`~pipeline.presets.GPU_KINDS` the GPU kernels with up to
             :data:`~.attention_gpu.MAX_THREADS` threads per block (fewer if ``max_num_threads`` is lower).
 
     Returns:
@@ -77,7 +77,7 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
 
     Raises:
         PipelineError: for a target kind without kernels
-            (:data:`~pipeline.compile.targets.KERNEL_TARGET_KINDS`).
+            (:data:`~pipeline.presets.KERNEL_TARGET_KINDS`).
     """
     require_kernel_target(target.kind.name, f"target {target.kind.name}")
     bb = rx.BlockBuilder.current()

@@ -11,14 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import tvm
 import tvm_ffi
-import yaml
 from tokenizers import Tokenizer
 from tvm.runtime.vm import VirtualMachine
 
@@ -27,6 +25,7 @@ from ..kernels import PAGE_SIZE
 from ..package.chat_config import RUNTIME_CONFIG
 from ..package.check import check_library
 from ..package.tensor_cache import read_tensor_cache
+from ..presets import DEVICE_OF_KIND, preset_kind
 
 if TYPE_CHECKING:
     from .drafters.base import Capture
@@ -73,40 +72,10 @@ def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, 
     return vm, metadata, params
 
 
-# TVM target kind -> runtime device type (tvm.device names); kinds without a runtime here are absent.
-DEVICE_OF_KIND = {"llvm": "cpu", "cuda": "cuda", "rocm": "rocm", "metal": "metal", "vulkan": "vulkan",
-                  "opencl": "opencl"}
-
-
-def preset_kind(name: str) -> str:
-    """The TVM target kind (``target.kind``) of preset ``name``, read from its YAML file without
-    TVM's compiler; the presets' folder is found as :func:`pipeline.compile.targets.load_target`
-    finds it (``$MLC_MTP_TARGETS``, else ``targets/`` of a source checkout, else
-    ``<prefix>/share/mlc-mtp/targets``).
-
-    Raises:
-        PipelineError: no such preset, or one without a ``target.kind`` string.
-    """
-    folder = Path(os.environ["MLC_MTP_TARGETS"]) if os.environ.get("MLC_MTP_TARGETS") else None
-    checkout = Path(__file__).resolve().parents[2] / "targets"
-    folder = folder or (checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "mlc-mtp" / "targets")
-    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise PipelineError(f"target {name!r} is unknown; expected one of {known}")
-    try:
-        kind = (yaml.safe_load(path.read_text()) or {}).get("target", {}).get("kind")
-    except (yaml.YAMLError, AttributeError):
-        kind = None
-    if not isinstance(kind, str):
-        raise PipelineError(f"{path}: target.kind: not found, expected a TVM target kind (e.g. 'llvm')")
-    return kind
-
-
 def target_device(target: str, kind: str | None = None):
     """The device a library compiled for preset ``target`` runs on (device 0 of its kind);
     ``kind``: the TVM target kind it was built for, when known (a package records it), else read
-    from the preset (:func:`preset_kind`).
+    from the preset (:func:`pipeline.presets.preset_kind`).
 
     Raises:
         PipelineError: unknown preset, a target kind with no runtime device, or no such device on
@@ -160,7 +129,7 @@ class Engine:
         package: directory with ``mlc-chat-config.json``, weights, tokenizer and ``lib/``.
         model_lib: library to load; default the package's library for ``target``.
         target: preset name whose library to pick and whose device to run on (``cpu``: the CPU,
-            ``cuda``: GPU 0 through CUDA, ...: :data:`DEVICE_OF_KIND`); default ``cpu`` where the
+            ``cuda``: GPU 0 through CUDA, ...: :data:`pipeline.presets.DEVICE_OF_KIND`); default ``cpu`` where the
             package has a CPU library, else the package's only library.
 
     ``tokens`` is the sequence in the KV cache (token ids, in order).
