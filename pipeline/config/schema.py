@@ -14,6 +14,7 @@ An architecture file (``model.architecture``, ``mtp.architecture``) is a model's
 start with ``_`` (``_comment``: where each number comes from) are notes, never read.
 """
 
+from ..models.layer_types import LAYER_TYPES
 from ..models.registry import base_families, drafter_families, get_family
 
 QUANTIZATIONS = ["q0f32", "q0f16", "q4f16_1", "q4f32_1"]
@@ -83,7 +84,6 @@ MTP = {
 # --- architecture files -----------------------------------------------------------------------
 POSITIVE = {"type": "integer", "minimum": 1}
 COUNT = {"type": ["integer", "null"], "minimum": 0}  # 0 or null: the feature is off
-LAYER_TYPES = ["sliding_attention", "full_attention"]
 ROPE = {"type": "object", "properties": {"rope_type": {"type": "string"}, "rope_theta": {"type": "number", "exclusiveMinimum": 0},
                                          "partial_rotary_factor": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                                          "factor": {"type": "number", "exclusiveMinimum": 0}}}
@@ -99,7 +99,7 @@ TEXT_CONFIG = {
         "head_dim": POSITIVE, "global_head_dim": POSITIVE,
         "num_global_key_value_heads": {"type": ["integer", "null"], "minimum": 1},
         "sliding_window": POSITIVE, "max_position_embeddings": POSITIVE,
-        "layer_types": {"type": "array", "items": {"enum": LAYER_TYPES}, "minItems": 1},
+        "layer_types": {"type": "array", "items": {"enum": list(LAYER_TYPES)}, "minItems": 1},
         "rms_norm_eps": {"type": "number", "exclusiveMinimum": 0},
         "final_logit_softcapping": {"type": ["number", "null"], "exclusiveMinimum": 0},
         "hidden_size_per_layer_input": COUNT, "vocab_size_per_layer_input": COUNT,
