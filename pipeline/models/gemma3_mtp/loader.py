@@ -30,7 +30,7 @@ from .. import importer
 from ..gemma3.loader import hf_transform
 from ..name_map import NameMap
 from ..registry import get_family
-from .model import MTPConfig
+from .config import MTPConfig
 
 FAMILY = "gemma3_mtp"
 
