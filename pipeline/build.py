@@ -16,8 +16,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -94,7 +95,8 @@ class BuildResult:
     libraries: dict[str, str]
 
 
-def _stage(name: str, key: str, force: bool, produce: Callable[[Path], None], say: Callable[[str], None]) -> StageReport:
+def _stage(name: str, key: str, force: bool, produce: Callable[[Path], None],
+           say: Callable[[str], None]) -> StageReport:
     path = cache_root() / f"{name}-{key}"
     if path.is_dir() and not force:
         say(f"{name}: up to date ({key}), nothing to do")
@@ -279,6 +281,6 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
 
 
 def _tvm_version() -> str:
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     return tvm.__version__

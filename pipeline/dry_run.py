@@ -85,12 +85,12 @@ class KVCache:
 
     def unpadded(self, layers=None) -> int:
         """Bytes at each layer's own KV heads and head dimension."""
-        return sum(self._bytes(l.kv_heads, l.head_dim, self.tokens) for l in layers or self.layers)
+        return sum(self._bytes(layer.kv_heads, layer.head_dim, self.tokens) for layer in layers or self.layers)
 
     def minimum(self, layers=None) -> int:
         """Unpadded bytes without KV-shared copies and beyond-window tokens."""
-        return sum(self._bytes(l.kv_heads, l.head_dim, min(l.window or self.tokens, self.tokens))
-                   for l in layers or self.layers if l.stores)
+        return sum(self._bytes(layer.kv_heads, layer.head_dim, min(layer.window or self.tokens, self.tokens))
+                   for layer in layers or self.layers if layer.stores)
 
 
 @dataclasses.dataclass
@@ -294,8 +294,9 @@ def _kv_lines(cache: KVCache | None) -> list[str]:
     groups: dict[tuple, list[KVLayer]] = {}
     for layer in cache.layers:
         groups.setdefault((layer.kind, layer.kv_heads, layer.head_dim, layer.window, layer.stores), []).append(layer)
-    rows = [[_ranges([l.index for l in ls]), kind, f"{heads} x {dim}", str(min(window or cache.tokens, cache.tokens))
-             if stores else "0 (shared)", _mib(cache.allocated(ls)), _mib(cache.unpadded(ls)), _mib(cache.minimum(ls))]
+    rows = [[_ranges([layer.index for layer in ls]), kind, f"{heads} x {dim}",
+             str(min(window or cache.tokens, cache.tokens)) if stores else "0 (shared)",
+             _mib(cache.allocated(ls)), _mib(cache.unpadded(ls)), _mib(cache.minimum(ls))]
             for (kind, heads, dim, window, stores), ls in groups.items()]
     rows.append(["all", "", "", "", _mib(cache.allocated()), _mib(cache.unpadded()), _mib(cache.minimum())])
     head = (f"  KV cache, {cache.dtype}, {cache.tokens} tokens; every slot padded to {cache.slot_heads} KV heads "

@@ -112,7 +112,7 @@ class TargetPreset:
             else:
                 target["mcpu"] = cpu
         if target["kind"] == "vulkan":  # narrowed to the local Vulkan device, if any
-            from .vulkan import fit_target  # pylint: disable=import-outside-toplevel
+            from .vulkan import fit_target
 
             target = fit_target(target, self.path)
         return target
@@ -125,11 +125,11 @@ class TargetPreset:
                 Vulkan, how to get a Vulkan-enabled TVM of the pinned version; for a ``wasm``
                 library, the missing emscripten.
         """
-        import tvm  # pylint: disable=import-outside-toplevel
+        import tvm
 
         kind = self.target["kind"]
         if kind == "vulkan":  # loads TVM's Vulkan backend where it is a plugin; says how to get one
-            from .vulkan import require_codegen  # pylint: disable=import-outside-toplevel
+            from .vulkan import require_codegen
 
             require_codegen(self.path)
         if tvm.get_global_func(f"target.build.{kind}", allow_missing=True) is None:
@@ -137,7 +137,7 @@ class TargetPreset:
                 f"{self.path}: target kind {kind!r} cannot be built: this TVM has no target.build.{kind}"
             )
         if self.library == "wasm":  # linked by emscripten: refuse before any stage runs, not after
-            from .wasm import find_emcc  # pylint: disable=import-outside-toplevel
+            from .wasm import find_emcc
 
             try:
                 find_emcc()
@@ -146,11 +146,11 @@ class TargetPreset:
 
     def tvm_target(self):
         """The ``tvm.target.Target``.  Raises PipelineError if TVM rejects the dict."""
-        from tvm.target import Target  # pylint: disable=import-outside-toplevel
+        from tvm.target import Target
 
         try:
             return Target(self.resolved_target())
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             raise PipelineError(f"{self.path}: target: TVM rejects {self.target}: {err}") from None
 
 

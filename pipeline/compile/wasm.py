@@ -41,7 +41,10 @@ HEADERS = Path(__file__).with_name("wasm_headers")  # package data: in the wheel
 WEB_ENV = "MLC_MTP_WEB_DIR"
 
 
-def web_dir(checkout: Path = Path(__file__).resolve().parents[2] / "web", prefix: str = sys.prefix) -> Path:
+CHECKOUT_WEB = Path(__file__).resolve().parents[2] / "web"  # web/ of a source checkout
+
+
+def web_dir(checkout: Path = CHECKOUT_WEB, prefix: str = sys.prefix) -> Path:
     """The npm folder (``package.json``, ``package-lock.json``, the ``.mjs`` runners; esbuild and
     Dawn in its ``node_modules``): ``$MLC_MTP_WEB_DIR``, else ``web/`` of a source checkout (an
     editable install), else ``<prefix>/share/mlc-mtp/web`` where a wheel install puts those files
@@ -193,7 +196,7 @@ def link_wasm(output: str | Path, objects: list[str], options: list[str] | None 
     The packed WebGPU module is linked from a copy whose never-written buffers are declared
     read-only (:mod:`pipeline.compile.webgpu_access`: TVM 0.26 declares them all read-write, and
     WebGPU then rejects kernels with barriers under data-dependent control flow)."""
-    from tvm.support.emcc import create_tvmjs_wasm  # pylint: disable=import-outside-toplevel
+    from tvm.support.emcc import create_tvmjs_wasm
 
     home, output = runtime_home(), Path(output)
     partial = output.with_name(f".partial-{output.name}")  # emcc picks its output kind by suffix

@@ -31,7 +31,7 @@ class ArchitectureFile:
 
 
 @dataclasses.dataclass
-class PipelineConfig:  # pylint: disable=too-many-instance-attributes
+class PipelineConfig:
     """A validated pipeline configuration (see :mod:`pipeline.config.schema` for the keys).
 
     ``architecture`` / ``mtp_architecture``: the files ``model.architecture`` /
@@ -174,7 +174,8 @@ def speculative_settings(section: dict[str, Any] | None, where: str, schema: dic
         PipelineError: ``<where>: speculative.<key>: <value> ...`` for a key, type or range the
             schema refuses, or an adaptive ``draft_length`` outside its bounds.
     """
-    error = _first_error({"properties": {"speculative": schema}}, {"speculative": section if section is not None else {}})
+    error = _first_error({"properties": {"speculative": schema}},
+                         {"speculative": section if section is not None else {}})
     if error is not None:
         raise PipelineError(f"{where}: {_describe(error)}")
     settings = {**SPECULATIVE_DEFAULTS, **(section or {})}
@@ -325,7 +326,8 @@ def load_config(path: str | Path) -> PipelineConfig:
         generation=generation,
         speculative=speculative_settings(raw.get("speculative"), str(path)),
         mtp=mtp,
-        architecture=_architecture(path, "model.architecture", raw["model"].get("architecture"), raw["model"]["family"]),
+        architecture=_architecture(path, "model.architecture", raw["model"].get("architecture"),
+                                   raw["model"]["family"]),
         mtp_architecture=_architecture(path, "mtp.architecture", (mtp or {}).get("architecture"),
                                        (mtp or {}).get("family", "")),
         mtp_name_map=_name_map(path, (mtp or {}).get("name_map")),

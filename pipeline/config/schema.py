@@ -38,8 +38,10 @@ SPECULATIVE = {
     "additionalProperties": False,
     "properties": {
         "mode": {"enum": SPECULATIVE_MODES, "description": "off: plain decoding; mtp: the package's MTP drafter"},
-        "draft_length": {"type": "integer", "minimum": 1, "description": "tokens drafted per step (the first step's when adaptive)"},
-        "adaptive": {"type": "boolean", "description": "grow the draft length after fully accepted steps, shrink it after rejections"},
+        "draft_length": {"type": "integer", "minimum": 1,
+                         "description": "tokens drafted per step (the first step's when adaptive)"},
+        "adaptive": {"type": "boolean",
+                     "description": "grow the draft length after fully accepted steps, shrink it after rejections"},
         "min_draft_length": {"type": "integer", "minimum": 1},
         "max_draft_length": {"type": "integer", "minimum": 1},
     },
@@ -51,7 +53,8 @@ RUNTIME_SPECULATIVE = {
         "drafter_lib": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
                         "description": "target preset -> drafter library path inside the package"},
         "drafter_weights": {"type": ["string", "null"], "description": "drafter weights directory inside the package"},
-        "drafter_family": {"type": ["string", "null"], "description": "model family of the drafter (e.g. gemma4_assistant)"},
+        "drafter_family": {"type": ["string", "null"],
+                           "description": "model family of the drafter (e.g. gemma4_assistant)"},
     },
 }
 
@@ -84,9 +87,10 @@ MTP = {
 # --- architecture files -----------------------------------------------------------------------
 POSITIVE = {"type": "integer", "minimum": 1}
 COUNT = {"type": ["integer", "null"], "minimum": 0}  # 0 or null: the feature is off
-ROPE = {"type": "object", "properties": {"rope_type": {"type": "string"}, "rope_theta": {"type": "number", "exclusiveMinimum": 0},
-                                         "partial_rotary_factor": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                                         "factor": {"type": "number", "exclusiveMinimum": 0}}}
+ROPE = {"type": "object", "properties": {
+    "rope_type": {"type": "string"}, "rope_theta": {"type": "number", "exclusiveMinimum": 0},
+    "partial_rotary_factor": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "factor": {"type": "number", "exclusiveMinimum": 0}}}
 # Fields of a Gemma text config (transformers' Gemma3TextConfig / Gemma4TextConfig names); other
 # keys of a real config.json are allowed and not read here.
 TEXT_CONFIG = {

@@ -46,7 +46,7 @@ def current_target() -> Target:
     return current
 
 
-def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
+def create_windowed_paged_kv_cache(
     *,
     max_batch_size: tirx.Var,
     max_total_seq_len: tirx.Var,
@@ -106,7 +106,7 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
     )
 
 
-class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
+class WindowedKVCacheMixin:
     """``create_paged_kv_cache`` (MLC's entry point) for a model that says its cache shape.
 
     The model defines ``dtype`` and ``kv_cache_shape()`` -> ``(layers, query heads, KV heads,
@@ -121,7 +121,7 @@ class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
         return {"max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int, "page_size": int,
                 "support_sliding_window": int, "$": {"param_mode": "none", "effect_mode": "none"}}
 
-    def create_paged_kv_cache(  # pylint: disable=too-many-arguments
+    def create_paged_kv_cache(
         self,
         max_batch_size: tirx.Var,
         max_total_seq_len: tirx.Var,
@@ -140,7 +140,7 @@ class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
 
 
 def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, window: int, dtype: str,
-                  page_size) -> list:  # pylint: disable=too-many-arguments
+                  page_size) -> list:
     """Arguments 15-27 of the cache constructor: attention kernels, state merge, rotary (unused,
     ``RopeMode.NONE``), page copy, debug read and compaction, for ``target``'s device."""
     gpu = is_gpu_kind(target.kind.name)
@@ -164,7 +164,8 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
         tree = [
             tir(fitting_tree_kernel(tvm_kv.tree_attn_with_paged_kv_cache, h_kv, h_q, d, dtype, target),
                 "tir_attention_prefill_with_tree_mask_with_paged_kv_cache"),
-            tir(fitting_tree_kernel(tvm_kv.tree_attn, h_kv, h_q, d, dtype, target), "tir_attention_prefill_with_tree_mask"),
+            tir(fitting_tree_kernel(tvm_kv.tree_attn, h_kv, h_q, d, dtype, target),
+                "tir_attention_prefill_with_tree_mask"),
         ]
         merge = merge_state_gpu(d, dtype, block_threads(min(threads, d)))  # TVM's races: see merge_state.py
         copy_page = tvm_kv._copy_single_page(h_kv, page_size, d, dtype, target)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -41,7 +42,7 @@ def expected_shapes(family: Family, config: Any) -> dict[str, tuple[int, ...]]:
     return {name: tuple(int(x) for x in param.shape) for name, param in model.named_parameters()}
 
 
-def import_weights(family: Family, source_format: str, path: Path,  # pylint: disable=too-many-locals
+def import_weights(family: Family, source_format: str, path: Path,
                    overrides: dict[str, Any], progress: bool = True, *,
                    architecture: tuple[dict[str, Any], Path] | None = None,
                    name_map: NameMap | None = None) -> tuple[Any, dict[str, np.ndarray]]:

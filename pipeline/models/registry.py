@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import PipelineError
 
@@ -69,7 +70,7 @@ BASE_FORMATS = {"gguf": SourceFormat(IMPORT_WEIGHTS), "hf-safetensors": SourceFo
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # rows compare and hash by identity (``formats`` is a dict)
-class Family:  # pylint: disable=too-many-instance-attributes
+class Family:
     """One model family (every field but ``name``, ``role``, ``drafts_for``, ``aliases`` and
     ``formats`` is a lazy ``"module:attr"`` reference, or None where the family has no such thing).
 

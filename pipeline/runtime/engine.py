@@ -54,10 +54,10 @@ def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, 
     check_library(library)
     try:
         module = tvm.runtime.load_module(str(library))
-    except Exception as err:  # pylint: disable=broad-except  # TVM raises RuntimeError or its own errors
-        raise PipelineError(f"{library}: TVM {tvm.__version__} cannot load it here: {str(err).splitlines()[-1]}"
-                            + (" (a .wasm runs in a browser or Node through tvmjs)" if library.suffix == ".wasm" else "")
-                            ) from None
+    except Exception as err:  # TVM raises RuntimeError or its own errors
+        wasm = " (a .wasm runs in a browser or Node through tvmjs)" if library.suffix == ".wasm" else ""
+        raise PipelineError(f"{library}: TVM {tvm.__version__} cannot load it here: "
+                            f"{str(err).splitlines()[-1]}{wasm}") from None
     vm = VirtualMachine(module, device)
     metadata = json.loads(str(vm["_metadata"]()))
     tensors = read_tensor_cache(weights, device)
@@ -86,7 +86,7 @@ def target_device(target: str, kind: str | None = None):
         raise PipelineError(f"target {target}: kind {kind!r} has no runtime device here "
                             f"(runtime devices exist for {', '.join(DEVICE_OF_KIND)})")
     if kind == "vulkan":  # TVM's Vulkan runtime may be a plugin; without a driver TVM raises
-        from . import vulkan  # pylint: disable=import-outside-toplevel
+        from . import vulkan
 
         if vulkan.device() is None:
             raise PipelineError(f"target {target}: {vulkan.missing()}")
@@ -105,8 +105,8 @@ def _load_device_runtime(kind: str) -> None:
     (packed functions kernels call, e.g. ``tvm.contrib.sort.topk``, which TVM's CPU top-k lowers
     to).  A missing library leaves the device absent or the function missing, which the caller
     reports."""
-    from tvm.base import _LOADED_LIBS  # pylint: disable=import-outside-toplevel
-    from tvm_ffi.libinfo import load_lib_ctypes  # pylint: disable=import-outside-toplevel
+    from tvm.base import _LOADED_LIBS
+    from tvm_ffi.libinfo import load_lib_ctypes
 
     for name in ("tvm_runtime_extra",) + (() if kind == "llvm" else (f"tvm_runtime_{kind}",)):
         if name in _LOADED_LIBS:
@@ -183,8 +183,8 @@ class Engine:
         """
         for function in sorted(set(capture.functions.values())):
             try:
-                self.vm[function]  # pylint: disable=pointless-statement
-            except Exception:  # pylint: disable=broad-except  # the VM raises for a missing function
+                self.vm[function]
+            except Exception:  # the VM raises for a missing function
                 raise PipelineError(f"{self.package}: its library has no {function} "
                                     f"(model {self.chat_config['model_type']} has no such MTP drafter support)"
                                     ) from None
@@ -238,7 +238,7 @@ class Engine:
             )
         ids = tvm.runtime.tensor(np.asarray(token_ids, dtype=np.int32), self.device)
         embeds = self.vm["embed"](ids, self.params)
-        embeds = embeds._create_view((1, n, embeds.shape[-1]))  # pylint: disable=protected-access
+        embeds = embeds._create_view((1, n, embeds.shape[-1]))
         name = function if self.capture is None else self.capture.functions[function]
         _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
         out, self.kv_cache = self.vm[name](embeds, self.kv_cache, self.params)

@@ -77,7 +77,7 @@ class GGUFSource:
                 continue
             try:
                 metadata[key] = field.contents()
-            except Exception:  # pylint: disable=broad-except
+            except Exception:
                 continue
         return metadata
 

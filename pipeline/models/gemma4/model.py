@@ -96,7 +96,7 @@ def layer_slice(x: Tensor, layer: int) -> Tensor:
     return op.tensor_expr_op(compute, "layer_slice", [x])
 
 
-class Gemma4Attention(nn.Module):  # pylint: disable=too-many-instance-attributes
+class Gemma4Attention(nn.Module):
     """Attention of one layer (see the module docstring)."""
 
     def __init__(self, config: Gemma4Config, layer_id: int, dtype: str):
@@ -190,7 +190,7 @@ class Gemma4Experts(nn.Module):
         return op.sum(down * weights.reshape(*weights.shape, 1), axis=1)
 
 
-class Gemma4DecoderLayer(nn.Module):  # pylint: disable=too-many-instance-attributes
+class Gemma4DecoderLayer(nn.Module):
     """One Gemma 4 decoder layer (see the module docstring for the order of operations)."""
 
     def __init__(self, config: Gemma4Config, layer_id: int, dtype: str):
@@ -242,7 +242,7 @@ class Gemma4DecoderLayer(nn.Module):  # pylint: disable=too-many-instance-attrib
         return x * self.layer_scalar.astype("float32")
 
 
-class Gemma4TextModel(nn.Module):  # pylint: disable=too-many-instance-attributes
+class Gemma4TextModel(nn.Module):
     """Embeddings (token and per-layer), decoder stack and final norm."""
 
     def __init__(self, config: Gemma4Config, dtype: str):

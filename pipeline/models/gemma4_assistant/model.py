@@ -107,7 +107,7 @@ class AssistantLayer(Gemma4DecoderLayer):
         super().__init__(config, layer_id, dtype)
         self.self_attn = AssistantAttention(config, layer_id, dtype)
 
-    def forward(self, x: Tensor, position: Tensor,  # pylint: disable=arguments-differ
+    def forward(self, x: Tensor, position: Tensor,
                 context: dict[bool, tuple[Tensor, Tensor]]) -> Tensor:
         """float32 ``(1, 1, hidden)`` -> the same, attending to the base model's ``context``."""
         return self.after_attention(x, self.self_attn(self.input_layernorm(x), position, context), None)
@@ -166,7 +166,7 @@ class Gemma4AssistantForCausalLM(nn.Module):
         if config.use_ordered_embeddings:
             self.masked_embedding = MaskedEmbedder(config, dtype)
 
-    def draft_step(self, input_embed: Tensor, hidden_states: Tensor,  # pylint: disable=too-many-arguments
+    def draft_step(self, input_embed: Tensor, hidden_states: Tensor,
                    k_sliding: Tensor, v_sliding: Tensor, k_full: Tensor, v_full: Tensor):
         """One draft step.
 
