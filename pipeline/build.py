@@ -217,6 +217,7 @@ def _drafter_source(config: PipelineConfig) -> tuple[Family, str, Path, dict[str
     family = get_family(mtp["family"])
     source_format = mtp.get("format", "hf-safetensors")
     if source_format != "hf-safetensors":
+        name_map: NameMap | None
         if config.mtp_name_map is not None:
             name_map = NameMap(config.mtp_name_map, str((config.path.parent / mtp["name_map"]).resolve()))
         else:

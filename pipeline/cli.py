@@ -123,7 +123,8 @@ def _chat(args) -> None:
 
     engine = Engine(args.package, model_lib=args.model_lib, target=args.target)
     _settings(args, engine)
-    session = ChatSession(engine, _sampler(args), args.max_tokens, *_speculation(args, engine), system=args.system)
+    drafter, draft_length = _speculation(args, engine)
+    session = ChatSession(engine, _sampler(args), args.max_tokens, drafter, draft_length, system=args.system)
     print("Chatting with", args.package, "- empty line or Ctrl-D to quit.", file=sys.stderr)
     while True:
         try:

@@ -263,13 +263,15 @@ def _parameter_rows(plan: ModelPlan, verbose: bool) -> list[list[str]]:
     if verbose:
         return [_row(p.name, p, 1) for p in plan.parameters]
     layers: dict[tuple[str, int], list[Parameter]] = {}
+    rest_of: dict[str, str] = {}  # a layer parameter's name after ``layers.N.``
     for p in plan.parameters:
         match = LAYER_NAME.match(p.name)
         if match:
             layers.setdefault((match["prefix"], int(match["index"])), []).append(p)
+            rest_of[p.name] = match["rest"]
     groups: dict[tuple, list[int]] = {}
     for (prefix, index), params in layers.items():
-        signature = (prefix, tuple((LAYER_NAME.match(p.name)["rest"], p.shape, _stored(p)) for p in params))
+        signature = (prefix, tuple((rest_of[p.name], p.shape, _stored(p)) for p in params))
         groups.setdefault(signature, []).append(index)
     first_of = {(sig[0], indices[0]): indices for sig, indices in groups.items()}
     rows = []

@@ -192,10 +192,12 @@ def compile_module(mod: tvm.IRModule, preset: TargetPreset, output: Path,
     if preset.library == "dylib":  # no linker here: the objects, and the command that links them
         return [entry(tar, "tar", command=user_link_command(preset, tar.name))]
     written = [entry(tar, "tar", prefix=(lib_prefix or "") if preset.system_lib else None)]
-    if preset.link and not program:
+    if not preset.link:
+        return written
+    if not program:
         log.warning("target %s: %s is not on PATH: no .%s linked, only %s", preset.name, preset.link["command"][0],
                     preset.link["format"], tar.name)
-    if program:
+    else:
         shared = output.with_suffix("." + preset.link["format"])
         shared_build = build(False) if preset.system_lib else executable
         shared_build.export_library(str(shared), fcompile=linker(preset, program))

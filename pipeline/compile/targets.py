@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
@@ -210,16 +211,18 @@ def load_target(name: str, directory: Path = TARGETS_DIR) -> TargetPreset:
 def _schema_message(err: jsonschema.ValidationError) -> str:
     """``key: what was wrong`` for one schema error, listing the allowed keys for an unknown one."""
     key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    # Set on every error a validator yields (the stubs' Unset is for errors built by hand).
+    schema, instance = cast(Mapping[str, Any], err.schema), cast(Any, err.instance)
     if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        unknown = sorted(set(err.instance) - set(allowed))
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(set(instance) - set(allowed))
         return f"{key}: unknown key {', '.join(map(repr, unknown))}; allowed keys: {', '.join(allowed)}"
     if err.validator == "const":  # the allOf rules: system_lib needs a tar, a dylib a dylib link
-        return f"{key}: {err.instance!r}, expected {err.validator_value!r} (system_lib: true needs library: tar; " \
+        return f"{key}: {instance!r}, expected {err.validator_value!r} (system_lib: true needs library: tar; " \
                f"library: dylib needs link.format: dylib)"
     if err.validator == "not":  # the allOf rule on link
-        return f"{key}: link with library {err.instance['library']!r}, expected library tar or dylib (so and wasm " \
+        return f"{key}: link with library {instance['library']!r}, expected library tar or dylib (so and wasm " \
                f"libraries are linked by TVM's export)"
     if err.validator == "contains":
-        return f"{key}: {err.instance!r} lacks the placeholder {err.schema['contains']['const']!r}"
+        return f"{key}: {instance!r} lacks the placeholder {schema['contains']['const']!r}"
     return f"{key}: {err.message}"

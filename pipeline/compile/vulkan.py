@@ -149,6 +149,7 @@ def narrow(declared: dict[str, Any], with_defaults: dict[str, Any],
     for name, value in with_defaults.items():
         if name not in caps:
             continue
+        new: int  # a bool for a capability
         if name in CAPABILITIES:
             new = bool(value) and bool(caps[name])
         elif name == SUBGROUP_OPERATIONS:

@@ -216,7 +216,8 @@ def link_wasm(output: str | Path, objects: list[str], options: list[str] | None 
     partial.rename(output)
 
 
-link_wasm.object_format = "o"  # export_library writes object files, not bitcode (see module doc)
+# export_library writes object files, not bitcode (see module doc): TVM reads fcompile.object_format.
+setattr(link_wasm, "object_format", "o")  # noqa: B010  # mypy knows no attributes on a function
 
 
 def link_library_tar(library: str | Path, output: str | Path) -> Path:
@@ -257,15 +258,15 @@ def tvmjs_bundles() -> dict[str, Path]:
         return bundles
     esbuild, source = _esbuild(), home / "source"
     with tempfile.TemporaryDirectory(dir=home) as tmp:
-        tmp = Path(tmp)
+        tmp_dir = Path(tmp)
         units = [str(home / "web" / "dist" / "wasm" / f"{unit}.bc") for unit in RUNTIME_UNITS]
-        _run([find_emcc(), *CFLAGS, "-o", str(tmp / "tvmjs_runtime.js"), *units, *GLUE_FLAGS,
+        _run([find_emcc(), *CFLAGS, "-o", str(tmp_dir / "tvmjs_runtime.js"), *units, *GLUE_FLAGS,
               "--pre-js", str(source / "web" / "emcc" / "preload.js")], "linking tvmjs's emscripten glue")
-        src = tmp / "src"
+        src = tmp_dir / "src"
         shutil.copytree(source / "web" / "src", src)
-        _run([sys.executable, str(source / "web" / "emcc" / "decorate_as_wasi.py"), str(tmp / "tvmjs_runtime.js"),
+        _run([sys.executable, str(source / "web" / "emcc" / "decorate_as_wasi.py"), str(tmp_dir / "tvmjs_runtime.js"),
               str(src / "tvmjs_runtime_wasi.js"), "es"], "decorating the glue as WASI (decorate_as_wasi.py)")
-        out = tmp / "tvmjs"
+        out = tmp_dir / "tvmjs"
         common = [str(esbuild), str(src / "index.ts"), "--bundle", "--log-level=error"]
         ignored = ["--external:ws", "--external:perf_hooks", "--external:fs", "--external:path", "--external:crypto"]
         _run([*common, "--platform=node", "--format=cjs", "--external:ws", f"--outfile={out / 'tvmjs.cjs'}"],

@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
@@ -157,7 +158,8 @@ def _check_same(architecture: dict[str, Any], actual: dict[str, Any], arch_path:
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
     if error.validator == "additionalProperties":
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        schema = cast(Mapping[str, Any], error.schema)  # set on every error a validator yields
+        allowed = ", ".join(sorted(schema.get("properties", {})))
         return f"{key}: {error.message}; allowed keys: {allowed}"
     if error.validator == "enum":
         return f"{key}: {error.instance!r} is not one of {error.validator_value}"

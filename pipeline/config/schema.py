@@ -14,6 +14,8 @@ An architecture file (``model.architecture``, ``mtp.architecture``) is a model's
 start with ``_`` (``_comment``: where each number comes from) are notes, never read.
 """
 
+from typing import Any
+
 from ..models.layer_types import LAYER_TYPES
 from ..models.registry import base_families, drafter_families, get_family
 
@@ -33,7 +35,7 @@ SPECULATIVE_MODES = ["off", "mtp"]
 # rule is in pipeline/runtime/draft_length.py.
 SPECULATIVE_DEFAULTS = {"mode": "off", "draft_length": 3, "adaptive": True, "min_draft_length": 1,
                         "max_draft_length": 8}
-SPECULATIVE = {
+SPECULATIVE: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {

@@ -114,6 +114,12 @@ class WindowedKVCacheMixin:
     ``support_sliding_window`` argument is ignored: the window is applied exactly by the kernels.
     """
 
+    dtype: str  # the KV dtype, set by the model
+
+    def kv_cache_shape(self) -> tuple[int, int, int, int, int]:
+        """``(layers, query heads, KV heads, head_dim, sliding_window)``: the model defines it."""
+        raise NotImplementedError
+
     @staticmethod
     def create_spec() -> dict:
         """The export spec of ``create_paged_kv_cache``: five ints, no parameters, no effects (a

@@ -209,7 +209,7 @@ class Engine:
         """Start a fresh sequence (new, empty KV cache)."""
         shape = tvm_ffi.Shape
         self.kv_cache = self.vm["create_paged_kv_cache"](
-            shape([1]), shape([self.context_window]), shape([self.prefill_chunk]), shape([PAGE_SIZE]), shape([0])
+            shape((1,)), shape((self.context_window,)), shape((self.prefill_chunk,)), shape((PAGE_SIZE,)), shape((0,))
         )
         _builtin("vm.builtin.kv_state_add_sequence")(self.kv_cache, 0)
         self.tokens = []
@@ -240,7 +240,7 @@ class Engine:
         embeds = self.vm["embed"](ids, self.params)
         embeds = embeds._create_view((1, n, embeds.shape[-1]))
         name = function if self.capture is None else self.capture.functions[function]
-        _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
+        _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape((0,)), tvm_ffi.Shape((n,)))
         out, self.kv_cache = self.vm[name](embeds, self.kv_cache, self.params)
         _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
         logits = out.numpy() if self.capture is None else self.capture.read(self, out, function == "prefill")
@@ -253,10 +253,10 @@ class Engine:
             raise PipelineError("cannot prefill an empty prompt")
         if self.kv_cache is None:
             self.reset()
-        logits = None
-        for start in range(0, len(token_ids), self.prefill_chunk):
-            logits = self._forward(token_ids[start:start + self.prefill_chunk], "prefill")
-        return logits[-1]
+        starts = range(0, len(token_ids), self.prefill_chunk)
+        for start in starts[:-1]:
+            self._forward(token_ids[start:start + self.prefill_chunk], "prefill")
+        return self._forward(token_ids[starts[-1]:], "prefill")[-1]
 
     def decode(self, token_id: int) -> np.ndarray:
         """Append one token; float32 ``(vocab,)`` logits for the next."""

@@ -48,6 +48,7 @@ class MTPConfig:
         Raises:
             TypeError: a missing or unknown field.  ValueError: a ``layer_type`` not in :data:`LAYER_TYPES`.
         """
+        base = base if isinstance(base, Gemma3Config) else Gemma3Config(**base)
         return cls(base=base, **{key: value for key, value in cfg.items() if not key.startswith("_")})
 
     def block_config(self) -> Gemma3Config:

@@ -156,8 +156,8 @@ class MTPDraftChain:
         """Start a fresh sequence (new, empty cache)."""
         shape = tvm_ffi.Shape
         self.cache = self.vm["create_paged_kv_cache"](
-            shape([1]), shape([self.max_total_seq_len]), shape([self.prefill_chunk_size]), shape([PAGE_SIZE]),
-            shape([0]))
+            shape((1,)), shape((self.max_total_seq_len,)), shape((self.prefill_chunk_size,)), shape((PAGE_SIZE,)),
+            shape((0,)))
         tvm.get_global_func("vm.builtin.kv_state_add_sequence")(self.cache, 0)
         self.length, self.speculative, self._last = 0, 0, None
 
@@ -198,13 +198,13 @@ class MTPDraftChain:
                                 f"expected equal and > 0")
         self._check_room(k)
         self._discard_chain()
-        outputs = []
+        chunks = []
         for start in range(0, k, self.prefill_chunk_size):
             stop = start + self.prefill_chunk_size
             fused = self._fuse(next_tokens[start:stop], hidden_states[start:stop])
-            outputs.append(self._forward("prefill_to_last_hidden_states", fused))
+            chunks.append(self._forward("prefill_to_last_hidden_states", fused))
         self.length += k
-        outputs = np.concatenate(outputs)
+        outputs = np.concatenate(chunks)
         self._last = outputs[-1]
         return outputs
 
@@ -252,7 +252,7 @@ class MTPDraftChain:
         """Run ``(k, hidden)`` fused inputs through the block; ``(k, hidden)`` outputs."""
         k, hidden = fused.shape
         builtin = tvm.get_global_func
-        builtin("vm.builtin.kv_state_begin_forward")(self.cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([k]))
+        builtin("vm.builtin.kv_state_begin_forward")(self.cache, tvm_ffi.Shape((0,)), tvm_ffi.Shape((k,)))
         out, self.cache = self.vm[function](fused._create_view((1, k, hidden)),
                                             self.cache, self.params)
         builtin("vm.builtin.kv_state_end_forward")(self.cache)
