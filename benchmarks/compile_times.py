@@ -28,8 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.compile.targets import available_targets, load_target  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.quantization import get_scheme  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.compile.targets import available_targets, load_target  # noqa: E402
+from pipeline.quantization import get_scheme  # noqa: E402
 
 STAGE = re.compile(r"^(\S+): done in ([0-9.]+) s", re.M)
 

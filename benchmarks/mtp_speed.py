@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.runtime.bench import _child  # noqa: E402  pylint: disable=wrong-import-position,protected-access
+from pipeline.runtime.bench import _child  # noqa: E402
 
 PROMPTS = ["A good friend is someone who", "The planet Mars has two small moons,", "def quicksort(items):\n",
            "Here is how to plant a tree:\n1.",
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--prompt", action="append", help="a prompt (repeatable; default: five built-in ones)")
     args = parser.parse_args(argv)
-    from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
+    from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(args.package / "tokenizer.json"))
     bos = json.loads((args.package / "mlc-chat-config.json").read_text())["bos_token_id"]
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         speed_up = result["speculative_decode"] / result["plain_decode"]
         speed_ups.append(speed_up)
         rates = " / ".join(f"{r:.2f}" for r in result["acceptance_rate"][:3])
-        print(f"| {json.dumps(text)[1:-1][:30]:<30} | {result['plain_decode']:9.1f} | {result['speculative_decode']:9.1f} | "
+        print(f"| {json.dumps(text)[1:-1][:30]:<30} | {result['plain_decode']:9.1f} | "
+              f"{result['speculative_decode']:9.1f} | "
               f"{speed_up:7.2f}x | {result['tokens_per_step']:11.2f} | {rates:<20} |")
         for i, (n, rate) in enumerate(zip(result["proposed_at"], result["acceptance_rate"])):
             while len(proposed) <= i:

@@ -16,8 +16,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from . import __version__
 from .compile.compiler import compile_module, export_model, library_name, system_lib_prefix
 from .compile.link import find_program
-from .compile.targets import TargetPreset, load_target, require_kernel_target
+from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig
 from .errors import PipelineError
 from .models.name_map import NameMap
@@ -35,7 +36,8 @@ from .package.atomic import atomic_directory
 from .package.libraries import write_outputs
 from .package.tensor_cache import write_tensor_cache
 from .package.write import PackagedModel, report_unlinked, write_package
-from .quantization import get_scheme, scheme_for_targets, quantize_model, quantize_params
+from .presets import require_kernel_target
+from .quantization import get_scheme, quantize_model, quantize_params, scheme_for_targets
 from .sources.gguf_tokenizer import write_tokenizer_json
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,8 @@ class BuildResult:
     libraries: dict[str, str]
 
 
-def _stage(name: str, key: str, force: bool, produce: Callable[[Path], None], say: Callable[[str], None]) -> StageReport:
+def _stage(name: str, key: str, force: bool, produce: Callable[[Path], None],
+           say: Callable[[str], None]) -> StageReport:
     path = cache_root() / f"{name}-{key}"
     if path.is_dir() and not force:
         say(f"{name}: up to date ({key}), nothing to do")
@@ -214,6 +217,7 @@ def _drafter_source(config: PipelineConfig) -> tuple[Family, str, Path, dict[str
     family = get_family(mtp["family"])
     source_format = mtp.get("format", "hf-safetensors")
     if source_format != "hf-safetensors":
+        name_map: NameMap | None
         if config.mtp_name_map is not None:
             name_map = NameMap(config.mtp_name_map, str((config.path.parent / mtp["name_map"]).resolve()))
         else:
@@ -278,6 +282,6 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
 
 
 def _tvm_version() -> str:
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     return tvm.__version__

@@ -15,16 +15,16 @@ from .errors import PipelineError
 
 
 def _build(args) -> None:
-    from .config import load_config  # pylint: disable=import-outside-toplevel
+    from .config import load_config
 
     config = load_config(args.config)
     if args.dry_run:
-        from .dry_run import dry_run, format_dry_run  # pylint: disable=import-outside-toplevel
+        from .dry_run import dry_run, format_dry_run
 
         print(format_dry_run(dry_run(config, quantization=args.quantization, targets=args.target, output=args.output),
                              verbose=getattr(args, "verbose", False)))
         return
-    from .build import build  # pylint: disable=import-outside-toplevel
+    from .build import build
 
     build(config, targets=args.target, output=args.output, force=args.force,
           quantization=args.quantization, progress=not args.quiet)
@@ -46,8 +46,7 @@ def _settings(args, engine) -> None:
 def _speculation(args, engine):
     """The drafter (None: plain decoding) and draft-length policy for the package's speculative
     settings as overridden by ``--speculative``, ``--draft-length`` and ``--adaptive``."""
-    from .runtime.drafters import (  # pylint: disable=import-outside-toplevel
-        draft_length_policy, load_drafter, package_speculative)
+    from .runtime.drafters import draft_length_policy, load_drafter, package_speculative
 
     settings = package_speculative(engine.package, engine.runtime_config, _speculative_overrides(args))
     return load_drafter(engine, settings), draft_length_policy(settings)
@@ -83,7 +82,7 @@ def _stream(tokenizer, tokens) -> None:
 
 
 def _sampler(args):
-    from .runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
+    from .runtime.sampling import Sampler
 
     try:
         return Sampler(args.temperature, args.top_p, args.seed)
@@ -92,9 +91,9 @@ def _sampler(args):
 
 
 def _generate(args) -> None:
-    from .runtime.chat import encode_turn, system_message  # pylint: disable=import-outside-toplevel
-    from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
-    from .runtime.speculative import SpeculativeStats, speculative_generate  # pylint: disable=import-outside-toplevel
+    from .runtime.chat import encode_turn, system_message
+    from .runtime.engine import Engine
+    from .runtime.speculative import SpeculativeStats, speculative_generate
 
     if args.system is not None and not args.chat:
         raise PipelineError("--system: given without --chat, expected --chat too (a system message belongs to "
@@ -119,12 +118,13 @@ def _generate(args) -> None:
 
 
 def _chat(args) -> None:
-    from .runtime.chat import ChatSession  # pylint: disable=import-outside-toplevel
-    from .runtime.engine import Engine  # pylint: disable=import-outside-toplevel
+    from .runtime.chat import ChatSession
+    from .runtime.engine import Engine
 
     engine = Engine(args.package, model_lib=args.model_lib, target=args.target)
     _settings(args, engine)
-    session = ChatSession(engine, _sampler(args), args.max_tokens, *_speculation(args, engine), system=args.system)
+    drafter, draft_length = _speculation(args, engine)
+    session = ChatSession(engine, _sampler(args), args.max_tokens, drafter, draft_length, system=args.system)
     print("Chatting with", args.package, "- empty line or Ctrl-D to quit.", file=sys.stderr)
     while True:
         try:
@@ -137,7 +137,7 @@ def _chat(args) -> None:
 
 
 def _bench(args) -> None:
-    from .runtime.bench import run_bench  # pylint: disable=import-outside-toplevel
+    from .runtime.bench import run_bench
 
     run_bench(args.package, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
               threads=args.threads, gguf=args.gguf, model_lib=args.model_lib, repeats=args.repeats,
@@ -145,7 +145,7 @@ def _bench(args) -> None:
 
 
 def _inspect(args) -> None:
-    from .sources.describe import inspect_file  # pylint: disable=import-outside-toplevel
+    from .sources.describe import inspect_file
 
     print(inspect_file(args.file, section_tensors=args.tensors, all_tensors=args.tensors))
 
@@ -218,7 +218,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all cores)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--gguf", type=Path, default=None, help="GGUF for the llama.cpp peer (default: the package's source)")
+    p.add_argument("--gguf", type=Path, default=None,
+                   help="GGUF for the llama.cpp peer (default: the package's source)")
     p.add_argument("--model-lib", type=Path, default=None)
     _add_speculative(p)
     p.set_defaults(func=_bench)

@@ -34,12 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from .compile.targets import load_target, require_kernel_target
+from .compile.targets import load_target
 from .config import PipelineConfig
 from .errors import PipelineError
 from .kernels import PAGE_SIZE
 from .models.kv_layout import KVLayer
 from .models.registry import get_family
+from .presets import require_kernel_target
 from .quantization import QuantScheme, get_scheme, quantize_model, scheme_for_targets
 
 LAYER_NAME = re.compile(r"^(?P<prefix>.*?layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
@@ -84,12 +85,12 @@ class KVCache:
 
     def unpadded(self, layers=None) -> int:
         """Bytes at each layer's own KV heads and head dimension."""
-        return sum(self._bytes(l.kv_heads, l.head_dim, self.tokens) for l in layers or self.layers)
+        return sum(self._bytes(layer.kv_heads, layer.head_dim, self.tokens) for layer in layers or self.layers)
 
     def minimum(self, layers=None) -> int:
         """Unpadded bytes without KV-shared copies and beyond-window tokens."""
-        return sum(self._bytes(l.kv_heads, l.head_dim, min(l.window or self.tokens, self.tokens))
-                   for l in layers or self.layers if l.stores)
+        return sum(self._bytes(layer.kv_heads, layer.head_dim, min(layer.window or self.tokens, self.tokens))
+                   for layer in layers or self.layers if layer.stores)
 
 
 @dataclasses.dataclass
@@ -262,13 +263,15 @@ def _parameter_rows(plan: ModelPlan, verbose: bool) -> list[list[str]]:
     if verbose:
         return [_row(p.name, p, 1) for p in plan.parameters]
     layers: dict[tuple[str, int], list[Parameter]] = {}
+    rest_of: dict[str, str] = {}  # a layer parameter's name after ``layers.N.``
     for p in plan.parameters:
         match = LAYER_NAME.match(p.name)
         if match:
             layers.setdefault((match["prefix"], int(match["index"])), []).append(p)
+            rest_of[p.name] = match["rest"]
     groups: dict[tuple, list[int]] = {}
     for (prefix, index), params in layers.items():
-        signature = (prefix, tuple((LAYER_NAME.match(p.name)["rest"], p.shape, _stored(p)) for p in params))
+        signature = (prefix, tuple((rest_of[p.name], p.shape, _stored(p)) for p in params))
         groups.setdefault(signature, []).append(index)
     first_of = {(sig[0], indices[0]): indices for sig, indices in groups.items()}
     rows = []
@@ -293,8 +296,9 @@ def _kv_lines(cache: KVCache | None) -> list[str]:
     groups: dict[tuple, list[KVLayer]] = {}
     for layer in cache.layers:
         groups.setdefault((layer.kind, layer.kv_heads, layer.head_dim, layer.window, layer.stores), []).append(layer)
-    rows = [[_ranges([l.index for l in ls]), kind, f"{heads} x {dim}", str(min(window or cache.tokens, cache.tokens))
-             if stores else "0 (shared)", _mib(cache.allocated(ls)), _mib(cache.unpadded(ls)), _mib(cache.minimum(ls))]
+    rows = [[_ranges([layer.index for layer in ls]), kind, f"{heads} x {dim}",
+             str(min(window or cache.tokens, cache.tokens)) if stores else "0 (shared)",
+             _mib(cache.allocated(ls)), _mib(cache.unpadded(ls)), _mib(cache.minimum(ls))]
             for (kind, heads, dim, window, stores), ls in groups.items()]
     rows.append(["all", "", "", "", _mib(cache.allocated()), _mib(cache.unpadded()), _mib(cache.minimum())])
     head = (f"  KV cache, {cache.dtype}, {cache.tokens} tokens; every slot padded to {cache.slot_heads} KV heads "

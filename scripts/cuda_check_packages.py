@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.build import build  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.config import load_config  # noqa: E402  pylint: disable=wrong-import-position
-from tests.conftest import make_tiny_gemma3, write_config  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.build import build  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from tests.conftest import make_tiny_gemma3, write_config  # noqa: E402
 
 TARGETS = ["cpu", "cuda"]
 

@@ -28,6 +28,6 @@ def compile_for_device(source: str) -> bytes:
     return bytes(nvcc.compile_cuda(source, target_format="cubin", arch=device_arch(), compiler="nvrtc"))
 
 
-def pytest_report_header(config):  # pylint: disable=unused-argument
+def pytest_report_header(config):
     """Say which TVM, GPU and architecture the run uses."""
     return f"TVM {tvm.__version__} runtime only; CUDA kernels compiled by NVRTC for {device_arch()}"

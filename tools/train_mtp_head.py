@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mtp_prompts  # noqa: E402  pylint: disable=wrong-import-position
+import mtp_prompts  # noqa: E402
 
 TARGET_NAMES = ("mlc-chat-config.json", "tensor-cache.json")
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint32": np.uint32, "int32": np.int32}
@@ -69,7 +69,7 @@ NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint32": np.uint3
 # --- prepare (here) ---------------------------------------------------------------------------
 def prepare(args) -> None:
     """Write prompts, probe and the base archive (parts) into ``args.out``."""
-    from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
+    from tokenizers import Tokenizer
 
     out, package = Path(args.out), Path(args.package)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def prepare(args) -> None:
 def _probe(package: Path, prompts: list[list[int]], new_tokens: int) -> list[dict]:
     """Our runtime's greedy continuation of each prompt and the logits at each of its steps."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.engine import Engine
 
     engine = Engine(package)
     probes = []
@@ -145,7 +145,7 @@ def read_tensor_cache(directory: Path) -> dict[str, np.ndarray]:
 def dequantize(q_weight, q_scale, bits: int = 4, group_size: int = 32):
     """MLC group quantization read back (``pipeline.quantization.group_quant``): codes packed
     little-end first in uint32 words, value ``(code - max_int) * scale``; float32 ``(N, K)``."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     per_word, max_int = 32 // bits, 2 ** (bits - 1) - 1
     words = torch.as_tensor(q_weight.astype(np.int64))
@@ -163,7 +163,7 @@ SAME_NAMED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_laye
 
 def hf_text_config(cfg: dict, attn: str = "sdpa"):
     """transformers' ``Gemma3TextConfig`` for our ``model_config`` (mlc-chat-config.json)."""
-    from transformers import Gemma3TextConfig  # pylint: disable=import-outside-toplevel
+    from transformers import Gemma3TextConfig
 
     return Gemma3TextConfig(**{key: cfg[key] for key in SAME_NAMED}, attn_implementation=attn,
                             query_pre_attn_scalar=int(cfg["query_pre_attn_scalar"]),
@@ -173,8 +173,8 @@ def hf_text_config(cfg: dict, attn: str = "sdpa"):
 def load_base(package: Path, device: str):
     """transformers' ``Gemma3ForCausalLM`` (float32, eval, frozen) on the package's stored weights:
     quantized ones dequantized, RMSNorm multipliers ``1 + w`` turned back into ``w``."""
-    import torch  # pylint: disable=import-outside-toplevel
-    from transformers import Gemma3ForCausalLM  # pylint: disable=import-outside-toplevel
+    import torch
+    from transformers import Gemma3ForCausalLM
 
     chat = json.loads((package / "mlc-chat-config.json").read_text())
     quant = chat["quantization"]
@@ -203,7 +203,7 @@ def load_base(package: Path, device: str):
 def check_probe(base, probes: list[dict], device: str) -> dict:
     """Teacher-force the base on each probe's tokens: top-1 agreement with our runtime's greedy
     tokens and the largest difference of the top logit."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     agree, total, diff = 0, 0, 0.0
     for probe in probes:
@@ -221,7 +221,7 @@ def generate(base, prompts: list[list[int]], new_tokens: int, batch: int, device
              temperature: float = 1.0, top_p: float = 1.0, eos: tuple[int, ...] = (1, 106)) -> list[list[int]]:
     """Continue every prompt by ``new_tokens`` tokens (greedy or sampled), batched with left
     padding; each returned sequence is prompt + continuation, cut after its first eos."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     out = []
     for start in range(0, len(prompts), batch):
@@ -254,10 +254,11 @@ def make_data(base, records: list[dict], args, log) -> dict[str, list[dict]]:
         for record, seq in zip(records, sequences):
             data[record["split"]].append({"kind": kind, "temperature": temperature, "prompt_len": len(record["ids"]),
                                           "ids": seq})
-        log(f"data: {kind} (temperature {temperature}): {len(sequences)} sequences, {time.perf_counter() - start:.0f} s")
+        log(f"data: {kind} (temperature {temperature}): {len(sequences)} sequences, "
+            f"{time.perf_counter() - start:.0f} s")
 
     add("greedy", generate(base, prompts, args.new_tokens, args.gen_batch, args.device, sample=False))
-    for k in range(args.sampled_prefix):
+    for _ in range(args.sampled_prefix):
         if time.perf_counter() - start > args.gen_seconds:
             break
         starts = generate(base, prompts, args.prefix_tokens, args.gen_batch, args.device, sample=True)
@@ -282,8 +283,8 @@ def build_head(base, layer_type: str, use_post_norm: bool = True, hidden_states_
     and ``post_norm`` multiplies by ``output_scale`` (the base's typical final hidden-state RMS),
     so that the first logits are the base's at the anchor, not a random head's.
     """
-    import torch  # pylint: disable=import-outside-toplevel
-    from transformers.modeling_layers import MtpModel  # pylint: disable=import-outside-toplevel
+    import torch
+    from transformers.modeling_layers import MtpModel
 
     config = base.config
     extra = {"num_mtp_layers": 1, "mtp_layer_types": [layer_type], "mtp_hidden_states_first": hidden_states_first}
@@ -316,7 +317,7 @@ def build_head(base, layer_type: str, use_post_norm: bool = True, hidden_states_
 
 def hidden_rms(base, sequences: list[list[int]], device: str) -> float:
     """Mean RMS of the base's final hidden states over ``sequences`` (all positions)."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     ids, lengths = pad(sequences, device)
     with torch.no_grad():
@@ -334,7 +335,7 @@ def chain_mask(n: int, depth: int, window: int | None, device=None):
     and the deeper entries ``(m', i)``, ``1 <= m' <= m``, of its own chain: what the drafter's
     cache holds when it drafts (exact entries, then the chain's own).  Bool ``(depth*n, depth*n)``.
     """
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     m = torch.arange(depth, device=device).repeat_interleave(n)
     i = torch.arange(n, device=device).repeat(depth)
@@ -358,8 +359,8 @@ def chain_forward(head, hidden, ids, depth: int):
         A list of ``depth`` tensors ``(b, t - 1, H)``: entry ``[d - 1][:, i]`` is the step-``d``
         output of anchor ``i``, whose logits predict ``ids[:, i + d + 1]``.
     """
-    import torch  # pylint: disable=import-outside-toplevel
-    import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+    import torch
+    import torch.nn.functional as F
 
     layer, n = head.layers[0], ids.shape[1] - 1
     layer_type = head.config.layer_types[0]
@@ -375,7 +376,7 @@ def chain_forward(head, hidden, ids, depth: int):
         rope = {"layer_type": layer_type} if head.has_per_layer_rope else {}
         pe = head.rotary_emb(x_e, position_ids=positions, **rope)
         mask = chain_mask(n, d, window, ids.device)[None, None]
-        if head.config._attn_implementation == "eager":  # pylint: disable=protected-access  # additive there
+        if head.config._attn_implementation == "eager":  # additive there
             mask = torch.zeros(mask.shape, device=ids.device).masked_fill(~mask, torch.finfo(torch.float32).min)
         out = layer(x_e, x_h, position_embeddings=pe, attention_mask=mask, position_ids=positions, cache=None)
         previous = out[:, (d - 1) * n:]
@@ -391,7 +392,7 @@ def head_state(head) -> dict:
 def q4_round_trip(head) -> dict:
     """The head's state with every 2-D weight rounded as MLC's q4f32_1 stores it (group 32,
     symmetric 4-bit codes, float32 scale); for evaluation only."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     state = {}
     for name, value in head_state(head).items():
@@ -417,7 +418,7 @@ def batches(sequences: list[list[int]], size: int, rng: random.Random, device: s
 
 def pad(sequences: list[list[int]], device: str):
     """``(ids (b, t) long, lengths (b,) long)`` of right-padded sequences."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     width = max(map(len, sequences))
     ids = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -428,8 +429,8 @@ def pad(sequences: list[list[int]], device: str):
 
 def step_losses(base, head, ids, lengths, depth: int, autocast: bool):
     """Per depth: mean KL(base || head) over valid anchors, top-1 agreement count, valid count."""
-    import torch  # pylint: disable=import-outside-toplevel
-    import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+    import torch
+    import torch.nn.functional as F
 
     with torch.no_grad():
         hidden = base.model(input_ids=ids).last_hidden_state
@@ -451,11 +452,11 @@ def step_losses(base, head, ids, lengths, depth: int, autocast: bool):
 
 def train(args) -> None:
     """The ``train`` step (see the module docstring)."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log_file = open(out / "train.log", "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    log_file = open(out / "train.log", "a", encoding="utf-8")
     t0 = time.perf_counter()
 
     def log(message: str) -> None:
@@ -511,8 +512,9 @@ def train(args) -> None:
         optimizer.step()
         step += 1
         if step % args.log_every == 0 or step == 1:
-            row = {"step": step, "seconds": round(time.perf_counter() - start, 1), "lr": lr, "loss": float(loss.detach()),
-                   "kl": [round(float(r[0]), 4) for r in results], "top1": [round(r[1] / max(r[2], 1), 4) for r in results]}
+            row = {"step": step, "seconds": round(time.perf_counter() - start, 1), "lr": lr,
+                   "loss": float(loss.detach()), "kl": [round(float(r[0]), 4) for r in results],
+                   "top1": [round(r[1] / max(r[2], 1), 4) for r in results]}
             history.append(row)
             log(f"train: {row}")
     report["train"] = {"steps": step, "seconds": time.perf_counter() - start, "history": history,
@@ -528,7 +530,7 @@ def train(args) -> None:
 def evaluate(base, head, sequences: list[dict], args) -> dict:
     """Top-1 agreement of the head with the base on held-out sequences, per kind of sequence:
     per depth, and chained (every depth up to ``d`` right), float weights and q4-rounded."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     results = {}
     float_state = {k: v.clone() for k, v in head_state(head).items()}
@@ -558,8 +560,8 @@ def evaluate(base, head, sequences: list[dict], args) -> dict:
 
 def _agreement(base, head, ids, lengths, depth: int):
     """Per depth: bool ``(b, t - 1)`` top-1 agreement (false where invalid), validity, summed KL."""
-    import torch  # pylint: disable=import-outside-toplevel
-    import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+    import torch
+    import torch.nn.functional as F
 
     hidden = base.model(input_ids=ids).last_hidden_state
     teacher = base.lm_head(hidden).float()
@@ -579,8 +581,8 @@ def _agreement(base, head, ids, lengths, depth: int):
 
 def save(head, args, out: Path, report: dict) -> None:
     """Write the weights (bf16), the architecture file and the report."""
-    import torch  # pylint: disable=import-outside-toplevel
-    from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
+    import torch
+    from safetensors.torch import save_file
 
     state = {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in head_state(head).items()}
     architecture = {"layer_type": args.layer_type, "use_post_norm": True, "hidden_states_first": False}

@@ -110,7 +110,7 @@ def relax_pipeline(target, rules: Sequence[str] = GPU_RULES) -> tvm.transform.Pa
     """TVM's Relax pipeline (the passes of ``relax/backend/cpu_generic/pipeline.py``, which
     ``gpu_generic`` shares but for the schedule) with the schedule rules ``rules``
     (:func:`schedule_rules`) applied after fusion."""
-    from tvm.relax.backend.cpu_generic import pipeline as generic  # pylint: disable=import-outside-toplevel
+    from tvm.relax.backend.cpu_generic import pipeline as generic
 
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -157,7 +157,7 @@ def compile_module(mod: tvm.IRModule, preset: TargetPreset, output: Path,
     def tvm_step(step):
         try:
             return step()
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             raise PipelineError(f"target {preset.name}: TVM failed to build: {str(err).splitlines()[-1]}") from None
 
     def lower():
@@ -177,7 +177,7 @@ def compile_module(mod: tvm.IRModule, preset: TargetPreset, output: Path,
 
     program = find_program(preset.link["command"][0]) if preset.link else None
     if preset.library == "wasm":
-        from .wasm import link_wasm  # pylint: disable=import-outside-toplevel
+        from .wasm import link_wasm
 
         executable.export_library(str(output), fcompile=link_wasm)
         return [entry(output, "wasm")]
@@ -192,10 +192,12 @@ def compile_module(mod: tvm.IRModule, preset: TargetPreset, output: Path,
     if preset.library == "dylib":  # no linker here: the objects, and the command that links them
         return [entry(tar, "tar", command=user_link_command(preset, tar.name))]
     written = [entry(tar, "tar", prefix=(lib_prefix or "") if preset.system_lib else None)]
-    if preset.link and not program:
+    if not preset.link:
+        return written
+    if not program:
         log.warning("target %s: %s is not on PATH: no .%s linked, only %s", preset.name, preset.link["command"][0],
                     preset.link["format"], tar.name)
-    if program:
+    else:
         shared = output.with_suffix("." + preset.link["format"])
         shared_build = build(False) if preset.system_lib else executable
         shared_build.export_library(str(shared), fcompile=linker(preset, program))

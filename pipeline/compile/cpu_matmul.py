@@ -15,13 +15,13 @@ activation, the ``act(gate) * up`` of a gated MLP).  Schedule:
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm_ffi import structural_equal
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.s_tir.schedule.schedule import ScheduleError
 from tvm.target import Target
+from tvm_ffi import structural_equal
 
-from .targets import CPU_KIND
+from ..presets import CPU_KIND
 
 LANES = 8
 ROW_TILE = 8
@@ -51,7 +51,7 @@ def _same_domain(epilogue, main) -> bool:
 class CPUMatmul(ScheduleRule):
     """Schedule ``C[rows, j] = sum_k A[rows, k] * B[j, k]`` kernels for ``llvm`` targets."""
 
-    def apply(self, func: tirx.PrimFunc, target: Target, _: bool):  # pylint: disable=too-many-locals
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool):
         """Return a schedule for ``func`` or ``None`` when the pattern does not match."""
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != CPU_KIND:
             return None
@@ -85,7 +85,7 @@ class CPUMatmul(ScheduleRule):
             return None       # feeding several consumers): leave it to the default schedule
 
     @staticmethod
-    def _schedule(sch, main, producers, epilogues):  # pylint: disable=too-many-locals
+    def _schedule(sch, main, producers, epilogues):
         row_extent = 1
         for it in main.iters[:-2]:
             row_extent = row_extent * it.dom if isinstance(it.dom, int) and isinstance(row_extent, int) else None

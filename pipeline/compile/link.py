@@ -52,7 +52,7 @@ def linker(preset: TargetPreset, program: str):
 
 def render(command: Sequence[str], output: str, objects: Sequence[str]) -> list[str]:
     """A link command with ``{output}`` and ``{objects}`` filled in."""
-    argv = []
+    argv: list[str] = []
     for arg in command:
         argv.extend(objects if arg == "{objects}" else [arg.replace("{output}", output)])
     return argv
@@ -61,6 +61,8 @@ def render(command: Sequence[str], output: str, objects: Sequence[str]) -> list[
 def user_link_command(preset: TargetPreset, tar_name: str) -> str:
     """The shell command, run in the package directory, that links ``lib/<tar_name>`` into the
     preset's ``link.format`` library where the build could not (no linker found)."""
+    if not preset.link:
+        raise PipelineError(f"{preset.path}: no link command to give (library {preset.library!r} without link)")
     stem = tar_name[: -len(".tar")]
     objects = f"lib/{stem}-objects"
     link = render(preset.link["command"], f"lib/{stem}.{preset.link['format']}", ["{objects}"])

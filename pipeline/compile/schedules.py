@@ -27,7 +27,7 @@ class GenericMatmul(dl.gpu.Matmul):
     compiles for the real one.
     """
 
-    def apply(self, func, target, tunable):  # pylint: disable=missing-function-docstring
+    def apply(self, func, target, tunable):
         if not self.is_target_available(target):
             return None
         threads = int(target.attrs.get("max_num_threads", 256))

@@ -1,11 +1,11 @@
 """Target presets: one YAML file per compile target in ``targets/`` (or a user's folder).
 
 A preset names everything the build decides per target, so a user adds a target by adding a file
-(nothing in the code lists presets).  What the code knows of TVM target kinds lives here too:
-which kinds are GPUs (:data:`GPU_KINDS`, served by generic GPU TIR), which ones the windowed
-attention kernels exist for (:func:`require_kernel_target`), and the one preset branch on a kind,
+(nothing in the code lists presets).  The presets' folder and what the code knows of TVM target
+kinds (which kinds are GPUs, which ones the windowed attention kernels exist for, the runtime
+device of each) live in :mod:`pipeline.presets`, which the runtime reads without TVM's compiler;
+this module validates a preset and makes its TVM target, with the one preset branch on a kind,
 which fits a Vulkan target to the local device's capabilities (:mod:`pipeline.compile.vulkan`).
-The kernels (:mod:`pipeline.kernels`) ask this module; it imports none of them.
 
 Preset fields:
 
@@ -26,29 +26,18 @@ Preset fields:
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
-import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
 
 from ..errors import PipelineError
+from ..presets import available_presets, preset_path, targets_dir
 
-
-def _targets_dir() -> Path:
-    """Where the presets are: ``$MLC_MTP_TARGETS``, else ``targets/`` of a source checkout (an
-    editable install), else ``<prefix>/share/mlc-mtp/targets`` where a wheel install puts them
-    (``pyproject.toml``'s data-files)."""
-    if os.environ.get("MLC_MTP_TARGETS"):
-        return Path(os.environ["MLC_MTP_TARGETS"])
-    checkout = Path(__file__).resolve().parents[2] / "targets"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "mlc-mtp" / "targets"
-
-
-TARGETS_DIR = _targets_dir()
+TARGETS_DIR = targets_dir()  # read once, at import
 
 # Names a preset's schedule.rules may list (resolved by pipeline.compile.schedules.schedule_rule).
 RULE_NAMES = (
@@ -60,26 +49,6 @@ RULE_NAMES = (
 # dlight's generic GPU list (TVM's own gpu_generic and CUDA pipelines use it): the default.
 GPU_RULES = ("gpu.Matmul", "gpu.GEMV", "gpu.Reduction", "gpu.GeneralReduction", "gpu.Fallback")
 LIMITS = ("max_num_threads", "max_shared_memory_per_block", "thread_warp_size")
-
-CPU_KIND = "llvm"  # TVM's kind for CPU code (the host's, or a cross-compiled one)
-GPU_KINDS = ("cuda", "metal", "opencl", "vulkan", "webgpu")  # generic GPU TIR serves each of them
-KERNEL_TARGET_KINDS = (CPU_KIND, *GPU_KINDS)  # TVM target kinds the windowed attention kernels exist for
-
-
-def is_gpu_kind(kind: str) -> bool:
-    """Whether TVM target ``kind`` gets the GPU kernels (thread blocks, shared memory): one of
-    :data:`GPU_KINDS`."""
-    return kind in GPU_KINDS
-
-
-def require_kernel_target(kind: str, where: str) -> None:
-    """Raise PipelineError when the windowed attention kernels (:mod:`pipeline.kernels`) do not
-    exist for TVM target ``kind`` (``where`` names the preset file or target in the message)."""
-    if kind not in KERNEL_TARGET_KINDS:
-        raise PipelineError(
-            f"{where}: windowed attention kernels exist for target kinds {', '.join(KERNEL_TARGET_KINDS)}, "
-            f"not {kind}"
-        )
 
 PRESET_SCHEMA = {
     "type": "object",
@@ -144,7 +113,7 @@ class TargetPreset:
             else:
                 target["mcpu"] = cpu
         if target["kind"] == "vulkan":  # narrowed to the local Vulkan device, if any
-            from .vulkan import fit_target  # pylint: disable=import-outside-toplevel
+            from .vulkan import fit_target
 
             target = fit_target(target, self.path)
         return target
@@ -157,11 +126,11 @@ class TargetPreset:
                 Vulkan, how to get a Vulkan-enabled TVM of the pinned version; for a ``wasm``
                 library, the missing emscripten.
         """
-        import tvm  # pylint: disable=import-outside-toplevel
+        import tvm
 
         kind = self.target["kind"]
         if kind == "vulkan":  # loads TVM's Vulkan backend where it is a plugin; says how to get one
-            from .vulkan import require_codegen  # pylint: disable=import-outside-toplevel
+            from .vulkan import require_codegen
 
             require_codegen(self.path)
         if tvm.get_global_func(f"target.build.{kind}", allow_missing=True) is None:
@@ -169,7 +138,7 @@ class TargetPreset:
                 f"{self.path}: target kind {kind!r} cannot be built: this TVM has no target.build.{kind}"
             )
         if self.library == "wasm":  # linked by emscripten: refuse before any stage runs, not after
-            from .wasm import find_emcc  # pylint: disable=import-outside-toplevel
+            from .wasm import find_emcc
 
             try:
                 find_emcc()
@@ -178,11 +147,11 @@ class TargetPreset:
 
     def tvm_target(self):
         """The ``tvm.target.Target``.  Raises PipelineError if TVM rejects the dict."""
-        from tvm.target import Target  # pylint: disable=import-outside-toplevel
+        from tvm.target import Target
 
         try:
             return Target(self.resolved_target())
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             raise PipelineError(f"{self.path}: target: TVM rejects {self.target}: {err}") from None
 
 
@@ -205,7 +174,7 @@ def host_cpu() -> str | None:
 
 def available_targets(directory: Path = TARGETS_DIR) -> list[str]:
     """Names of the presets in ``directory``."""
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    return available_presets(directory)
 
 
 def load_target(name: str, directory: Path = TARGETS_DIR) -> TargetPreset:
@@ -214,9 +183,7 @@ def load_target(name: str, directory: Path = TARGETS_DIR) -> TargetPreset:
     Raises:
         PipelineError: unknown name (lists the known ones), malformed YAML or a wrong field.
     """
-    path = Path(name) if name.endswith((".yaml", ".yml")) else directory / f"{name}.yaml"
-    if not path.is_file():
-        raise PipelineError(f"target {name!r} is unknown; expected one of {available_targets(directory)}")
+    path = preset_path(name, directory)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -244,16 +211,18 @@ def load_target(name: str, directory: Path = TARGETS_DIR) -> TargetPreset:
 def _schema_message(err: jsonschema.ValidationError) -> str:
     """``key: what was wrong`` for one schema error, listing the allowed keys for an unknown one."""
     key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    # Set on every error a validator yields (the stubs' Unset is for errors built by hand).
+    schema, instance = cast(Mapping[str, Any], err.schema), cast(Any, err.instance)
     if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        unknown = sorted(set(err.instance) - set(allowed))
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(set(instance) - set(allowed))
         return f"{key}: unknown key {', '.join(map(repr, unknown))}; allowed keys: {', '.join(allowed)}"
     if err.validator == "const":  # the allOf rules: system_lib needs a tar, a dylib a dylib link
-        return f"{key}: {err.instance!r}, expected {err.validator_value!r} (system_lib: true needs library: tar; " \
+        return f"{key}: {instance!r}, expected {err.validator_value!r} (system_lib: true needs library: tar; " \
                f"library: dylib needs link.format: dylib)"
     if err.validator == "not":  # the allOf rule on link
-        return f"{key}: link with library {err.instance['library']!r}, expected library tar or dylib (so and wasm " \
+        return f"{key}: link with library {instance['library']!r}, expected library tar or dylib (so and wasm " \
                f"libraries are linked by TVM's export)"
     if err.validator == "contains":
-        return f"{key}: {err.instance!r} lacks the placeholder {err.schema['contains']['const']!r}"
+        return f"{key}: {instance!r} lacks the placeholder {schema['contains']['const']!r}"
     return f"{key}: {err.message}"

@@ -10,8 +10,8 @@ the capabilities and limits of the devices the library is meant for (``supports_
 is narrowed to what the device has (a capability stays on only if the device has it too, a limit
 becomes the smaller of the two), so the library also runs here; keys the preset does not declare
 keep TVM's default for the kind (narrowed the same way), never the device's value, so a library built
-on a large desktop GPU does not silently require more than the preset promises.  Without a device the declared values are
-used as they are, and the build says so.
+on a large desktop GPU does not silently require more than the preset promises.  Without a device
+the declared values are used as they are, and the build says so.
 """
 
 from __future__ import annotations
@@ -25,9 +25,21 @@ from typing import Any
 import tvm
 
 from ..errors import PipelineError
-from ..runtime.vulkan import (  # noqa: F401  # pylint: disable=unused-import  # re-exported
-    BUILD_INFO, BUILD_SCRIPT, COMPILER_LIB, DEFAULT_LIB_DIR, LIB_ENV, RUNTIME_LIB, device, has_codegen, has_runtime,
-    how_to_get, lib_dir, load_backend, missing)
+from ..runtime.vulkan import (  # noqa: F401  # re-exported
+    BUILD_INFO,
+    BUILD_SCRIPT,
+    COMPILER_LIB,
+    DEFAULT_LIB_DIR,
+    LIB_ENV,
+    RUNTIME_LIB,
+    device,
+    has_codegen,
+    has_runtime,
+    how_to_get,
+    lib_dir,
+    load_backend,
+    missing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +108,7 @@ def fit_target(declared: dict[str, Any], where: Path | str) -> dict[str, Any]:
     return json.loads(_fit_target(key, str(where)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fit_target(declared_json: str, where: str) -> str:
     declared = json.loads(declared_json)
     dev = device()
@@ -107,7 +119,7 @@ def _fit_target(declared_json: str, where: str) -> str:
         return declared_json
     try:
         with_defaults = target_attrs(declared)
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         raise PipelineError(f"{where}: target: TVM rejects {declared}: {err}") from None
     fitted, narrowed = narrow(declared, with_defaults, device_capabilities(dev))
     log.info("%s: Vulkan device %r: %s", where, str(dev.device_name),
@@ -137,6 +149,7 @@ def narrow(declared: dict[str, Any], with_defaults: dict[str, Any],
     for name, value in with_defaults.items():
         if name not in caps:
             continue
+        new: int  # a bool for a capability
         if name in CAPABILITIES:
             new = bool(value) and bool(caps[name])
         elif name == SUBGROUP_OPERATIONS:
@@ -152,7 +165,7 @@ def narrow(declared: dict[str, Any], with_defaults: dict[str, Any],
 def target_attrs(target: dict[str, Any]) -> dict[str, Any]:
     """The attributes TVM gives ``target`` (a target dict): its own values plus the kind's defaults,
     as Python bools, ints and strings.  Raises what ``tvm.target.Target`` raises for a bad dict."""
-    from tvm.target import Target  # pylint: disable=import-outside-toplevel
+    from tvm.target import Target
 
     attrs = {}
     for name, value in Target(target).attrs.items():
@@ -168,7 +181,7 @@ def target_attrs(target: dict[str, Any]) -> dict[str, Any]:
 
 def describe() -> str:
     """One line: where the code generator and runtime come from, and the device with its versions."""
-    from tvm.base import _LOADED_LIBS  # pylint: disable=import-outside-toplevel
+    from tvm.base import _LOADED_LIBS
 
     problem = load_backend()
 

@@ -41,7 +41,10 @@ HEADERS = Path(__file__).with_name("wasm_headers")  # package data: in the wheel
 WEB_ENV = "MLC_MTP_WEB_DIR"
 
 
-def web_dir(checkout: Path = Path(__file__).resolve().parents[2] / "web", prefix: str = sys.prefix) -> Path:
+CHECKOUT_WEB = Path(__file__).resolve().parents[2] / "web"  # web/ of a source checkout
+
+
+def web_dir(checkout: Path = CHECKOUT_WEB, prefix: str = sys.prefix) -> Path:
     """The npm folder (``package.json``, ``package-lock.json``, the ``.mjs`` runners; esbuild and
     Dawn in its ``node_modules``): ``$MLC_MTP_WEB_DIR``, else ``web/`` of a source checkout (an
     editable install), else ``<prefix>/share/mlc-mtp/web`` where a wheel install puts those files
@@ -197,7 +200,7 @@ def link_wasm(output: str | Path, objects: list[str], options: list[str] | None 
     The packed WebGPU module is linked from a copy whose never-written buffers are declared
     read-only (:mod:`pipeline.compile.webgpu_access`: TVM 0.26 declares them all read-write, and
     WebGPU then rejects kernels with barriers under data-dependent control flow)."""
-    from tvm.support.emcc import create_tvmjs_wasm  # pylint: disable=import-outside-toplevel
+    from tvm.support.emcc import create_tvmjs_wasm
 
     home, output = runtime_home(), Path(output)
     partial = output.with_name(f".partial-{output.name}")  # emcc picks its output kind by suffix
@@ -217,7 +220,8 @@ def link_wasm(output: str | Path, objects: list[str], options: list[str] | None 
     partial.rename(output)
 
 
-link_wasm.object_format = "o"  # export_library writes object files, not bitcode (see module doc)
+# export_library writes object files, not bitcode (see module doc): TVM reads fcompile.object_format.
+setattr(link_wasm, "object_format", "o")  # noqa: B010  # mypy knows no attributes on a function
 
 
 def link_library_tar(library: str | Path, output: str | Path) -> Path:
@@ -258,15 +262,15 @@ def tvmjs_bundles() -> dict[str, Path]:
         return bundles
     esbuild, source = _esbuild(), home / "source"
     with tempfile.TemporaryDirectory(dir=home) as tmp:
-        tmp = Path(tmp)
+        tmp_dir = Path(tmp)
         units = [str(home / "web" / "dist" / "wasm" / f"{unit}.bc") for unit in RUNTIME_UNITS]
-        _run([find_emcc(), *CFLAGS, "-o", str(tmp / "tvmjs_runtime.js"), *units, *GLUE_FLAGS,
+        _run([find_emcc(), *CFLAGS, "-o", str(tmp_dir / "tvmjs_runtime.js"), *units, *GLUE_FLAGS,
               "--pre-js", str(source / "web" / "emcc" / "preload.js")], "linking tvmjs's emscripten glue")
-        src = tmp / "src"
+        src = tmp_dir / "src"
         shutil.copytree(source / "web" / "src", src)
-        _run([sys.executable, str(source / "web" / "emcc" / "decorate_as_wasi.py"), str(tmp / "tvmjs_runtime.js"),
+        _run([sys.executable, str(source / "web" / "emcc" / "decorate_as_wasi.py"), str(tmp_dir / "tvmjs_runtime.js"),
               str(src / "tvmjs_runtime_wasi.js"), "es"], "decorating the glue as WASI (decorate_as_wasi.py)")
-        out = tmp / "tvmjs"
+        out = tmp_dir / "tvmjs"
         common = [str(esbuild), str(src / "index.ts"), "--bundle", "--log-level=error"]
         ignored = ["--external:ws", "--external:perf_hooks", "--external:fs", "--external:path", "--external:crypto"]
         _run([*common, "--platform=node", "--format=cjs", "--external:ws", f"--outfile={out / 'tvmjs.cjs'}"],

@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
@@ -31,7 +32,7 @@ class ArchitectureFile:
 
 
 @dataclasses.dataclass
-class PipelineConfig:  # pylint: disable=too-many-instance-attributes
+class PipelineConfig:
     """A validated pipeline configuration (see :mod:`pipeline.config.schema` for the keys).
 
     ``architecture`` / ``mtp_architecture``: the files ``model.architecture`` /
@@ -157,7 +158,8 @@ def _check_same(architecture: dict[str, Any], actual: dict[str, Any], arch_path:
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
     if error.validator == "additionalProperties":
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        schema = cast(Mapping[str, Any], error.schema)  # set on every error a validator yields
+        allowed = ", ".join(sorted(schema.get("properties", {})))
         return f"{key}: {error.message}; allowed keys: {allowed}"
     if error.validator == "enum":
         return f"{key}: {error.instance!r} is not one of {error.validator_value}"
@@ -174,7 +176,8 @@ def speculative_settings(section: dict[str, Any] | None, where: str, schema: dic
         PipelineError: ``<where>: speculative.<key>: <value> ...`` for a key, type or range the
             schema refuses, or an adaptive ``draft_length`` outside its bounds.
     """
-    error = _first_error({"properties": {"speculative": schema}}, {"speculative": section if section is not None else {}})
+    error = _first_error({"properties": {"speculative": schema}},
+                         {"speculative": section if section is not None else {}})
     if error is not None:
         raise PipelineError(f"{where}: {_describe(error)}")
     settings = {**SPECULATIVE_DEFAULTS, **(section or {})}
@@ -325,7 +328,8 @@ def load_config(path: str | Path) -> PipelineConfig:
         generation=generation,
         speculative=speculative_settings(raw.get("speculative"), str(path)),
         mtp=mtp,
-        architecture=_architecture(path, "model.architecture", raw["model"].get("architecture"), raw["model"]["family"]),
+        architecture=_architecture(path, "model.architecture", raw["model"].get("architecture"),
+                                   raw["model"]["family"]),
         mtp_architecture=_architecture(path, "mtp.architecture", (mtp or {}).get("architecture"),
                                        (mtp or {}).get("family", "")),
         mtp_name_map=_name_map(path, (mtp or {}).get("name_map")),

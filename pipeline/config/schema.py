@@ -14,6 +14,9 @@ An architecture file (``model.architecture``, ``mtp.architecture``) is a model's
 start with ``_`` (``_comment``: where each number comes from) are notes, never read.
 """
 
+from typing import Any
+
+from ..models.layer_types import LAYER_TYPES
 from ..models.registry import base_families, drafter_families, get_family
 
 QUANTIZATIONS = ["q0f32", "q0f16", "q4f16_1", "q4f32_1"]
@@ -32,13 +35,15 @@ SPECULATIVE_MODES = ["off", "mtp"]
 # rule is in pipeline/runtime/draft_length.py.
 SPECULATIVE_DEFAULTS = {"mode": "off", "draft_length": 3, "adaptive": True, "min_draft_length": 1,
                         "max_draft_length": 8}
-SPECULATIVE = {
+SPECULATIVE: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
         "mode": {"enum": SPECULATIVE_MODES, "description": "off: plain decoding; mtp: the package's MTP drafter"},
-        "draft_length": {"type": "integer", "minimum": 1, "description": "tokens drafted per step (the first step's when adaptive)"},
-        "adaptive": {"type": "boolean", "description": "grow the draft length after fully accepted steps, shrink it after rejections"},
+        "draft_length": {"type": "integer", "minimum": 1,
+                         "description": "tokens drafted per step (the first step's when adaptive)"},
+        "adaptive": {"type": "boolean",
+                     "description": "grow the draft length after fully accepted steps, shrink it after rejections"},
         "min_draft_length": {"type": "integer", "minimum": 1},
         "max_draft_length": {"type": "integer", "minimum": 1},
     },
@@ -50,7 +55,8 @@ RUNTIME_SPECULATIVE = {
         "drafter_lib": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
                         "description": "target preset -> drafter library path inside the package"},
         "drafter_weights": {"type": ["string", "null"], "description": "drafter weights directory inside the package"},
-        "drafter_family": {"type": ["string", "null"], "description": "model family of the drafter (e.g. gemma4_assistant)"},
+        "drafter_family": {"type": ["string", "null"],
+                           "description": "model family of the drafter (e.g. gemma4_assistant)"},
     },
 }
 
@@ -83,10 +89,10 @@ MTP = {
 # --- architecture files -----------------------------------------------------------------------
 POSITIVE = {"type": "integer", "minimum": 1}
 COUNT = {"type": ["integer", "null"], "minimum": 0}  # 0 or null: the feature is off
-LAYER_TYPES = ["sliding_attention", "full_attention"]
-ROPE = {"type": "object", "properties": {"rope_type": {"type": "string"}, "rope_theta": {"type": "number", "exclusiveMinimum": 0},
-                                         "partial_rotary_factor": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                                         "factor": {"type": "number", "exclusiveMinimum": 0}}}
+ROPE = {"type": "object", "properties": {
+    "rope_type": {"type": "string"}, "rope_theta": {"type": "number", "exclusiveMinimum": 0},
+    "partial_rotary_factor": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "factor": {"type": "number", "exclusiveMinimum": 0}}}
 # Fields of a Gemma text config (transformers' Gemma3TextConfig / Gemma4TextConfig names); other
 # keys of a real config.json are allowed and not read here.
 TEXT_CONFIG = {
@@ -99,7 +105,7 @@ TEXT_CONFIG = {
         "head_dim": POSITIVE, "global_head_dim": POSITIVE,
         "num_global_key_value_heads": {"type": ["integer", "null"], "minimum": 1},
         "sliding_window": POSITIVE, "max_position_embeddings": POSITIVE,
-        "layer_types": {"type": "array", "items": {"enum": LAYER_TYPES}, "minItems": 1},
+        "layer_types": {"type": "array", "items": {"enum": list(LAYER_TYPES)}, "minItems": 1},
         "rms_norm_eps": {"type": "number", "exclusiveMinimum": 0},
         "final_logit_softcapping": {"type": ["number", "null"], "exclusiveMinimum": 0},
         "hidden_size_per_layer_input": COUNT, "vocab_size_per_layer_input": COUNT,

@@ -10,7 +10,7 @@
   without TVM's compiler (``TVM_USE_RUNTIME_LIB=1`` deployments).
 
 Which TVM target kinds get which kernels is the target presets' knowledge
-(:mod:`pipeline.compile.targets`); nothing here imports :mod:`pipeline.models`.
+(:mod:`pipeline.presets`); nothing here imports :mod:`pipeline.models`.
 """
 
 PAGE_SIZE = 16  # tokens per KV-cache page: the kernels are specialized to it, the runtimes pass it

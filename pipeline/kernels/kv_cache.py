@@ -7,7 +7,7 @@ call that TVM 0.26's ``TIRPagedKVCache`` makes (argument order read from
 ``tvm/relax/frontend/nn/llm/kv_cache.py`` and ``src/runtime/vm/paged_kv_cache.cc``), with every
 layer declared ``mha`` and the ragged-prefill, paged-prefill and decode kernels taken from
 :mod:`pipeline.kernels.attention`: the CPU kernels for ``llvm``, the GPU kernels (generic GPU TIR)
-for the GPU kinds (:data:`pipeline.compile.targets.GPU_KINDS`).  The other slots (append, page
+for the GPU kinds (:data:`pipeline.presets.GPU_KINDS`).  The other slots (append, page
 copy, tree attention, compaction, debug read) are TVM's own kernels for that device; the GPU state
 merge is ours (:mod:`.merge_state`: TVM 0.26's races).  RoPE is applied by the model
 (``RopeMode.NONE``), so layers may use different RoPE bases.  Tree-mask kernels are TVM's and
@@ -25,7 +25,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import AttnKind, PagedKVCache, RopeMode
 from tvm.runtime import DataType
 from tvm.target import Target
 
-from ..compile.targets import is_gpu_kind, require_kernel_target
+from ..presets import is_gpu_kind, require_kernel_target
 from . import PAGE_SIZE
 from . import attention as kernels
 from .attention_gpu import block_threads
@@ -46,7 +46,7 @@ def current_target() -> Target:
     return current
 
 
-def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
+def create_windowed_paged_kv_cache(
     *,
     max_batch_size: tirx.Var,
     max_total_seq_len: tirx.Var,
@@ -69,7 +69,7 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
         sliding_window: window (tokens) applied by layers that pass a negative ``sm_scale``.
         dtype: KV dtype, ``"float32"`` or ``"float16"``.
         target: compile target: ``llvm`` gets the CPU kernels, a kind of
-            :data:`~pipeline.compile.targets.GPU_KINDS` the GPU kernels with up to
+            :data:`~pipeline.presets.GPU_KINDS` the GPU kernels with up to
             :data:`~.attention_gpu.MAX_THREADS` threads per block (fewer if ``max_num_threads`` is lower).
 
     Returns:
@@ -77,7 +77,7 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
 
     Raises:
         PipelineError: for a target kind without kernels
-            (:data:`~pipeline.compile.targets.KERNEL_TARGET_KINDS`).
+            (:data:`~pipeline.presets.KERNEL_TARGET_KINDS`).
     """
     require_kernel_target(target.kind.name, f"target {target.kind.name}")
     bb = rx.BlockBuilder.current()
@@ -106,13 +106,19 @@ def create_windowed_paged_kv_cache(  # pylint: disable=too-many-arguments
     )
 
 
-class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
+class WindowedKVCacheMixin:
     """``create_paged_kv_cache`` (MLC's entry point) for a model that says its cache shape.
 
     The model defines ``dtype`` and ``kv_cache_shape()`` -> ``(layers, query heads, KV heads,
     head_dim, sliding_window)``; sizes are symbolic, given at run time.  MLC's
     ``support_sliding_window`` argument is ignored: the window is applied exactly by the kernels.
     """
+
+    dtype: str  # the KV dtype, set by the model
+
+    def kv_cache_shape(self) -> tuple[int, int, int, int, int]:
+        """``(layers, query heads, KV heads, head_dim, sliding_window)``: the model defines it."""
+        raise NotImplementedError
 
     @staticmethod
     def create_spec() -> dict:
@@ -121,7 +127,7 @@ class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
         return {"max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int, "page_size": int,
                 "support_sliding_window": int, "$": {"param_mode": "none", "effect_mode": "none"}}
 
-    def create_paged_kv_cache(  # pylint: disable=too-many-arguments
+    def create_paged_kv_cache(
         self,
         max_batch_size: tirx.Var,
         max_total_seq_len: tirx.Var,
@@ -140,7 +146,7 @@ class WindowedKVCacheMixin:  # pylint: disable=too-few-public-methods
 
 
 def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, window: int, dtype: str,
-                  page_size) -> list:  # pylint: disable=too-many-arguments
+                  page_size) -> list:
     """Arguments 15-27 of the cache constructor: attention kernels, state merge, rotary (unused,
     ``RopeMode.NONE``), page copy, debug read and compaction, for ``target``'s device."""
     gpu = is_gpu_kind(target.kind.name)
@@ -164,7 +170,8 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
         tree = [
             tir(fitting_tree_kernel(tvm_kv.tree_attn_with_paged_kv_cache, h_kv, h_q, d, dtype, target),
                 "tir_attention_prefill_with_tree_mask_with_paged_kv_cache"),
-            tir(fitting_tree_kernel(tvm_kv.tree_attn, h_kv, h_q, d, dtype, target), "tir_attention_prefill_with_tree_mask"),
+            tir(fitting_tree_kernel(tvm_kv.tree_attn, h_kv, h_q, d, dtype, target),
+                "tir_attention_prefill_with_tree_mask"),
         ]
         merge = merge_state_gpu(d, dtype, block_threads(min(threads, d)))  # TVM's races: see merge_state.py
         copy_page = tvm_kv._copy_single_page(h_kv, page_size, d, dtype, target)

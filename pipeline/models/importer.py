@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -41,7 +42,12 @@ def expected_shapes(family: Family, config: Any) -> dict[str, tuple[int, ...]]:
     return {name: tuple(int(x) for x in param.shape) for name, param in model.named_parameters()}
 
 
-def import_weights(family: Family, source_format: str, path: Path,  # pylint: disable=too-many-locals
+def _as_stored(_name: str, array: np.ndarray) -> np.ndarray:
+    """GGUF tensors are already in our convention."""
+    return array
+
+
+def import_weights(family: Family, source_format: str, path: Path,
                    overrides: dict[str, Any], progress: bool = True, *,
                    architecture: tuple[dict[str, Any], Path] | None = None,
                    name_map: NameMap | None = None) -> tuple[Any, dict[str, np.ndarray]]:
@@ -61,6 +67,9 @@ def import_weights(family: Family, source_format: str, path: Path,  # pylint: di
             tensor whose shape disagrees with the config (names the tensor, its shape and the
             expected one).
     """
+    source: GGUFSource | HFSource | SafetensorsFile | TFLiteTensors
+    name_of: Callable[[str], str | None]
+    transform: Callable[[str, Any], Any]
     if source_format == "gguf":
         source = GGUFSource(path)
         if source.architecture != family.gguf_architecture:
@@ -68,10 +77,7 @@ def import_weights(family: Family, source_format: str, path: Path,  # pylint: di
                 f"{path}: general.architecture is {source.architecture!r}, expected {family.gguf_architecture!r}"
             )
         config = family.config_from_gguf(source, **overrides)
-        name_of = family.gguf_name_map(config.num_hidden_layers).get
-
-        def transform(_name, array):  # GGUF tensors are already in our convention
-            return array
+        name_of, transform = family.gguf_name_map(config.num_hidden_layers).get, _as_stored
     elif source_format == "hf-safetensors":
         source = HFSource(path)
         config = _config_from_hf(family, source.config, path / "config.json", overrides)
@@ -106,8 +112,8 @@ def import_weights(family: Family, source_format: str, path: Path,  # pylint: di
 
     def missing_message(missing: list[str]) -> str:
         hint = name_map.expected_source(missing[0]) if name_map else None
-        return (f"{len(missing)} parameter(s) missing, first {missing[0]} (shape {list(shapes[missing[0]])})"
-                + (f", expected under the source name {hint!r} (name map {name_map.origin})" if hint else ""))
+        where = f", expected under the source name {hint!r} (name map {name_map.origin})" if name_map and hint else ""
+        return f"{len(missing)} parameter(s) missing, first {missing[0]} (shape {list(shapes[missing[0]])})" + where
 
     mapping = match_tensors(path, found(), shapes, constants, missing_message)
     if skipped:

@@ -87,7 +87,7 @@ class RMSNorm(nn.Module):
             k = te.reduce_axis((0, hidden), name="k")
             sumsq = te.compute(
                 tuple(lead),
-                lambda *i: te.sum(x_te[(*i, k)].astype("float32") * x_te[(*i, k)].astype("float32"), axis=k),
+                lambda *i: te.sum(x_te[i + (k,)].astype("float32") * x_te[i + (k,)].astype("float32"), axis=k),
                 name="sumsq",
             )
 

@@ -2,7 +2,8 @@
 under names that are not transformers' (community extractions of a drafter, the TFLite drafter
 inside a ``.litertlm`` file).
 
-A name map is a YAML mapping (``configs/name-maps/*.yaml``, named by ``mtp.name_map``), one
+A name map is a YAML mapping (a family ships its own: ``pipeline/models/<family>/name_maps/*.yaml``,
+linked from ``configs/name-maps/``; a config names one by ``mtp.name_map``), one
 ``key: value`` entry per line, keys and values strings:
 
 * ``source name: target``.  The source name is a tensor name of the file, or a pattern in which

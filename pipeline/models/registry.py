@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import PipelineError
 
@@ -69,7 +70,7 @@ BASE_FORMATS = {"gguf": SourceFormat(IMPORT_WEIGHTS), "hf-safetensors": SourceFo
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # rows compare and hash by identity (``formats`` is a dict)
-class Family:  # pylint: disable=too-many-instance-attributes
+class Family:
     """One model family (every field but ``name``, ``role``, ``drafts_for``, ``aliases`` and
     ``formats`` is a lazy ``"module:attr"`` reference, or None where the family has no such thing).
 
@@ -197,9 +198,9 @@ _ROWS = (
         name="gemma3",
         role=BASE,
         formats=BASE_FORMATS,
-        config_class="pipeline.models.gemma3.model:Gemma3Config",
+        config_class="pipeline.models.gemma3.config:Gemma3Config",
         model_class="pipeline.models.gemma3.model:Gemma3ForCausalLM",
-        from_hf="pipeline.models.gemma3.model:Gemma3Config.from_hf",
+        from_hf="pipeline.models.gemma3.config:Gemma3Config.from_hf",
         architecture=BASE_ARCHITECTURE,
         loader_module="pipeline.models.gemma3.loader",
         gguf_architecture="gemma3",
@@ -232,9 +233,9 @@ _ROWS = (
                                      "pipeline.models.gemma4_assistant.loader:LITERTLM_NAME_MAP"),
             "safetensors": SourceFormat(IMPORT_WEIGHTS, "required"),
         },
-        config_class="pipeline.models.gemma4_assistant.model:Gemma4AssistantConfig",
+        config_class="pipeline.models.gemma4_assistant.config:Gemma4AssistantConfig",
         model_class="pipeline.models.gemma4_assistant.model:Gemma4AssistantForCausalLM",
-        from_hf="pipeline.models.gemma4_assistant.model:Gemma4AssistantConfig.from_hf",
+        from_hf="pipeline.models.gemma4_assistant.config:Gemma4AssistantConfig.from_hf",
         architecture="pipeline.models.gemma4_assistant.architecture:SCHEMA",
         loader_module="pipeline.models.gemma4_assistant.loader",
         gguf_architecture="gemma4_assistant",
@@ -249,9 +250,9 @@ _ROWS = (
         # safetensors: one file in DeepSeek-V3's or transformers' names (the loader knows both),
         # or in other names that the name map translates into those.
         formats={"safetensors": SourceFormat("pipeline.models.gemma3_mtp.loader:import_mtp", "optional")},
-        config_class="pipeline.models.gemma3_mtp.model:MTPConfig",
+        config_class="pipeline.models.gemma3_mtp.config:MTPConfig",
         model_class="pipeline.models.gemma3_mtp.model:Gemma3MTP",
-        from_hf="pipeline.models.gemma3_mtp.model:MTPConfig.from_architecture",
+        from_hf="pipeline.models.gemma3_mtp.config:MTPConfig.from_architecture",
         architecture="pipeline.models.gemma3_mtp.architecture:SCHEMA",
         config_from_base=True,
         kv_layers="pipeline.models.gemma3_mtp.kv_layout:kv_layers",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .atomic import atomic_directory
 from .chat_config import RUNTIME_CONFIG, chat_config

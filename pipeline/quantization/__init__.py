@@ -1,6 +1,6 @@
 """Weight quantization schemes of MLC LLM, applied to any model family by module rewriting."""
 
-from .schemes import QuantScheme, float32_variant, get_scheme, scheme_for_targets
 from .group_quant import quantize_model, quantize_params
+from .schemes import QuantScheme, float32_variant, get_scheme, scheme_for_targets
 
 __all__ = ["QuantScheme", "float32_variant", "get_scheme", "scheme_for_targets", "quantize_model", "quantize_params"]

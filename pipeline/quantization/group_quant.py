@@ -54,10 +54,10 @@ def _code(qw, sc, i, j, scheme: QuantScheme):
     """TE expression of weight ``(*i, j)`` dequantized, in the model dtype (``i``: an index or a
     tuple of leading indices)."""
     lead = i if isinstance(i, tuple) else (i,)
-    word = qw[(*lead, j // scheme.per_storage)]
+    word = qw[lead + (j // scheme.per_storage,)]
     shift = (j % scheme.per_storage * scheme.bits).astype("uint32")
     code = ((word >> shift) & tirx.const(2**scheme.bits - 1, "uint32")).astype(scheme.model_dtype)
-    return (code - tirx.const(scheme.max_int, scheme.model_dtype)) * sc[(*lead, j // scheme.group_size)]
+    return (code - tirx.const(scheme.max_int, scheme.model_dtype)) * sc[lead + (j // scheme.group_size,)]
 
 
 def _dequantize(q_weight: Tensor, q_scale: Tensor, scheme: QuantScheme, k: int) -> Tensor:
@@ -80,7 +80,7 @@ def _dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, scheme: Qua
         r = te.reduce_axis((0, k), name="k")
         acc = te.compute(
             (*xt.shape[:-1], qw.shape[0]),
-            lambda *idx: te.sum(xt[(*idx[:-1], r)].astype("float32") * weight[idx[-1], r], axis=r),
+            lambda *idx: te.sum(xt[idx[:-1] + (r,)].astype("float32") * weight[idx[-1], r], axis=r),
             name="dequantize_matmul",
         )
         if out_dtype == "float32":
@@ -153,7 +153,8 @@ class _Quantizer(nn.Mutator):
             return GroupQuantLinear(node.in_features, node.out_features, self.scheme)
         if isinstance(node, ExpertWeights) and node.in_features % self.scheme.group_size == 0:
             self.names.add(f"{name}.weight")
-            return GroupQuantExpertWeights(*node.weight.shape, self.scheme)
+            experts, out_features, in_features = node.weight.shape
+            return GroupQuantExpertWeights(experts, out_features, in_features, self.scheme)
         if isinstance(node, TiedEmbedding) and node.hidden_size % self.scheme.group_size == 0:
             self.names.add(f"{name}.weight")
             return GroupQuantEmbedding(node.vocab_size, node.hidden_size, self.scheme)

@@ -21,8 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -36,7 +36,7 @@ def _prompt(n: int, vocab: int = 262144, seed: int = 0) -> list[int]:
 
 
 def _worker_mlc(args) -> dict:
-    from .engine import Engine  # pylint: disable=import-outside-toplevel
+    from .engine import Engine
 
     engine = Engine(args.package, model_lib=args.model_lib)
     prompt = _prompt(args.prompt_tokens, engine.chat_config["vocab_size"])
@@ -56,7 +56,7 @@ def _worker_mlc(args) -> dict:
 
 
 def _worker_llama(args) -> dict:
-    import llama_cpp  # pylint: disable=import-outside-toplevel
+    import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(args.gguf), n_ctx=args.prompt_tokens + args.decode_tokens + 16,
                           n_batch=512, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
@@ -77,7 +77,6 @@ def _worker_llama(args) -> dict:
 
 def _worker_speculative(args) -> dict:
     """Greedy generation of ``decode_tokens`` tokens with speculation off and on, in one process."""
-    # pylint: disable=import-outside-toplevel
     from .drafters import draft_length_policy, load_drafter, package_speculative
     from .engine import Engine
     from .sampling import Sampler
@@ -170,7 +169,7 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
     Raises:
         PipelineError: not a package, bad speculative settings or no drafter for them, or a failed run.
     """
-    from .drafters import drafter_files, package_speculative  # pylint: disable=import-outside-toplevel
+    from .drafters import drafter_files, package_speculative
 
     package = Path(package)
     runtime = package / RUNTIME_CONFIG

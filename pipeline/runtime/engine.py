@@ -11,14 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import tvm
 import tvm_ffi
-import yaml
 from tokenizers import Tokenizer
 from tvm.runtime.vm import VirtualMachine
 
@@ -27,6 +25,7 @@ from ..kernels import PAGE_SIZE
 from ..package.chat_config import RUNTIME_CONFIG
 from ..package.check import check_library
 from ..package.tensor_cache import read_tensor_cache
+from ..presets import DEVICE_OF_KIND, preset_kind
 
 if TYPE_CHECKING:
     from .drafters.base import Capture
@@ -55,10 +54,10 @@ def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, 
     check_library(library)
     try:
         module = tvm.runtime.load_module(str(library))
-    except Exception as err:  # pylint: disable=broad-except  # TVM raises RuntimeError or its own errors
-        raise PipelineError(f"{library}: TVM {tvm.__version__} cannot load it here: {str(err).splitlines()[-1]}"
-                            + (" (a .wasm runs in a browser or Node through tvmjs)" if library.suffix == ".wasm" else "")
-                            ) from None
+    except Exception as err:  # TVM raises RuntimeError or its own errors
+        wasm = " (a .wasm runs in a browser or Node through tvmjs)" if library.suffix == ".wasm" else ""
+        raise PipelineError(f"{library}: TVM {tvm.__version__} cannot load it here: "
+                            f"{str(err).splitlines()[-1]}{wasm}") from None
     vm = VirtualMachine(module, device)
     metadata = json.loads(str(vm["_metadata"]()))
     tensors = read_tensor_cache(weights, device)
@@ -73,40 +72,10 @@ def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, 
     return vm, metadata, params
 
 
-# TVM target kind -> runtime device type (tvm.device names); kinds without a runtime here are absent.
-DEVICE_OF_KIND = {"llvm": "cpu", "cuda": "cuda", "rocm": "rocm", "metal": "metal", "vulkan": "vulkan",
-                  "opencl": "opencl"}
-
-
-def preset_kind(name: str) -> str:
-    """The TVM target kind (``target.kind``) of preset ``name``, read from its YAML file without
-    TVM's compiler; the presets' folder is found as :func:`pipeline.compile.targets.load_target`
-    finds it (``$MLC_MTP_TARGETS``, else ``targets/`` of a source checkout, else
-    ``<prefix>/share/mlc-mtp/targets``).
-
-    Raises:
-        PipelineError: no such preset, or one without a ``target.kind`` string.
-    """
-    folder = Path(os.environ["MLC_MTP_TARGETS"]) if os.environ.get("MLC_MTP_TARGETS") else None
-    checkout = Path(__file__).resolve().parents[2] / "targets"
-    folder = folder or (checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "mlc-mtp" / "targets")
-    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise PipelineError(f"target {name!r} is unknown; expected one of {known}")
-    try:
-        kind = (yaml.safe_load(path.read_text()) or {}).get("target", {}).get("kind")
-    except (yaml.YAMLError, AttributeError):
-        kind = None
-    if not isinstance(kind, str):
-        raise PipelineError(f"{path}: target.kind: not found, expected a TVM target kind (e.g. 'llvm')")
-    return kind
-
-
 def target_device(target: str, kind: str | None = None):
     """The device a library compiled for preset ``target`` runs on (device 0 of its kind);
     ``kind``: the TVM target kind it was built for, when known (a package records it), else read
-    from the preset (:func:`preset_kind`).
+    from the preset (:func:`pipeline.presets.preset_kind`).
 
     Raises:
         PipelineError: unknown preset, a target kind with no runtime device, or no such device on
@@ -117,7 +86,7 @@ def target_device(target: str, kind: str | None = None):
         raise PipelineError(f"target {target}: kind {kind!r} has no runtime device here "
                             f"(runtime devices exist for {', '.join(DEVICE_OF_KIND)})")
     if kind == "vulkan":  # TVM's Vulkan runtime may be a plugin; without a driver TVM raises
-        from . import vulkan  # pylint: disable=import-outside-toplevel
+        from . import vulkan
 
         if vulkan.device() is None:
             raise PipelineError(f"target {target}: {vulkan.missing()}")
@@ -136,8 +105,8 @@ def _load_device_runtime(kind: str) -> None:
     (packed functions kernels call, e.g. ``tvm.contrib.sort.topk``, which TVM's CPU top-k lowers
     to).  A missing library leaves the device absent or the function missing, which the caller
     reports."""
-    from tvm.base import _LOADED_LIBS  # pylint: disable=import-outside-toplevel
-    from tvm_ffi.libinfo import load_lib_ctypes  # pylint: disable=import-outside-toplevel
+    from tvm.base import _LOADED_LIBS
+    from tvm_ffi.libinfo import load_lib_ctypes
 
     for name in ("tvm_runtime_extra",) + (() if kind == "llvm" else (f"tvm_runtime_{kind}",)):
         if name in _LOADED_LIBS:
@@ -160,7 +129,7 @@ class Engine:
         package: directory with ``mlc-chat-config.json``, weights, tokenizer and ``lib/``.
         model_lib: library to load; default the package's library for ``target``.
         target: preset name whose library to pick and whose device to run on (``cpu``: the CPU,
-            ``cuda``: GPU 0 through CUDA, ...: :data:`DEVICE_OF_KIND`); default ``cpu`` where the
+            ``cuda``: GPU 0 through CUDA, ...: :data:`pipeline.presets.DEVICE_OF_KIND`); default ``cpu`` where the
             package has a CPU library, else the package's only library.
 
     ``tokens`` is the sequence in the KV cache (token ids, in order).
@@ -214,8 +183,8 @@ class Engine:
         """
         for function in sorted(set(capture.functions.values())):
             try:
-                self.vm[function]  # pylint: disable=pointless-statement
-            except Exception:  # pylint: disable=broad-except  # the VM raises for a missing function
+                self.vm[function]
+            except Exception:  # the VM raises for a missing function
                 raise PipelineError(f"{self.package}: its library has no {function} "
                                     f"(model {self.chat_config['model_type']} has no such MTP drafter support)"
                                     ) from None
@@ -240,7 +209,7 @@ class Engine:
         """Start a fresh sequence (new, empty KV cache)."""
         shape = tvm_ffi.Shape
         self.kv_cache = self.vm["create_paged_kv_cache"](
-            shape([1]), shape([self.context_window]), shape([self.prefill_chunk]), shape([PAGE_SIZE]), shape([0])
+            shape((1,)), shape((self.context_window,)), shape((self.prefill_chunk,)), shape((PAGE_SIZE,)), shape((0,))
         )
         _builtin("vm.builtin.kv_state_add_sequence")(self.kv_cache, 0)
         self.tokens = []
@@ -269,9 +238,9 @@ class Engine:
             )
         ids = tvm.runtime.tensor(np.asarray(token_ids, dtype=np.int32), self.device)
         embeds = self.vm["embed"](ids, self.params)
-        embeds = embeds._create_view((1, n, embeds.shape[-1]))  # pylint: disable=protected-access
+        embeds = embeds._create_view((1, n, embeds.shape[-1]))
         name = function if self.capture is None else self.capture.functions[function]
-        _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
+        _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape((0,)), tvm_ffi.Shape((n,)))
         out, self.kv_cache = self.vm[name](embeds, self.kv_cache, self.params)
         _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
         logits = out.numpy() if self.capture is None else self.capture.read(self, out, function == "prefill")
@@ -284,10 +253,10 @@ class Engine:
             raise PipelineError("cannot prefill an empty prompt")
         if self.kv_cache is None:
             self.reset()
-        logits = None
-        for start in range(0, len(token_ids), self.prefill_chunk):
-            logits = self._forward(token_ids[start:start + self.prefill_chunk], "prefill")
-        return logits[-1]
+        starts = range(0, len(token_ids), self.prefill_chunk)
+        for start in starts[:-1]:
+            self._forward(token_ids[start:start + self.prefill_chunk], "prefill")
+        return self._forward(token_ids[starts[-1]:], "prefill")[-1]
 
     def decode(self, token_id: int) -> np.ndarray:
         """Append one token; float32 ``(vocab,)`` logits for the next."""

@@ -47,7 +47,7 @@ def has_runtime() -> bool:
     return tvm.get_global_func("device_api.vulkan", allow_missing=True) is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_backend() -> str:
     """Load the plugin libraries for what this TVM lacks (the runtime always; the code generator
     only where TVM's compiler is loaded, not in a runtime-only TVM).  Idempotent.
@@ -56,7 +56,7 @@ def load_backend() -> str:
         ``""`` when nothing failed, else why (part of) the plugin could not be loaded (one line: a
         wrong TVM version, a library that does not load); a missing folder is not a failure.
     """
-    from tvm.base import _LOADED_LIBS  # pylint: disable=import-outside-toplevel
+    from tvm.base import _LOADED_LIBS
 
     wanted = []
     if not has_runtime():
@@ -88,7 +88,7 @@ def device():
     return _probe()[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe():
     """``(device or None, why none)``.  Without a Vulkan driver TVM's runtime raises
     (VK_ERROR_INCOMPATIBLE_DRIVER) rather than reporting no device."""
@@ -98,7 +98,7 @@ def _probe():
     dev = tvm.vulkan(0)
     try:
         return (dev, "") if dev.exist else (None, "tvm.vulkan(0).exist is false")
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         return None, str(err).strip().splitlines()[-1]
 
 

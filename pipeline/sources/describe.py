@@ -104,7 +104,7 @@ def inspect_file(path: str | Path, *, section_tensors: bool = False, all_tensors
     if kind == "litertlm":
         return _litertlm_report(Path(path), section_tensors)
     if kind == "tflite":
-        from .tflite import TFLiteModel  # pylint: disable=import-outside-toplevel  # the litert extra
+        from .tflite import TFLiteModel  # the litert extra
 
         with TFLiteModel(path) as model:
             size = Path(path).stat().st_size
@@ -120,10 +120,10 @@ def inspect_file(path: str | Path, *, section_tensors: bool = False, all_tensors
 def _tflite_lines(model: TFLiteModel, indent: str, all_tensors: bool) -> list[str]:
     lines = []
     constants = model.constant_tensors()
-    subgraphs = ", ".join(
-        f"{i}:{name or '-'} ({ops} ops)" for i, (name, ops) in enumerate(zip(model.subgraph_names, model.operator_counts))
-    )
-    lines.append(f"{indent}schema version {model.version}, {len(model.subgraph_names)} subgraph(s): {subgraphs or 'none'}")
+    subgraphs = ", ".join(f"{i}:{name or '-'} ({ops} ops)"
+                          for i, (name, ops) in enumerate(zip(model.subgraph_names, model.operator_counts)))
+    lines.append(f"{indent}schema version {model.version}, {len(model.subgraph_names)} subgraph(s): "
+                 f"{subgraphs or 'none'}")
     if model.signatures:
         lines.append(f"{indent}signatures: " + ", ".join(f"{k} -> subgraph {v}" for k, v in model.signatures.items()))
     if model.description:
@@ -173,8 +173,8 @@ def _section_lines(lmfile: LiteRTLMFile, section: Section, section_tensors: bool
 
 def _proto_lines(lmfile: LiteRTLMFile, section: Section, indent: str) -> list[str]:
     try:
-        from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
-        from litert_lm_builder.runtime.proto import (  # pylint: disable=import-outside-toplevel
+        from google.protobuf import text_format
+        from litert_lm_builder.runtime.proto import (
             embedding_metadata_pb2,
             executor_metadata_pb2,
             llm_metadata_pb2,
@@ -188,7 +188,7 @@ def _proto_lines(lmfile: LiteRTLMFile, section: Section, indent: str) -> list[st
     }[section.data_type]()
     try:
         message.ParseFromString(bytes(lmfile.section_bytes(section)))
-    except Exception as err:  # pylint: disable=broad-except  # protobuf's DecodeError and friends
+    except Exception as err:  # protobuf's DecodeError and friends
         return [f"{indent}{section.data_type} unreadable: {type(err).__name__}: {err}"]
     text = text_format.MessageToString(message).splitlines()
     lines = [f"{indent}{line}" for line in text[:_MAX_METADATA_LINES]]
@@ -198,7 +198,7 @@ def _proto_lines(lmfile: LiteRTLMFile, section: Section, indent: str) -> list[st
 
 
 def _litertlm_report(path: Path, section_tensors: bool) -> str:
-    from .litertlm import LiteRTLMFile  # pylint: disable=import-outside-toplevel  # the litert extra
+    from .litertlm import LiteRTLMFile  # the litert extra
 
     with LiteRTLMFile(path) as lmfile:
         major, minor, patch = lmfile.version
@@ -222,7 +222,7 @@ def _litertlm_report(path: Path, section_tensors: bool) -> str:
 
 
 def _gguf_report(path: Path) -> str:
-    from .gguf_file import GGUFSource  # pylint: disable=import-outside-toplevel
+    from .gguf_file import GGUFSource
 
     source = GGUFSource(path)
     names = source.tensor_names()
@@ -237,7 +237,7 @@ def _gguf_report(path: Path) -> str:
 
 
 def _safetensors_tensors(file: Path) -> list[tuple[str, list[int], str]]:
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+    from safetensors import safe_open
 
     try:
         with safe_open(str(file), framework="numpy") as handle:
@@ -246,7 +246,7 @@ def _safetensors_tensors(file: Path) -> list[tuple[str, list[int], str]]:
                 piece = handle.get_slice(key)
                 out.append((key, list(piece.get_shape()), str(piece.get_dtype())))
             return out
-    except Exception as err:  # pylint: disable=broad-except  # SafetensorError, OSError, ...
+    except Exception as err:  # SafetensorError, OSError, ...
         raise PipelineError(f"{file}: unreadable safetensors file ({type(err).__name__}: {err})") from None
 
 

@@ -8,6 +8,7 @@ innermost-first; the arrays returned here are in numpy order, e.g. a linear weig
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -40,7 +41,7 @@ class GGUFSource:
         Both are PipelineErrors.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         if not self.path.is_file():
             raise GGUFFileNotFoundError(f"{self.path}: GGUF file not found (expected an existing regular file)")
@@ -77,7 +78,7 @@ class GGUFSource:
                 continue
             try:
                 metadata[key] = field.contents()
-            except Exception:  # pylint: disable=broad-except
+            except Exception:
                 continue
         return metadata
 

@@ -99,7 +99,7 @@ ATTR_CONTROL = 1 << 3
 ATTR_USER_DEFINED = 1 << 4
 ATTR_BYTE = 1 << 5
 
-_TYPE_TO_ATTR = {
+_TYPE_TO_ATTR: dict[int, int] = {  # keyed by gguf.TokenType (an IntEnum), looked up by int
     gguf.TokenType.UNKNOWN: ATTR_UNKNOWN,
     gguf.TokenType.UNUSED: ATTR_UNUSED,
     gguf.TokenType.NORMAL: ATTR_NORMAL,
@@ -280,31 +280,36 @@ def read_gguf_vocab(source: str | os.PathLike | GGUFSource) -> GGUFVocab:
                 )
             seen[t] = i
 
-    for i in np.flatnonzero(types == gguf.TokenType.BYTE):
-        if not _BYTE_TOKEN_RE.fullmatch(tokens[i]):
+    for byte_id in np.flatnonzero(types == gguf.TokenType.BYTE):
+        if not _BYTE_TOKEN_RE.fullmatch(tokens[byte_id]):
             raise GGUFTokenizerError(
-                f"{path}: metadata key {KEY_TOKEN_TYPE!r} marks token {int(i)} = {_short(tokens[i])} as BYTE; "
+                f"{path}: metadata key {KEY_TOKEN_TYPE!r} marks token {int(byte_id)} = {_short(tokens[byte_id])} "
+                f"as BYTE; "
                 "expected its text to be '<0xNN>'"
             )
 
-    def special_id(key: str, default: int | None) -> int | None:
+    def special_id(key: str) -> int | None:
+        """The id at ``key`` (checked to be in the vocabulary), None when absent."""
         if key not in fields:
-            return default
-        value = _read_scalar(path, fields, key, "int", default)
+            return None
+        value: int = _read_scalar(path, fields, key, "int", None)
         if not 0 <= value < n_vocab:
             raise GGUFTokenizerError(f"{path}: metadata key {key!r} = {value}; expected a token id in [0, {n_vocab})")
         return value
 
-    bos_id = special_id(KEY_BOS, 1)
-    eos_id = special_id(KEY_EOS, 2)
-    unk_id = special_id(KEY_UNK, 0)
-    pad_id = special_id(KEY_PAD, None)
-    for key, value in ((KEY_BOS, bos_id), (KEY_EOS, eos_id), (KEY_UNK, unk_id)):
-        if value >= n_vocab:  # a default that the (tiny) vocabulary does not cover
+    def or_default(key: str, value: int | None, default: int) -> int:
+        """``value``, else llama.cpp's default id for ``key`` when the vocabulary covers it."""
+        if value is not None:
+            return value
+        if default >= n_vocab:  # a default that the (tiny) vocabulary does not cover
             raise GGUFTokenizerError(
-                f"{path}: metadata key {key!r} is missing and llama.cpp's default id {value} is outside "
+                f"{path}: metadata key {key!r} is missing and llama.cpp's default id {default} is outside "
                 f"the {n_vocab}-token vocabulary; expected the key to be set"
             )
+        return default
+
+    bos, eos, unk, pad_id = (special_id(key) for key in (KEY_BOS, KEY_EOS, KEY_UNK, KEY_PAD))
+    bos_id, eos_id, unk_id = or_default(KEY_BOS, bos, 1), or_default(KEY_EOS, eos, 2), or_default(KEY_UNK, unk, 0)
     return GGUFVocab(
         path=path,
         tokens=tokens,
@@ -443,7 +448,7 @@ def tokenizer_from_vocab(vocab: GGUFVocab) -> Tokenizer:
     )
     tok = Tokenizer(model)
 
-    norm = [normalizers.Replace(" ", SPACE_MARK)]
+    norm: list[normalizers.Normalizer] = [normalizers.Replace(" ", SPACE_MARK)]
     if vocab.add_space_prefix:
         norm.insert(0, normalizers.Prepend(SPACE_MARK))
     tok.normalizer = normalizers.Sequence(norm)

@@ -54,7 +54,7 @@ class HFSource:
                 with safe_open(str(file), framework="numpy") as handle:
                     for key in handle.keys():
                         self._location[key] = file
-            except Exception as err:  # pylint: disable=broad-except
+            except Exception as err:
                 raise PipelineError(f"{file}: unreadable safetensors file ({err})") from None
 
     def tensor_names(self) -> list[str]:

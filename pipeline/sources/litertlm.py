@@ -201,7 +201,7 @@ class LiteRTLMFile:
             self._read_header(header)
         except PipelineError:
             raise
-        except Exception as err:  # pylint: disable=broad-except  # the flatbuffers runtime raises many kinds
+        except Exception as err:  # the flatbuffers runtime raises many kinds
             raise PipelineError(
                 f"{self.path}: header is not a valid LiteRTLMMetaData flatbuffer ({type(err).__name__}: {err})"
             ) from None
@@ -312,7 +312,8 @@ class LiteRTLMFile:
         """
         if isinstance(section, int):
             if not 0 <= section < len(self.sections):
-                raise PipelineError(f"{self.path}: section index {section} is out of range (0-{len(self.sections) - 1})")
+                raise PipelineError(f"{self.path}: section index {section} is out of range "
+                                    f"(0-{len(self.sections) - 1})")
             section = self.sections[section]
         if expected_type is not None and section.data_type != expected_type:
             raise PipelineError(
@@ -373,7 +374,8 @@ class LiteRTLMFile:
             section = self.find(section, "TFLiteModel")
         elif isinstance(section, int):
             if not 0 <= section < len(self.sections):
-                raise PipelineError(f"{self.path}: section index {section} is out of range (0-{len(self.sections) - 1})")
+                raise PipelineError(f"{self.path}: section index {section} is out of range "
+                                    f"(0-{len(self.sections) - 1})")
             section = self.sections[section]
         data = self.section_bytes(section, expected_type="TFLiteModel")
         external = None

@@ -36,7 +36,7 @@ class SafetensorsFile:
             raise PipelineError(f"{self.path}: safetensors file not found")
         try:
             self._handle = safe_open(str(self.path), framework="numpy")
-        except Exception as err:  # pylint: disable=broad-except  # the safetensors binding raises many kinds
+        except Exception as err:  # the safetensors binding raises many kinds
             raise PipelineError(f"{self.path}: unreadable safetensors file ({err})") from None
 
     def tensor_names(self) -> list[str]:
@@ -77,7 +77,7 @@ class TFLiteTensors:
                 :class:`~pipeline.sources.litertlm.LiteRTLMFile` and its ``tflite_model``.
         """
         require_extra("litert", f"{path}: reading a LiteRT-LM file")
-        from .litertlm import LiteRTLMFile  # pylint: disable=import-outside-toplevel  # the litert extra
+        from .litertlm import LiteRTLMFile  # the litert extra
 
         return cls(LiteRTLMFile(path).tflite_model(role))
 

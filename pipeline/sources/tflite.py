@@ -275,7 +275,7 @@ class TFLiteModel:
             self._read()
         except PipelineError:
             raise
-        except Exception as err:  # pylint: disable=broad-except  # flatbuffers raises many kinds
+        except Exception as err:  # flatbuffers raises many kinds
             raise PipelineError(f"{self.name}: corrupt TFLite flatbuffer ({type(err).__name__}: {err})") from None
 
     # -- reading the flatbuffer -----------------------------------------------------------------
@@ -299,7 +299,7 @@ class TFLiteModel:
                     )
                 self._buffers.append((2, offset, size))
             elif not buf.DataIsNone() and buf.DataLength() > 0:
-                vec = buf._tab.Vector(buf._tab.Offset(4))  # pylint: disable=protected-access
+                vec = buf._tab.Vector(buf._tab.Offset(4))
                 self._buffers.append((1, int(vec), int(buf.DataLength())))
             else:
                 self._buffers.append((0, 0, 0))

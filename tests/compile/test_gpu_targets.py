@@ -29,11 +29,12 @@ from pipeline.compile.compiler import (
     system_lib_prefix,
 )
 from pipeline.compile.link import find_program
-from pipeline.compile.targets import KERNEL_TARGET_KINDS, RULE_NAMES, load_target, require_kernel_target
+from pipeline.compile.targets import RULE_NAMES, load_target
 from pipeline.errors import PipelineError
 from pipeline.kernels import attention as ak
 from pipeline.kernels.attention_gpu import block_threads
 from pipeline.models.registry import get_family
+from pipeline.presets import KERNEL_TARGET_KINDS, require_kernel_target
 from pipeline.quantization import get_scheme
 from tests.compile.opencl_launch import compile_split, device_source
 

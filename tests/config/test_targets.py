@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.compile import targets
+from pipeline import presets
 from pipeline.compile.targets import GPU_RULES, RULE_NAMES, TARGETS_DIR, available_targets, load_target
 from pipeline.errors import PipelineError
 
@@ -111,9 +111,9 @@ def test_a_user_preset_needs_no_code(tmp_path):
 
 def test_presets_are_found_in_a_checkout_then_where_a_wheel_puts_them(monkeypatch, tmp_path):
     monkeypatch.delenv("MLC_MTP_TARGETS", raising=False)
-    assert targets._targets_dir() == Path(targets.__file__).resolve().parents[2] / "targets"
-    monkeypatch.setattr(targets, "__file__", str(tmp_path / "site-packages/pipeline/compile/targets.py"))
-    monkeypatch.setattr(targets.sys, "prefix", str(tmp_path / "venv"))
-    assert targets._targets_dir() == tmp_path / "venv/share/mlc-mtp/targets"
+    assert presets.targets_dir() == Path(presets.__file__).resolve().parents[1] / "targets"
+    monkeypatch.setattr(presets, "__file__", str(tmp_path / "site-packages/pipeline/presets.py"))
+    monkeypatch.setattr(presets.sys, "prefix", str(tmp_path / "venv"))
+    assert presets.targets_dir() == tmp_path / "venv/share/mlc-mtp/targets"
     monkeypatch.setenv("MLC_MTP_TARGETS", str(tmp_path / "mine"))
-    assert targets._targets_dir() == tmp_path / "mine"
+    assert presets.targets_dir() == tmp_path / "mine"

@@ -13,7 +13,7 @@ from ..layer_types import FULL, LAYER_TYPES, SLIDING, periodic_layer_types
 
 
 @dataclasses.dataclass
-class Gemma3Config:  # pylint: disable=too-many-instance-attributes
+class Gemma3Config:
     """Hyper-parameters of a Gemma 3 text model (names as in transformers' ``Gemma3TextConfig``).
 
     ``layer_types`` lists ``"sliding_attention"`` / ``"full_attention"`` per layer; when absent
@@ -63,7 +63,7 @@ class Gemma3Config:  # pylint: disable=too-many-instance-attributes
         return periodic_layer_types(num_layers, pattern)
 
     @classmethod
-    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> "Gemma3Config":
+    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> Gemma3Config:
         """Read a transformers ``config.json`` dict (``gemma3_text``, or ``gemma3`` with ``text_config``).
 
         Raises:

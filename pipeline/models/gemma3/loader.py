@@ -10,6 +10,7 @@ GGUF tensor names: llama.cpp ``gguf-py/gguf/constants.py`` (``MODEL_ARCH.GEMMA3`
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def config_from_gguf(source: GGUFSource, **overrides) -> Gemma3Config:
     n_layers = int(source.require("gemma3.block_count"))
     head_dim = int(source.require("gemma3.attention.key_length"))
     vocab = len(source.require("tokenizer.ggml.tokens"))
-    values = dict(
+    values: dict[str, Any] = dict(
         vocab_size=vocab,
         hidden_size=int(source.require("gemma3.embedding_length")),
         intermediate_size=int(source.require("gemma3.feed_forward_length")),

@@ -40,7 +40,7 @@ class MTPConfig:
             raise ValueError(f"layer_type {self.layer_type!r} is not one of {LAYER_TYPES}")
 
     @classmethod
-    def from_architecture(cls, cfg: dict[str, Any], base: Gemma3Config | dict[str, Any]) -> "MTPConfig":
+    def from_architecture(cls, cfg: dict[str, Any], base: Gemma3Config | dict[str, Any]) -> MTPConfig:
         """The config of a head over ``base`` (the base model's config) from its architecture
         file's content ``cfg`` (``layer_type``, ``use_post_norm``, ``hidden_states_first``; keys
         starting with ``_`` are notes).
@@ -48,6 +48,7 @@ class MTPConfig:
         Raises:
             TypeError: a missing or unknown field.  ValueError: a ``layer_type`` not in :data:`LAYER_TYPES`.
         """
+        base = base if isinstance(base, Gemma3Config) else Gemma3Config(**base)
         return cls(base=base, **{key: value for key, value in cfg.items() if not key.startswith("_")})
 
     def block_config(self) -> Gemma3Config:

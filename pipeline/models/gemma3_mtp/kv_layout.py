@@ -8,5 +8,5 @@ from ..kv_layout import KVLayer
 
 def kv_layers(config) -> list[KVLayer]:
     """The MTP block's layer, as the base model's layer of its kind
-    (``config``: a :class:`~pipeline.models.gemma3_mtp.model.MTPConfig`)."""
+    (``config``: a :class:`~pipeline.models.gemma3_mtp.config.MTPConfig`)."""
     return gemma3_kv_layers(config.block_config())

@@ -30,7 +30,7 @@ from .. import importer
 from ..gemma3.loader import hf_transform
 from ..name_map import NameMap
 from ..registry import get_family
-from .model import MTPConfig
+from .config import MTPConfig
 
 FAMILY = "gemma3_mtp"
 
@@ -108,7 +108,7 @@ def load_mtp_weights(path: str | Path, config: MTPConfig, layer_index: int | Non
     path = Path(path)
     try:
         handle = safe_open(str(path), framework="numpy")
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         raise PipelineError(f"{path}: unreadable safetensors file ({err})") from None
     with handle:
         renamed = _renamed(list(handle.keys()), name_map)

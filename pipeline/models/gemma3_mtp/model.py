@@ -59,7 +59,6 @@ only on position differences, so the two agree.
 
 from __future__ import annotations
 
-
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
@@ -71,7 +70,7 @@ from ..layers import RMSNorm
 from .config import MTPConfig
 
 
-class Gemma3MTP(WindowedKVCacheMixin, nn.Module):  # pylint: disable=too-many-instance-attributes
+class Gemma3MTP(WindowedKVCacheMixin, nn.Module):
     """The MTP drafter module with MLC-style entry points (see the module docstring).
 
     Parameters (transformers' ``MtpLayer`` names): ``enorm.weight``, ``hnorm.weight`` ``(hidden,)``;

@@ -15,7 +15,7 @@ from ..layer_types import FULL, SLIDING, periodic_layer_types
 
 
 @dataclasses.dataclass
-class Gemma4Config:  # pylint: disable=too-many-instance-attributes
+class Gemma4Config:
     """Hyper-parameters of a Gemma 4 text model (names as in ``Gemma4TextConfig``).
 
     Per-type RoPE: ``rope_theta_sliding`` (default RoPE over ``head_dim``) and ``rope_theta_full``
@@ -75,8 +75,9 @@ class Gemma4Config:  # pylint: disable=too-many-instance-attributes
             raise ValueError("enable_moe_block needs num_experts, top_k_experts and moe_intermediate_size")
         for kv in {self.layer_kv_heads(i) for i in range(self.num_hidden_layers)}:
             if self.num_attention_heads % kv or self.cache_kv_heads % kv:
-                raise ValueError(f"num_attention_heads {self.num_attention_heads} and the cache's {self.cache_kv_heads} "
-                                 f"KV heads must be multiples of every layer's KV head count ({kv})")
+                raise ValueError(f"num_attention_heads {self.num_attention_heads} and the cache's "
+                                 f"{self.cache_kv_heads} KV heads must be multiples of every layer's KV head "
+                                 f"count ({kv})")
         self.kv_sharing_modes()  # validates the sharing pattern
 
     # --- per-layer facts ----------------------------------------------------------------
@@ -112,7 +113,8 @@ class Gemma4Config:  # pylint: disable=too-many-instance-attributes
         for kind in sorted(set(self.layer_types)):
             owners = [i for i in range(first_shared) if self.layer_types[i] == kind]
             if not owners:
-                raise ValueError(f"num_kv_shared_layers={self.num_kv_shared_layers} leaves no {kind} layer to share from")
+                raise ValueError(f"num_kv_shared_layers={self.num_kv_shared_layers} leaves no {kind} layer "
+                                 f"to share from")
             modes[owners[-1]] = "store"
         return modes
 
@@ -143,7 +145,7 @@ class Gemma4Config:  # pylint: disable=too-many-instance-attributes
 
     # --- sources ------------------------------------------------------------------------
     @classmethod
-    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> "Gemma4Config":
+    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> Gemma4Config:
         """Read a transformers ``config.json`` dict (``gemma4_text``, or ``gemma4`` with ``text_config``).
 
         Raises:

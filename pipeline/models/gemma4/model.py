@@ -38,6 +38,7 @@ unpadded) that the last sliding and the last full non-shared layers computed for
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from tvm import te, tirx
 from tvm.relax.frontend import nn
@@ -82,7 +83,7 @@ def trailing_columns(x: Tensor, start: int) -> Tensor:
     """``(..., D)`` -> ``(..., D - start)``, the columns from ``start`` on."""
     def compute(t: te.Tensor):
         return te.compute((*t.shape[:-1], t.shape[-1] - start),
-                          lambda *i: t[(*i[:-1], i[-1] + start)], name="trailing_columns")
+                          lambda *i: t[i[:-1] + (i[-1] + start,)], name="trailing_columns")
 
     return op.tensor_expr_op(compute, "trailing_columns", [x])
 
@@ -96,7 +97,7 @@ def layer_slice(x: Tensor, layer: int) -> Tensor:
     return op.tensor_expr_op(compute, "layer_slice", [x])
 
 
-class Gemma4Attention(nn.Module):  # pylint: disable=too-many-instance-attributes
+class Gemma4Attention(nn.Module):
     """Attention of one layer (see the module docstring)."""
 
     def __init__(self, config: Gemma4Config, layer_id: int, dtype: str):
@@ -106,6 +107,7 @@ class Gemma4Attention(nn.Module):  # pylint: disable=too-many-instance-attribute
         self.h_q, self.h_kv, self.d = (config.num_attention_heads, config.layer_kv_heads(layer_id),
                                        config.layer_head_dim(layer_id))
         self.cache_heads, self.cache_dim = config.cache_kv_heads, config.cache_head_dim
+        self.rope: tuple[float, float, int | None]  # theta, scaling factor, rotary pairs (None: all)
         if self.sliding:
             self.rope = (config.rope_theta_sliding, 1.0, None)
         else:
@@ -131,6 +133,8 @@ class Gemma4Attention(nn.Module):  # pylint: disable=too-many-instance-attribute
         positions = cache.get_query_positions(n)
         q = apply_rope(self.q_norm(self.q_proj(x).reshape(n, self.h_q, self.d)), positions, *self.rope)
         if self.reuse:
+            if shared_kv is None:
+                raise ValueError("a KV-shared layer needs its producer's K/V")
             k, v = shared_kv
         else:
             k_raw = self.k_proj(x).reshape(n, self.h_kv, self.d)
@@ -190,13 +194,17 @@ class Gemma4Experts(nn.Module):
         return op.sum(down * weights.reshape(*weights.shape, 1), axis=1)
 
 
-class Gemma4DecoderLayer(nn.Module):  # pylint: disable=too-many-instance-attributes
-    """One Gemma 4 decoder layer (see the module docstring for the order of operations)."""
+class Gemma4LayerBody(nn.Module):
+    """A Gemma 4 decoder layer's parameters and everything after its attention
+    (:meth:`after_attention`); ``attention`` makes its ``self_attn`` (``(config, layer_id,
+    dtype)``).  The subclasses' ``forward`` differ in what the attention reads."""
+
+    attention: Callable[..., nn.Module]
 
     def __init__(self, config: Gemma4Config, layer_id: int, dtype: str):
         h, eps = config.hidden_size, config.rms_norm_eps
         self.dtype = dtype
-        self.self_attn = Gemma4Attention(config, layer_id, dtype)
+        self.self_attn = type(self).attention(config, layer_id, dtype)
         self.mlp = GatedMLP(h, config.layer_intermediate_size(layer_id), dtype)
         self.input_layernorm = RMSNorm(h, eps, dtype)
         self.post_attention_layernorm = RMSNorm(h, eps, dtype)
@@ -217,12 +225,6 @@ class Gemma4DecoderLayer(nn.Module):  # pylint: disable=too-many-instance-attrib
             self.per_layer_projection = nn.Linear(p, h, bias=False, dtype=dtype)
             self.post_per_layer_input_norm = RMSNorm(h, eps, dtype)
 
-    def forward(self, x: Tensor, per_layer_input: Tensor | None, cache: PagedKVCache,
-                shared_kv: tuple[Tensor, Tensor] | None):
-        """float32 ``(b, s, hidden)`` residual stream -> the same updated, and this layer's K/V."""
-        attn, kv = self.self_attn(self.input_layernorm(x), cache, shared_kv)
-        return self.after_attention(x, attn, per_layer_input), kv
-
     def after_attention(self, x: Tensor, attn: Tensor, per_layer_input: Tensor | None) -> Tensor:
         """The layer from the attention output ``attn`` on: residual adds, MLP (and experts),
         per-layer-embedding block and ``layer_scalar``; float32 ``(b, s, hidden)`` stream."""
@@ -242,7 +244,19 @@ class Gemma4DecoderLayer(nn.Module):  # pylint: disable=too-many-instance-attrib
         return x * self.layer_scalar.astype("float32")
 
 
-class Gemma4TextModel(nn.Module):  # pylint: disable=too-many-instance-attributes
+class Gemma4DecoderLayer(Gemma4LayerBody):
+    """One Gemma 4 decoder layer (see the module docstring for the order of operations)."""
+
+    attention = Gemma4Attention
+
+    def forward(self, x: Tensor, per_layer_input: Tensor | None, cache: PagedKVCache,
+                shared_kv: tuple[Tensor, Tensor] | None):
+        """float32 ``(b, s, hidden)`` residual stream -> the same updated, and this layer's K/V."""
+        attn, kv = self.self_attn(self.input_layernorm(x), cache, shared_kv)
+        return self.after_attention(x, attn, per_layer_input), kv
+
+
+class Gemma4TextModel(nn.Module):
     """Embeddings (token and per-layer), decoder stack and final norm."""
 
     def __init__(self, config: Gemma4Config, dtype: str):
@@ -291,10 +305,11 @@ class Gemma4TextModel(nn.Module):  # pylint: disable=too-many-instance-attribute
         x = leading_columns(packed, h)
         per_layer = self._per_layer_inputs(x, trailing_columns(packed, h)) if self.ple else None
         stream = x.astype("float32")
-        kvs = {}
+        kvs: dict[int, tuple[Tensor, Tensor]] = {}
         for i, layer in enumerate(self.layers):
             ple_i = None if per_layer is None else layer_slice(per_layer, i)
-            stream, kvs[i] = layer(stream, ple_i, cache, kvs.get(self.producer.get(i)))
+            shared = kvs[self.producer[i]] if i in self.producer else None
+            stream, kvs[i] = layer(stream, ple_i, cache, shared)
         return self.norm(stream), [kvs[i] for i in self.mtp_layers]
 
 

@@ -29,7 +29,7 @@ class Gemma4AssistantConfig(Gemma4Config):
         return ["reuse"] * self.num_hidden_layers
 
     @classmethod
-    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> "Gemma4AssistantConfig":
+    def from_hf(cls, cfg: dict[str, Any], **overrides: Any) -> Gemma4AssistantConfig:
         """Read a ``gemma4_assistant`` ``config.json`` dict.
 
         Raises:

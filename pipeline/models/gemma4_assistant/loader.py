@@ -20,7 +20,9 @@ from ...errors import PipelineError
 ORDERING, RANK = "masked_embedding.token_ordering", "masked_embedding.token_rank"
 # The name map a ``litertlm`` drafter is read with when the config names none: the tensor names
 # of the tf_lite_mtp_drafter model in Google's Gemma 4 LiteRT-LM exports (evidence in its header).
-LITERTLM_NAME_MAP = Path(__file__).resolve().parents[3] / "configs" / "name-maps" / "litertlm-gemma4-mtp-drafter.yaml"
+# Shipped in the package (pyproject.toml's package-data), beside the community extraction's map;
+# configs/name-maps/ links to both, for configs that name them by that path.
+LITERTLM_NAME_MAP = Path(__file__).resolve().parent / "name_maps" / "litertlm-gemma4-mtp-drafter.yaml"
 
 
 def hf_name(source_name: str) -> str | None:

@@ -33,7 +33,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
 from ..base import packed_method
-from ..gemma4.model import Gemma4DecoderLayer
+from ..gemma4.model import Gemma4LayerBody
 from ..layers import RMSNorm, TiedEmbedding, apply_rope
 from .config import Gemma4AssistantConfig
 
@@ -83,6 +83,7 @@ class AssistantAttention(nn.Module):
         self.sliding = config.is_sliding(layer_id)
         self.h_q, self.d = config.num_attention_heads, config.layer_head_dim(layer_id)
         self.window = config.sliding_window + 1 if self.sliding else None
+        self.rope: tuple[float, float, int | None]  # theta, scaling factor, rotary pairs (None: all)
         if self.sliding:
             self.rope = (config.rope_theta_sliding, 1.0, None)
         else:
@@ -100,14 +101,12 @@ class AssistantAttention(nn.Module):
         return self.o_proj(out.astype(x.dtype).reshape(1, 1, self.h_q * self.d))
 
 
-class AssistantLayer(Gemma4DecoderLayer):
+class AssistantLayer(Gemma4LayerBody):
     """A Gemma 4 decoder layer whose attention is :class:`AssistantAttention`."""
 
-    def __init__(self, config: Gemma4AssistantConfig, layer_id: int, dtype: str):
-        super().__init__(config, layer_id, dtype)
-        self.self_attn = AssistantAttention(config, layer_id, dtype)
+    attention = AssistantAttention
 
-    def forward(self, x: Tensor, position: Tensor,  # pylint: disable=arguments-differ
+    def forward(self, x: Tensor, position: Tensor,
                 context: dict[bool, tuple[Tensor, Tensor]]) -> Tensor:
         """float32 ``(1, 1, hidden)`` -> the same, attending to the base model's ``context``."""
         return self.after_attention(x, self.self_attn(self.input_layernorm(x), position, context), None)
@@ -166,7 +165,7 @@ class Gemma4AssistantForCausalLM(nn.Module):
         if config.use_ordered_embeddings:
             self.masked_embedding = MaskedEmbedder(config, dtype)
 
-    def draft_step(self, input_embed: Tensor, hidden_states: Tensor,  # pylint: disable=too-many-arguments
+    def draft_step(self, input_embed: Tensor, hidden_states: Tensor,
                    k_sliding: Tensor, v_sliding: Tensor, k_full: Tensor, v_full: Tensor):
         """One draft step.
 

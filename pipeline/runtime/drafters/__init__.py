@@ -11,8 +11,9 @@ reads of the base model (:mod:`.base`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ...config.loader import speculative_settings
 from ...config.schema import RUNTIME_SPECULATIVE

@@ -18,7 +18,7 @@ import numpy as np
 from .context import MTPContext
 
 
-class Drafter(Protocol):  # pylint: disable=too-few-public-methods
+class Drafter(Protocol):
     """Proposes draft tokens: ``propose(history, n)`` returns ``n`` token ids continuing
     ``history`` (all tokens so far) and their draft distributions, float64 ``(n, vocab)``
     (one-hot rows for a greedy drafter)."""

@@ -89,7 +89,7 @@ class MTPContext:
             RuntimeError: the last position's hidden state was never returned (a prompt token
                 other than the last, which a roll-back never reaches).
         """
-        if not self.length or not self.known.view()[-1]:
+        if self.hidden is None or not self.length or not self.known.view()[-1]:
             raise RuntimeError("the base model's hidden state of the last cached token is unknown")
         return self.hidden.view()[-1]
 
@@ -99,7 +99,7 @@ class MTPContext:
         Raises:
             RuntimeError: one of them was never returned, or ``stop`` is past the positions held.
         """
-        if stop > self.length or not self.known.view()[start:stop].all():
+        if self.hidden is None or stop > self.length or not self.known.view()[start:stop].all():
             raise RuntimeError(f"the base model's hidden states of positions {start}..{stop - 1} are not all known "
                                f"({self.length} positions held)")
         return self.hidden.view()[start:stop]

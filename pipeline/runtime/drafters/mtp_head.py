@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import tvm
 import tvm_ffi
 
 from ...errors import PipelineError
-from ...models.registry import family_of_runtime_drafter
 from ...kernels import PAGE_SIZE
+from ...models.registry import family_of_runtime_drafter
 from ..engine import Engine, load_library
 from .base import Capture, one_hot
 
@@ -137,7 +138,7 @@ class MTPDraftChain:
         device: the device both libraries run on (the base engine's; default the CPU).
     """
 
-    def __init__(self, drafter_vm, drafter_params, base_vm, base_params, *,  # pylint: disable=too-many-arguments
+    def __init__(self, drafter_vm, drafter_params, base_vm, base_params, *,
                  max_total_seq_len: int, prefill_chunk_size: int, device=None):
         self.device = device if device is not None else tvm.cpu(0)
         self.vm, self.params = drafter_vm, drafter_params
@@ -155,8 +156,8 @@ class MTPDraftChain:
         """Start a fresh sequence (new, empty cache)."""
         shape = tvm_ffi.Shape
         self.cache = self.vm["create_paged_kv_cache"](
-            shape([1]), shape([self.max_total_seq_len]), shape([self.prefill_chunk_size]), shape([PAGE_SIZE]),
-            shape([0]))
+            shape((1,)), shape((self.max_total_seq_len,)), shape((self.prefill_chunk_size,)), shape((PAGE_SIZE,)),
+            shape((0,)))
         tvm.get_global_func("vm.builtin.kv_state_add_sequence")(self.cache, 0)
         self.length, self.speculative, self._last = 0, 0, None
 
@@ -193,16 +194,17 @@ class MTPDraftChain:
         hidden_states = np.asarray(hidden_states)
         k = len(next_tokens)
         if k == 0 or hidden_states.shape[0] != k:
-            raise PipelineError(f"accept: {hidden_states.shape[0]} hidden states for {k} tokens, expected equal and > 0")
+            raise PipelineError(f"accept: {hidden_states.shape[0]} hidden states for {k} tokens, "
+                                f"expected equal and > 0")
         self._check_room(k)
         self._discard_chain()
-        outputs = []
+        chunks = []
         for start in range(0, k, self.prefill_chunk_size):
             stop = start + self.prefill_chunk_size
             fused = self._fuse(next_tokens[start:stop], hidden_states[start:stop])
-            outputs.append(self._forward("prefill_to_last_hidden_states", fused))
+            chunks.append(self._forward("prefill_to_last_hidden_states", fused))
         self.length += k
-        outputs = np.concatenate(outputs)
+        outputs = np.concatenate(chunks)
         self._last = outputs[-1]
         return outputs
 
@@ -250,8 +252,8 @@ class MTPDraftChain:
         """Run ``(k, hidden)`` fused inputs through the block; ``(k, hidden)`` outputs."""
         k, hidden = fused.shape
         builtin = tvm.get_global_func
-        builtin("vm.builtin.kv_state_begin_forward")(self.cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([k]))
-        out, self.cache = self.vm[function](fused._create_view((1, k, hidden)),  # pylint: disable=protected-access
+        builtin("vm.builtin.kv_state_begin_forward")(self.cache, tvm_ffi.Shape((0,)), tvm_ffi.Shape((k,)))
+        out, self.cache = self.vm[function](fused._create_view((1, k, hidden)),
                                             self.cache, self.params)
         builtin("vm.builtin.kv_state_end_forward")(self.cache)
         return out.numpy()[0]

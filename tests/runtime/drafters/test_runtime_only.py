@@ -19,8 +19,9 @@ from tests.runtime.drafters.test_mtp_head import mtp_package  # noqa: F401  # py
 ROOT = Path(__file__).resolve().parents[3]
 COMPILE_SIDE = ("tvm.relax", "pipeline.compile", "pipeline.models", "pipeline.kernels")
 # Runtime-safe: the model-family registry (lazy references; tests/test_registry.py), in which the runtime
-# looks drafter families up, and the kernels package itself (only PAGE_SIZE, the cache page the runtime passes).
-RUNTIME_SAFE = ("pipeline.models", "pipeline.models.registry", "pipeline.kernels")
+# looks drafter families up, the layer-type names (two strings, no imports; the config schema's enum), and the
+# kernels package itself (only PAGE_SIZE, the cache page the runtime passes).
+RUNTIME_SAFE = ("pipeline.models", "pipeline.models.registry", "pipeline.models.layer_types", "pipeline.kernels")
 
 IMPORTS = """
 import json, sys
