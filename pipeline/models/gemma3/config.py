@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..layer_types import FULL, LAYER_TYPES, SLIDING, periodic_layer_types
+from ..layer_types import check_activation, check_layer_types, periodic_layer_types
 
 
 @dataclasses.dataclass
@@ -46,16 +46,8 @@ class Gemma3Config:
     model_type = "gemma3_text"
 
     def __post_init__(self):
-        if len(self.layer_types) != self.num_hidden_layers:
-            raise ValueError(
-                f"layer_types has {len(self.layer_types)} entries, expected num_hidden_layers="
-                f"{self.num_hidden_layers}"
-            )
-        bad = sorted(set(self.layer_types) - set(LAYER_TYPES))
-        if bad:
-            raise ValueError(f"layer_types holds {bad}, expected {SLIDING} or {FULL}")
-        if self.hidden_activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
-            raise ValueError(f"hidden_activation {self.hidden_activation!r} is not supported (gelu_pytorch_tanh)")
+        check_layer_types(self.layer_types, self.num_hidden_layers)
+        check_activation(self.hidden_activation)
 
     @staticmethod
     def default_layer_types(num_layers: int, pattern: int = 6) -> list[str]:

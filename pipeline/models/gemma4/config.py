@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..layer_types import FULL, SLIDING, periodic_layer_types
+from ..layer_types import FULL, SLIDING, check_activation, check_layer_types, periodic_layer_types
 
 
 @dataclasses.dataclass
@@ -61,16 +61,10 @@ class Gemma4Config:
     model_type = "gemma4_text"
 
     def __post_init__(self):
-        if len(self.layer_types) != self.num_hidden_layers:
-            raise ValueError(f"layer_types has {len(self.layer_types)} entries, expected num_hidden_layers="
-                             f"{self.num_hidden_layers}")
-        bad = sorted(set(self.layer_types) - {SLIDING, FULL})
-        if bad:
-            raise ValueError(f"layer_types holds {bad}, expected {SLIDING} or {FULL}")
+        check_layer_types(self.layer_types, self.num_hidden_layers)
         if self.layer_types[-1] != FULL:
             raise ValueError(f"the last layer must be {FULL}, got {self.layer_types[-1]}")
-        if self.hidden_activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
-            raise ValueError(f"hidden_activation {self.hidden_activation!r} is not supported (gelu_pytorch_tanh)")
+        check_activation(self.hidden_activation)
         if self.enable_moe_block and not (self.num_experts and self.top_k_experts and self.moe_intermediate_size):
             raise ValueError("enable_moe_block needs num_experts, top_k_experts and moe_intermediate_size")
         for kv in {self.layer_kv_heads(i) for i in range(self.num_hidden_layers)}:
