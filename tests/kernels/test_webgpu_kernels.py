@@ -15,9 +15,8 @@ from pipeline.compile.targets import load_target
 from pipeline.compile.wasm import link_wasm
 from pipeline.kernels.attention_gpu import block_threads
 from pipeline.kernels.merge_state import merge_state_gpu
-from tests.kernels.attention_cases import EMPTY_LSE, H_KV, H_Q, WINDOW
-from tests.kernels.test_attention_kernels import cases
-from tests.web import webgpu
+from tests.helpers import webgpu
+from tests.helpers.attention_cases import EMPTY_LSE, H_KV, H_Q, WINDOW, cases
 
 D = 32
 # Measured: 1.2e-6 against float64 on both (Dawn on lavapipe, SwiftShader).

@@ -13,8 +13,7 @@ from tvm import relax
 from tvm.relax.frontend import nn
 
 from pipeline.quantization import get_scheme
-from pipeline.quantization.group_quant import (
-    GroupQuantEmbedding, GroupQuantLinear, dequantize_array, quantize_array)
+from pipeline.quantization.group_quant import GroupQuantEmbedding, GroupQuantLinear, dequantize_array, quantize_array
 
 Q4F32 = get_scheme("q4f32_1")
 
