@@ -11,7 +11,7 @@ library: those the Relax functions (``embed``, ``prefill``, ``decode``, ``batch_
 for them (TVM's ``split_rotary`` and ``transpose_append``, our windowed ragged/paged prefill and
 decode, our state merge), the cache's other kernels (TVM's tree attention, page copy, compaction,
 debug read, MLA append), and reshapes TVM compiles although Relax calls ``vm.builtin.reshape``.
-Launch sizes and scalar arguments come from the compiled host code (tests/compile/opencl_launch.py);
+Launch sizes and scalar arguments come from the compiled host code (tests/helpers/opencl.py);
 every work-group must stay within the preset's ``max_num_threads`` (256: Adreno rejects larger
 ones with CL_INVALID_WORK_GROUP_SIZE) and its local memory within ``max_shared_memory_per_block``.
 
@@ -40,7 +40,7 @@ from tests.helpers.opencl import PoCL, build_opencl, call_tvm, evaluate, param_k
 pytestmark = pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")
 
 # Gemma 3 (tests.helpers.gemma3.TINY_CONFIG: sliding and full layers) and two Gemma 4 shapes of
-# tests/models/gemma4_fixtures.py (head_dim 16 on sliding and 32 on full layers in one cache of 32):
+# tests/helpers/gemma4.py (head_dim 16 on sliding and 32 on full layers in one cache of 32):
 # E4B (per-layer embeddings, KV sharing) and 26B-A4B (mixture of experts: router softmax, top-k,
 # expert gathers).
 MODELS = ("gemma3", "gemma4-e4b", "gemma4-26b-a4b")

@@ -1,7 +1,7 @@
 """Our windowed attention kernels (ragged prefill, paged prefill over a cached prefix or causal,
 decode; sliding and full) compiled with the ``webgpu`` preset, linked into one ``.wasm`` and
 called one by one through tvmjs on real WebGPU implementations, on the random cases of
-``tests/kernels/attention_cases.py`` against its float64 reference: the kernels' WGSL, barriers
+``tests/helpers/attention_cases.py`` against its float64 reference: the kernels' WGSL, barriers
 and launch sizes as a browser runs them (the PoCL test runs their OpenCL translation).  Our
 attention-state merge (``pipeline/kernels/merge_state.py``) runs beside them against numpy."""
 

@@ -1,6 +1,6 @@
 """The compiled Gemma 4 definition against transformers 5.24 on tiny random models (float32).
 
-One model per released shape (``gemma4_fixtures.SHAPES``): E2B-like (per-layer embeddings, KV
+One model per released shape (``tests.helpers.gemma4.SHAPES``): E2B-like (per-layer embeddings, KV
 sharing, double-wide MLP), E4B-like, 26B-A4B-like (mixture of experts, keys as values) and
 31B-like (keys as values, fewer global KV heads).  Each is built end to end from a Hugging Face
 directory and checked over a 16-token prefill (twice the sliding window) and 8 decode steps.

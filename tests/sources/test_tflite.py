@@ -1,7 +1,7 @@
 """TFLite weight reading: every value recovered exactly, checked against numpy and against the
 LiteRT interpreter's own DEQUANTIZE kernel (reference kernels), and clear errors on bad models.
 
-Models are packed with the TFLite schema's generated object API (see ``litert_fixtures.py``)."""
+Models are packed with the TFLite schema's generated object API (see ``tests/helpers/litert.py``)."""
 
 from __future__ import annotations
 
