@@ -15,6 +15,8 @@ from pipeline.runtime.engine import Engine
 from tests.helpers.gemma3 import make_tiny_gemma3
 from tests.helpers.packages import build_package, write_config
 
+pytestmark = pytest.mark.compile
+
 
 def test_unchanged_rerun_does_no_work_and_force_redoes_it(tiny_config, tmp_path):
     said = []

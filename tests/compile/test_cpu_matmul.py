@@ -5,11 +5,14 @@ with ``pad_kv_heads`` (head_dim 16 padded to the cache's 32) once left columns 1
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tvm
 from tvm.s_tir import dlight as dl
 from tvm.script import tirx as T
 
 from pipeline.compile.cpu_matmul import CPUMatmul
+
+pytestmark = pytest.mark.compile
 
 EPS = 1e-6
 

@@ -38,6 +38,8 @@ from pipeline.quantization import get_scheme
 from tests.helpers.gemma3 import TINY_CONFIG
 from tests.helpers.opencl import compile_split, device_source
 
+pytestmark = pytest.mark.compile
+
 NO_NVCC = "" if shutil.which("nvcc") else "nvcc (the CUDA toolkit) is not on PATH"
 GPU_PRESETS = ["cuda", "metal", "webgpu", "android"]
 KERNELS = ("windowed_ragged_prefill_gpu", "windowed_paged_prefill_gpu", "windowed_paged_decode_gpu")

@@ -37,7 +37,8 @@ from tests.helpers.attention_cases import paged_case, ragged_case
 from tests.helpers.gemma3 import TINY_CONFIG
 from tests.helpers.opencl import PoCL, build_opencl, call_tvm, evaluate, param_keys, pocl_missing
 
-pytestmark = pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")
+pytestmark = [pytest.mark.compile,
+              pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")]
 
 # Gemma 3 (tests.helpers.gemma3.TINY_CONFIG: sliding and full layers) and two Gemma 4 shapes of
 # tests/helpers/gemma4.py (head_dim 16 on sliding and 32 on full layers in one cache of 32):

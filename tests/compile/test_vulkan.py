@@ -36,6 +36,8 @@ from pipeline.kernels.attention_gpu import block_threads
 from pipeline.kernels.kv_cache import fitting_tree_kernel, shared_bytes
 from tests.helpers.attention_cases import H_KV, H_Q, WINDOW, cases, check
 
+pytestmark = pytest.mark.compile
+
 ROOT = Path(__file__).resolve().parents[2]
 MISSING = vulkan.missing()
 needs_vulkan = pytest.mark.skipif(bool(MISSING), reason=f"needs Vulkan: {MISSING}")

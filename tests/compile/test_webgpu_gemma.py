@@ -21,6 +21,8 @@ from tests.helpers import webgpu
 from tests.helpers.gemma3 import make_tiny_gemma3
 from tests.helpers.packages import build_package
 
+pytestmark = pytest.mark.compile
+
 ATOL = {"node": 1e-5, "chromium": 1e-3}
 RNG = np.random.default_rng(7)
 PROMPT = [int(t) for t in RNG.integers(4, 96, 20)]   # 20 tokens, past the window of 8

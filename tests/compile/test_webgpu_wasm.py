@@ -17,6 +17,8 @@ from pipeline.compile.wasm import link_library_tar, link_wasm
 from pipeline.errors import PipelineError
 from tests.helpers import webgpu
 
+pytestmark = pytest.mark.compile
+
 HIDDEN, OUT, ROWS, EPS = 64, 32, 5, 1e-5
 
 

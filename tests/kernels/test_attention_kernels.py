@@ -35,6 +35,7 @@ def test_cases_cover_empty_windows_and_long_prefixes():
     assert labelled["decode-sliding"].buffers["q_pos"].max() > 2 * WINDOW
 
 
+@pytest.mark.compile
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("d", [32, 40])
 def test_cpu_kernels_match_reference(d, dtype):
@@ -46,6 +47,7 @@ def test_cpu_kernels_match_reference(d, dtype):
             raise AssertionError(f"{label}: {err}") from None
 
 
+@pytest.mark.compile
 @pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")
 @pytest.mark.parametrize("threads,d", [(32, 32), (16, 40), (64, 40)],
                          ids=["one-slice", "ragged-slices", "idle-threads"])

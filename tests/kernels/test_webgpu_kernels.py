@@ -18,6 +18,8 @@ from pipeline.kernels.merge_state import merge_state_gpu
 from tests.helpers import webgpu
 from tests.helpers.attention_cases import EMPTY_LSE, H_KV, H_Q, WINDOW, cases
 
+pytestmark = pytest.mark.compile
+
 D = 32
 # Measured: 1.2e-6 against float64 on both (Dawn on lavapipe, SwiftShader).
 ATOL = 1e-5

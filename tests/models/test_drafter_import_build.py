@@ -25,6 +25,8 @@ from tests.helpers.litert import gemma4_drafter_litertlm, gemma4_drafter_tensors
 from tests.helpers.packages import build_package
 from tests.helpers.references import reference_chain
 
+pytestmark = pytest.mark.compile
+
 TEXT = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=1, head_dim=16, global_head_dim=32, sliding_window=8, max_position_embeddings=512,
             layer_types=["sliding_attention"] * 3 + ["full_attention"])

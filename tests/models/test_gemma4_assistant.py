@@ -17,6 +17,8 @@ from pipeline.runtime.engine import Engine
 from tests.helpers.packages import build_assistant_package
 from tests.helpers.references import reference_chain
 
+pytestmark = pytest.mark.compile
+
 ATOL = 1e-4
 
 

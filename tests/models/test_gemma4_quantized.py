@@ -20,6 +20,8 @@ from pipeline.runtime.engine import Engine
 from tests.helpers.gemma4 import make_tiny_gemma4
 from tests.helpers.packages import GEMMA4_MODEL, build_package
 
+pytestmark = pytest.mark.compile
+
 ATOL = 1e-4
 SCHEME = get_scheme("q4f32_1")
 

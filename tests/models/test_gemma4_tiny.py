@@ -17,6 +17,8 @@ from pipeline.runtime.engine import Engine
 from tests.helpers.gemma4 import SHAPES, make_tiny_gemma4
 from tests.helpers.packages import GEMMA4_MODEL, build_package
 
+pytestmark = pytest.mark.compile
+
 ATOL = 1e-4
 
 

@@ -27,7 +27,7 @@ try:
 except PipelineError as err:
     NO_GPU = str(err)
 
-pytestmark = pytest.mark.skipif(bool(NO_GPU), reason=f"needs a CUDA GPU: {NO_GPU}")
+pytestmark = [pytest.mark.compile, pytest.mark.skipif(bool(NO_GPU), reason=f"needs a CUDA GPU: {NO_GPU}")]
 
 ATOL = 1e-4
 PREBUILT = os.environ.get("MLC_MTP_GPU_PACKAGES")

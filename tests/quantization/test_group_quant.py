@@ -65,6 +65,7 @@ def probe():
     return vm, [name for name, _ in params]
 
 
+@pytest.mark.compile
 def test_compiled_kernels_match_numpy(probe):
     vm, names = probe
     rng = np.random.default_rng(1)

@@ -81,7 +81,7 @@ def assistant_package(tmp_path_factory):
 
 
 def test_speculative_greedy_output_equals_plain_decoding_with_the_runtime_only(
-        assistant_package, mtp_package):  # noqa: F811
+        assistant_package, mtp_package):
     """Both drafter families load and draft with TVM's runtime only, and greedy speculative
     decoding emits plain decoding's tokens."""
     result = run_runtime_only(GENERATE, str(assistant_package), str(mtp_package))
