@@ -1,7 +1,7 @@
 """Build the two packages that ``tests/models/test_gpu_cuda.py`` reads from ``$MLC_MTP_GPU_PACKAGES``.
 
 Usage: ``python scripts/cuda_check_packages.py DIR [--skip-270m]``.  Writes ``DIR/tiny`` (the tiny
-Gemma 3 of ``tests/conftest.py``, q0f32, as the test's own fixture builds it) and
+Gemma 3 of ``tests/helpers/gemma3.py``, q0f32, as the test's own fixture builds it) and
 ``DIR/gemma3-270m-q4f16_1`` (``configs/gemma3-270m.yaml``, q4f16_1), each with a ``cpu`` and a
 ``cuda`` library.  Runs on a machine without a GPU: TVM keeps the CUDA kernels as CUDA C, compiled
 by NVRTC when the GPU machine loads the library (``scripts/run_cuda_check.sh`` drives the rest).
@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.build import build  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from tests.conftest import make_tiny_gemma3, write_config  # noqa: E402
+from tests.helpers.gemma3 import make_tiny_gemma3  # noqa: E402
+from tests.helpers.packages import write_config  # noqa: E402
 
 TARGETS = ["cpu", "cuda"]
 

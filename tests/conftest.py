@@ -1,23 +1,65 @@
-"""Shared fixtures: tiny random Gemma 3 checkpoints made offline with transformers, and a stage
-cache private to the test session."""
+"""Shared fixtures: a stage cache private to the test session, and the tiny Gemma 3 package
+(helpers live in :mod:`tests.helpers`).
+
+Tests that use a built package (these fixtures, directly or through another fixture) are marked
+``compile``; ``-m "not slow and not compile"`` runs the quick part.  Test modules import helpers
+from :mod:`tests.helpers` only, never from one another or from a conftest: checked when the session
+starts."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from pipeline.config import load_config
+from tests.helpers.gemma3 import make_tiny_gemma3
+from tests.helpers.packages import build_package, write_config
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-TINY = dict(
-    vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=32, sliding_window=8, query_pre_attn_scalar=24,
-    layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
-    max_position_embeddings=512, rope_theta=1_000_000.0, rope_local_base_freq=10_000.0,
-)
+TESTS = Path(__file__).resolve().parent
+# The fixtures that build a package: a test using one of them (even through another fixture) compiles.
+BUILDING_FIXTURES = {"tiny_package", "tiny_config"}
+
+
+def imports_of_other_tests(path: Path) -> list[str]:
+    """The imports in ``path`` that reach a test module or a conftest (anything under ``tests/``
+    outside :mod:`tests.helpers`, by package path or by bare file name); ``file:line: module``."""
+    siblings = {p.stem for p in TESTS.rglob("*.py") if TESTS / "helpers" not in p.parents}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            helper = name == "tests.helpers" or name.startswith("tests.helpers.")
+            if (top == "tests" and not helper) or top in siblings:
+                found.append(f"{path.relative_to(TESTS.parent)}:{node.lineno}: {name}")
+    return found
+
+
+def pytest_sessionstart(session):
+    """Refuse to run while a test module or conftest imports another test module or a conftest."""
+    found = [line for path in sorted(TESTS.rglob("*.py")) for line in imports_of_other_tests(path)]
+    if found:
+        raise pytest.UsageError("tests import other tests (move the shared code to tests/helpers/):\n"
+                                + "\n".join(found))
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``compile`` every test that uses a package-building fixture."""
+    for item in items:
+        if BUILDING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.compile)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,60 +68,18 @@ def private_stage_cache(tmp_path_factory):
     os.environ["MLC_MTP_CACHE"] = str(tmp_path_factory.mktemp("stage-cache"))
 
 
-def write_word_tokenizer(directory: Path, vocab_size: int) -> None:
-    """A whitespace word-level ``tokenizer.json`` over ``w0 .. wN`` (ids 0-3 special)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
-
-    vocab = {name: i for i, name in enumerate(["<pad>", "<eos>", "<bos>", "<unk>"])}
-    vocab.update({f"w{i}": i for i in range(4, vocab_size)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.save(str(directory / "tokenizer.json"))
-
-
-def make_tiny_gemma3(directory: Path, seed: int = 0, shard: bool = True, **overrides):
-    """Save a random tiny ``Gemma3ForCausalLM`` (float32, sharded safetensors) into ``directory``.
-
-    Norm weights are randomized too (transformers initializes them to zero), so that the
-    ``1 + w`` convention is exercised.  Returns the transformers model (eval mode).
-    """
-    import torch  # pylint: disable=import-outside-toplevel
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig  # pylint: disable=import-outside-toplevel
-
-    torch.manual_seed(seed)
-    config = Gemma3TextConfig(**{**TINY, **overrides}, attn_implementation="eager")
-    model = Gemma3ForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.normal_(0.0, 0.3)
-    model.save_pretrained(directory, max_shard_size="100KB" if shard else "10GB", safe_serialization=True)
-    write_word_tokenizer(directory, config.vocab_size)
-    return model
-
-
-def write_config(path: Path, source: Path, fmt: str = "hf-safetensors", **extra) -> Path:
-    """Write a pipeline YAML for ``source`` and return its path."""
-    import yaml  # pylint: disable=import-outside-toplevel
-
-    data = {"name": "tiny", "model": {"family": "gemma3", "overrides": {"context_window_size": 256,
-                                                                      "prefill_chunk_size": 64}},
-            "source": {"format": fmt, "path": str(source)}, "quantization": "q0f32", "targets": ["cpu"],
-            "output": str(path.parent / "out")}
-    data.update(extra)
-    path.write_text(yaml.safe_dump(data))
-    return path
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    """The config of a tiny random Gemma 3 (seed 1, one safetensors file), q0f32 for the CPU."""
+    root = tmp_path_factory.mktemp("build")
+    make_tiny_gemma3(root / "hf", seed=1, shard=False)
+    return load_config(write_config(root / "tiny.yaml", root / "hf"))
 
 
 @pytest.fixture(scope="session")
 def tiny_package(tmp_path_factory):
     """A tiny random Gemma 3 built end to end (q0f32, CPU) and its transformers twin."""
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-
     root = tmp_path_factory.mktemp("tiny")
     hf_model = make_tiny_gemma3(root / "hf")
     assert len(json.loads((root / "hf" / "model.safetensors.index.json").read_text())["weight_map"]) > 0
-    config = load_config(write_config(root / "tiny.yaml", root / "hf"))
-    result = build(config, output=root / "pkg", progress=False, say=lambda _: None)
-    return result.output, hf_model
+    return build_package(root, root / "hf"), hf_model

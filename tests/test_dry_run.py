@@ -7,7 +7,6 @@ tolerances; KV cache bytes likewise; bad architecture fields end with one clear 
 
 from __future__ import annotations
 
-import copy
 import json
 from collections import Counter
 from pathlib import Path
@@ -291,9 +290,9 @@ def test_present_weights_config_is_read_and_cross_checked(tmp_path):
     (tmp_path / "weights" / "config.json").write_text(json.dumps(real))
     with pytest.raises(PipelineError) as err:
         dry_run(load_config(path))
-    assert str(err.value) == (f"{CONFIGS / 'arch' / 'gemma-4-e2b-it.json'}: text_config.num_kv_shared_layers: 20, but "
-                              f"{tmp_path / 'weights' / 'config.json'} says 18; expected the architecture file to agree "
-                              f"with the weights' config.json")
+    assert str(err.value) == (f"{CONFIGS / 'arch' / 'gemma-4-e2b-it.json'}: text_config.num_kv_shared_layers: 20, "
+                              f"but {tmp_path / 'weights' / 'config.json'} says 18; expected the architecture file to "
+                              f"agree with the weights' config.json")
 
 
 def test_a_config_without_architecture_is_refused(capsys):
@@ -318,6 +317,7 @@ def test_mtp_family_drafter_over_gemma3(tmp_path):
     assert shapes["eh_proj.weight"] == (64, 128) and shapes["mtp_block.self_attn.q_proj.weight"] == (128, 64)
     assert run.drafter.count == 2 * 64 + 64 * 128 + (2 * 64 * 128 + 2 * 64 * 64 + 2 * 32 + 4 * 64 + 3 * 64 * 128) + 64
     cache = run.drafter.kv_cache
-    assert [(l.kind, l.kv_heads, l.head_dim, l.window) for l in cache.layers] == [("full_attention", 2, 32, None)]
+    assert [(layer.kind, layer.kv_heads, layer.head_dim, layer.window) for layer in cache.layers] == [
+        ("full_attention", 2, 32, None)]
     assert cache.tokens == 112 and cache.allocated() == 2 * 2 * 32 * 112 * 4  # 100 tokens in pages of 16
     assert run.base.kv_cache.minimum() == (3 * 8 + 112) * 2 * 2 * 32 * 4

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from pipeline import extras
-from tests.conftest import write_config
-from tests.test_cli_errors import write_gguf
+from tests.helpers.gguf_files import write_gguf
+from tests.helpers.packages import write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = sorted({m for modules in extras.EXTRA_MODULES.values() for m in modules} | {"google.protobuf"})

@@ -44,7 +44,7 @@ def packages(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(packages):
     """transformers' Gemma3ForCausalLM on the imported (dequantized) weights."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig  # pylint: disable=import-outside-toplevel
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     imported = packages["q0f32"].stages[0].path
     cfg = json.loads((imported / "model-config.json").read_text())
@@ -125,9 +125,9 @@ def test_group_quantized_builds_stay_close(packages, engine, quant, min_agreemen
 
 def test_chat_turns_reuse_the_cache_exactly(engine):
     """The second reply of a chat equals a fresh generation over the whole conversation text."""
-    from pipeline.runtime.chat import ChatSession, encode_turn  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.generate import generate  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.chat import ChatSession, encode_turn
+    from pipeline.runtime.generate import generate
+    from pipeline.runtime.sampling import Sampler
 
     session = ChatSession(engine, Sampler(), max_tokens=24)
     first = list(session.send("Name a color of the sky."))
@@ -141,8 +141,8 @@ def test_chat_turns_reuse_the_cache_exactly(engine):
 
 
 def test_cli_generate_prints_the_continuation_and_rates(packages):
-    import subprocess  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
+    import subprocess
+    import sys
 
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "generate", str(packages["q4f32_1"].output),
                            "--prompt", "The capital of France is", "--max-tokens", "8"],
@@ -153,8 +153,8 @@ def test_cli_generate_prints_the_continuation_and_rates(packages):
 
 
 def test_cli_chat_answers_each_turn(packages):
-    import subprocess  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
+    import subprocess
+    import sys
 
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "chat", str(packages["q4f32_1"].output),
                            "--max-tokens", "12"], input="What color is the sky?\nAnd grass?\n\n",

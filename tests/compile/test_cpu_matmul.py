@@ -5,11 +5,14 @@ with ``pad_kv_heads`` (head_dim 16 padded to the cache's 32) once left columns 1
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tvm
 from tvm.s_tir import dlight as dl
 from tvm.script import tirx as T
 
 from pipeline.compile.cpu_matmul import CPUMatmul
+
+pytestmark = pytest.mark.compile
 
 EPS = 1e-6
 
@@ -40,7 +43,8 @@ def norm_then_pad(x: T.Buffer((T.int64(3), T.int64(2), T.int64(16)), "float32"),
 def test_a_padding_epilogue_writes_its_whole_output():
     target = tvm.target.Target({"kind": "llvm"})
     with target:
-        mod = dl.ApplyDefaultSchedule(CPUMatmul())(tvm.IRModule({"main": norm_then_pad.with_attr("global_symbol", "main")}))
+        main = norm_then_pad.with_attr("global_symbol", "main")
+        mod = dl.ApplyDefaultSchedule(CPUMatmul())(tvm.IRModule({"main": main}))
     assert mod["main"].attrs["tirx.is_scheduled"]  # the rule took the function
     rng = np.random.default_rng(0)
     x, weight = rng.standard_normal((3, 2, 16)).astype(np.float32), rng.standard_normal(16).astype(np.float32)

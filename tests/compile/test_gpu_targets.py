@@ -36,7 +36,10 @@ from pipeline.kernels.attention_gpu import block_threads
 from pipeline.models.registry import get_family
 from pipeline.presets import KERNEL_TARGET_KINDS, require_kernel_target
 from pipeline.quantization import get_scheme
-from tests.compile.opencl_launch import compile_split, device_source
+from tests.helpers.gemma3 import TINY_CONFIG
+from tests.helpers.opencl import compile_split, device_source
+
+pytestmark = pytest.mark.compile
 
 NO_NVCC = "" if shutil.which("nvcc") else "nvcc (the CUDA toolkit) is not on PATH"
 GPU_PRESETS = ["cuda", "metal", "webgpu", "android"]
@@ -44,9 +47,6 @@ KERNELS = ("windowed_ragged_prefill_gpu", "windowed_paged_prefill_gpu", "windowe
 # What each kind's shading language calls a work-group barrier, and its device source module.
 BARRIER = {"cuda": "__syncthreads()", "metal": "threadgroup_barrier", "webgpu": "workgroupBarrier()",
            "opencl": "barrier(CLK_LOCAL_MEM_FENCE)"}
-TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=32, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
-            context_window_size=256, prefill_chunk_size=64)
 
 
 def compile_cuda_source(source: str, target) -> bytes:
@@ -87,7 +87,7 @@ def _tiny_library(tmp_path, name: str, quantization: str, **overrides):
     """Compile the tiny model for preset ``name`` (a name or a YAML path) into ``tmp_path``;
     returns ``compile_module``'s records with ``path`` added."""
     family, scheme, preset = get_family("gemma3"), get_scheme(quantization), load_target(name)
-    mod, _, _ = export_model(family, family.config_cls(**{**TINY, **overrides}), scheme, preset, "tiny")
+    mod, _, _ = export_model(family, family.config_cls(**{**TINY_CONFIG, **overrides}), scheme, preset, "tiny")
     library = tmp_path / f"tiny-{quantization}-{preset.name}.{preset.library}"
     records = compile_module(mod, preset, library, system_lib_prefix("tiny", quantization))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(r["file"] for r in records)
@@ -108,7 +108,7 @@ def test_every_cuda_kernel_of_a_q4f16_1_model_compiles():
     """All kernels of the tiny model in q4f16_1 (float16 attention, the fused dequantize-matmul
     under the GPU schedules, TVM's cache kernels) through nvcc for sm_90."""
     family, preset = get_family("gemma3"), load_target("cuda")
-    mod, _, _ = export_model(family, family.config_cls(**TINY), get_scheme("q4f16_1"), preset, "tiny")
+    mod, _, _ = export_model(family, family.config_cls(**TINY_CONFIG), get_scheme("q4f16_1"), preset, "tiny")
     target = preset.tvm_target()
     source = device_source(tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target)))
     assert "dequantize" in source and all(kernel in source for kernel in KERNELS)
@@ -123,7 +123,8 @@ def test_every_device_kernel_is_emitted_as_msl(name):
     kernels, ours) is one ``kernel void`` function of the MSL, with a threadgroup size within the
     preset's limit, and none is left over."""
     family, preset = get_family("gemma3"), load_target(name)
-    mod, _, _ = export_model(family, family.config_cls(**{**TINY, **ONE_LAYER}), get_scheme("q4f16_1"), preset, "tiny")
+    mod, _, _ = export_model(family, family.config_cls(**{**TINY_CONFIG, **ONE_LAYER}), get_scheme("q4f16_1"), preset,
+                             "tiny")
     target = preset.tvm_target()
     executable, _, kernels = compile_split(mod, target, relax_pipeline=relax_pipeline(target, preset.schedule))
     msl = device_source(executable, ("metal",))
@@ -133,7 +134,7 @@ def test_every_device_kernel_is_emitted_as_msl(name):
     limit = int(target.attrs["max_num_threads"])
     for kernel, func in kernels.items():
         extents = {}
-        tvm.tirx.stmt_functor.post_order_visit(func.body, lambda node: extents.update(
+        tvm.tirx.stmt_functor.post_order_visit(func.body, lambda node, extents=extents: extents.update(
             {node.node.thread_tag: int(node.value)} if type(node).__name__ == "AttrStmt"
             and node.attr_key == "thread_extent" and node.node.thread_tag.startswith("threadIdx") else {}))
         assert 1 <= math.prod(extents.values()) <= limit, f"{kernel}: threads {extents} over {limit}"
@@ -168,7 +169,8 @@ def test_metal_without_a_mac_linker_gives_objects_and_the_link_command(metal_bui
     """No xcrun (not a Mac): a .tar of arm64 Mach-O objects holding the MSL of our kernels, and
     the command a Mac user runs to get the .dylib MLC loads."""
     [record] = metal_build
-    assert record["format"] == "tar" and record["file"] == "tiny-q0f32-metal.tar" and record["system_lib_prefix"] is None
+    assert record["format"] == "tar" and record["file"] == "tiny-q0f32-metal.tar"
+    assert record["system_lib_prefix"] is None
     objects = _members(record["path"])
     assert objects and all(data.startswith(MACHO_ARM64) for data in objects.values())
     assert any(all(k.encode() in data for k in KERNELS) and b"threadgroup_barrier" in data for data in objects.values())
@@ -179,7 +181,8 @@ def test_metal_without_a_mac_linker_gives_objects_and_the_link_command(metal_bui
         " -o lib/tiny-q0f32-metal.dylib lib/tiny-q0f32-metal-objects/*.o")
 
 
-@pytest.mark.skipif(find_program("ld64.lld") is None, reason="ld64.lld (LLVM's Mach-O linker, Debian lld) is not on PATH")
+@pytest.mark.skipif(find_program("ld64.lld") is None,
+                    reason="ld64.lld (LLVM's Mach-O linker, Debian lld) is not on PATH")
 def test_a_user_preset_with_a_linker_present_gets_the_dylib(tmp_path):
     """The metal preset with its link command swapped for LLVM's Mach-O linker, present here: a
     preset file and no code change give the .dylib (a Mach-O arm64 MH_DYLIB; not run)."""
@@ -274,9 +277,9 @@ def test_generic_matmul_skips_the_metal_simdgroup_schedule():
 def test_vulkan_preset_is_refused_with_the_way_to_a_vulkan_tvm(tmp_path):
     """PyPI's TVM without the Vulkan plugin (an empty plugin folder; run in a fresh interpreter, as a
     loaded plugin cannot be unloaded): one line naming both missing parts and the two ways to them."""
-    import os  # pylint: disable=import-outside-toplevel
-    import subprocess  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
+    import os
+    import subprocess
+    import sys
 
     if tvm.support.libinfo().get("USE_VULKAN", "OFF") != "OFF":
         pytest.skip("this TVM has its own Vulkan backend (USE_VULKAN=ON)")

@@ -11,7 +11,7 @@ library: those the Relax functions (``embed``, ``prefill``, ``decode``, ``batch_
 for them (TVM's ``split_rotary`` and ``transpose_append``, our windowed ragged/paged prefill and
 decode, our state merge), the cache's other kernels (TVM's tree attention, page copy, compaction,
 debug read, MLA append), and reshapes TVM compiles although Relax calls ``vm.builtin.reshape``.
-Launch sizes and scalar arguments come from the compiled host code (tests/compile/opencl_launch.py);
+Launch sizes and scalar arguments come from the compiled host code (tests/helpers/opencl.py);
 every work-group must stay within the preset's ``max_num_threads`` (256: Adreno rejects larger
 ones with CL_INVALID_WORK_GROUP_SIZE) and its local memory within ``max_shared_memory_per_block``.
 
@@ -33,19 +33,20 @@ from pipeline.compile.compiler import export_model, relax_pipeline
 from pipeline.compile.targets import load_target
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme
-from tests.kernels.attention_cases import paged_case, ragged_case
-from tests.compile.opencl_launch import PoCL, build_opencl, call_tvm, evaluate, param_keys, pocl_missing
-from tests.compile.test_gpu_targets import TINY
+from tests.helpers.attention_cases import paged_case, ragged_case
+from tests.helpers.gemma3 import TINY_CONFIG
+from tests.helpers.opencl import PoCL, build_opencl, call_tvm, evaluate, param_keys, pocl_missing
 
-pytestmark = pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")
+pytestmark = [pytest.mark.compile,
+              pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")]
 
-# Gemma 3 (TINY of test_gpu_targets: sliding and full layers) and two Gemma 4 shapes of
-# tests/models/gemma4_fixtures.py (head_dim 16 on sliding and 32 on full layers in one cache of 32):
+# Gemma 3 (tests.helpers.gemma3.TINY_CONFIG: sliding and full layers) and two Gemma 4 shapes of
+# tests/helpers/gemma4.py (head_dim 16 on sliding and 32 on full layers in one cache of 32):
 # E4B (per-layer embeddings, KV sharing) and 26B-A4B (mixture of experts: router softmax, top-k,
 # expert gathers).
 MODELS = ("gemma3", "gemma4-e4b", "gemma4-26b-a4b")
 # Values of the symbolic sizes: 19 rows cross tile boundaries (8, 16, 32) without filling them.
-SIZES = {"seq_len": 19, "batch_size": 3, "n": 19, "h": TINY["num_attention_heads"], "ntoken": 19, "seqlen": 19,
+SIZES = {"seq_len": 19, "batch_size": 3, "n": 19, "h": TINY_CONFIG["num_attention_heads"], "ntoken": 19, "seqlen": 19,
          "num_pages": 9, "page_size": 16, "total_copy_length": 7}
 # Float32 results of the same function on PoCL and LLVM (different reduction orders, exp/tanh):
 # measured up to 1.9e-5 on matmul outputs of magnitude ~10, i.e. 46% of atol + rtol * |value|
@@ -69,9 +70,9 @@ def _config(model: str):
     """(family, config) of a tiny model of :data:`MODELS`."""
     if model == "gemma3":
         family = get_family("gemma3")
-        return family, family.config_cls(**TINY)
+        return family, family.config_cls(**TINY_CONFIG)
     pytest.importorskip("transformers", reason="the tiny Gemma 4 config is made with transformers")
-    from tests.models.gemma4_fixtures import tiny_gemma4_config  # pylint: disable=import-outside-toplevel
+    from tests.helpers.gemma4 import tiny_gemma4_config
 
     family = get_family("gemma4")
     hf = tiny_gemma4_config(model.removeprefix("gemma4-")).to_dict()

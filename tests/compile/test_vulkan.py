@@ -34,7 +34,9 @@ from pipeline.compile import vulkan
 from pipeline.compile.targets import load_target
 from pipeline.kernels.attention_gpu import block_threads
 from pipeline.kernels.kv_cache import fitting_tree_kernel, shared_bytes
-from tests.kernels.test_attention_kernels import H_KV, H_Q, WINDOW, cases, check
+from tests.helpers.attention_cases import H_KV, H_Q, WINDOW, cases, check
+
+pytestmark = pytest.mark.compile
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSING = vulkan.missing()
@@ -115,7 +117,7 @@ def test_the_target_takes_the_device_capabilities():
             assert attrs[name] == min(value, caps[name]), name
     assert attrs["supports_int64"] and attrs["supports_float16"]  # lavapipe has both
 
-    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+    from tvm.script import tirx as T
 
     @T.prim_func
     def wide(a: T.Buffer((64,), "int64")):
@@ -199,16 +201,13 @@ def test_attention_kernels_match_the_reference_on_vulkan(dtype):
 
 def _engines(tmp_path_factory, quantization: str):
     """``(CPU engine, Vulkan engine, Vulkan library path)`` over one tiny Gemma 3 package."""
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
-    from tests.conftest import make_tiny_gemma3, write_config  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.engine import Engine
+    from tests.helpers.gemma3 import make_tiny_gemma3
+    from tests.helpers.packages import build_package
 
     root = tmp_path_factory.mktemp(f"vulkan-tiny-{quantization}")
     make_tiny_gemma3(root / "hf")
-    config = load_config(write_config(root / "tiny.yaml", root / "hf", targets=["cpu", "vulkan"],
-                                      quantization=quantization))
-    package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+    package = build_package(root, root / "hf", targets=["cpu", "vulkan"], quantization=quantization)
     library = package / json.loads((package / "mlc-mtp-config.json").read_text())["model_lib"]["vulkan"]
     return Engine(package, target="cpu"), Engine(package, target="vulkan"), library
 
@@ -287,18 +286,13 @@ def test_tiny_gemma4_prefill_past_the_window_verify_and_decode(tmp_path_factory,
     padded cache; a 24-token prefill past the window of 8, a 4-token verify, a roll-back and
     decodes, against the CPU build (q0f32)."""
     pytest.importorskip("transformers")
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
-    from tests.conftest import write_config  # pylint: disable=import-outside-toplevel
-    from tests.models.gemma4_fixtures import make_tiny_gemma4  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.engine import Engine
+    from tests.helpers.gemma4 import make_tiny_gemma4
+    from tests.helpers.packages import GEMMA4_MODEL, build_package
 
     root = tmp_path_factory.mktemp(f"vulkan-gemma4-{shape}")
     make_tiny_gemma4(root / "hf", shape)
-    config = load_config(write_config(root / "tiny.yaml", root / "hf", name=f"tiny-{shape}", targets=["cpu", "vulkan"],
-                                      model={"family": "gemma4", "overrides": {"context_window_size": 256,
-                                                                               "prefill_chunk_size": 64}}))
-    package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+    package = build_package(root, root / "hf", name=f"tiny-{shape}", targets=["cpu", "vulkan"], model=GEMMA4_MODEL)
     engines = (Engine(package, target="cpu"), Engine(package, target="vulkan"))
     rng = np.random.default_rng(3)
     ids, draft = rng.integers(4, 96, size=30).tolist(), rng.integers(4, 96, size=4).tolist()
@@ -317,10 +311,10 @@ def test_tiny_gemma4_prefill_past_the_window_verify_and_decode(tmp_path_factory,
 def _speculative_tokens(package, target: str, drafter_on: bool) -> tuple[list[int], int]:
     """Greedy tokens after a fixed prompt on ``target`` with the package's drafter (2 drafted per
     step) or none, and the number of drafted tokens accepted."""
-    from pipeline.runtime.drafters import load_drafter, package_speculative  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.speculative import SpeculativeStats, speculative_generate  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.drafters import load_drafter, package_speculative
+    from pipeline.runtime.engine import Engine
+    from pipeline.runtime.sampling import Sampler
+    from pipeline.runtime.speculative import SpeculativeStats, speculative_generate
 
     engine = Engine(package, target=target)
     drafter = load_drafter(engine, package_speculative(package, engine.runtime_config)) if drafter_on else None
@@ -340,28 +334,26 @@ def test_speculative_decoding_with_each_drafter_family_on_vulkan(tmp_path_factor
     ``gemma4_assistant``: a random assistant over a tiny Gemma 4 E2B shape (its drafts are rejected:
     this shows it drafts on the device and leaves the output as plain decoding's)."""
     pytest.importorskip("transformers")
-    from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
+    from safetensors.torch import save_file
 
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-    from tests.conftest import make_tiny_gemma3, write_config  # pylint: disable=import-outside-toplevel
-    from tests.models.gemma4_fixtures import make_tiny_assistant, make_tiny_gemma4  # pylint: disable=import-outside-toplevel
-    from tests.runtime.drafters.test_mtp_head import echo_head  # pylint: disable=import-outside-toplevel
+    from tests.helpers.gemma3 import make_tiny_gemma3
+    from tests.helpers.gemma4 import make_tiny_assistant, make_tiny_gemma4
+    from tests.helpers.packages import GEMMA4_MODEL, build_package
+    from tests.helpers.references import echo_head
 
     root = tmp_path_factory.mktemp(f"vulkan-{family}")
     common = dict(targets=["cpu", "vulkan"], speculative={"mode": "mtp", "draft_length": 2})
     if family == "mtp":
         save_file(echo_head(make_tiny_gemma3(root / "hf")), str(root / "head.safetensors"))
         (root / "head.json").write_text(json.dumps({"_comment": "test", "layer_type": "full_attention"}))
-        config = write_config(root / "tiny.yaml", root / "hf", **common, mtp={
+        package = build_package(root, root / "hf", **common, mtp={
             "family": "gemma3_mtp", "format": "safetensors", "path": "head.safetensors", "architecture": "head.json"})
     else:
         base = make_tiny_gemma4(root / "hf", "e2b")
         make_tiny_assistant(root / "assistant", base.config)
-        config = write_config(root / "tiny.yaml", root / "hf", name="tiny-e2b", **common, model={
-            "family": "gemma4", "overrides": {"context_window_size": 256, "prefill_chunk_size": 64}},
+        package = build_package(
+            root, root / "hf", name="tiny-e2b", **common, model=GEMMA4_MODEL,
             mtp={"family": "gemma4_assistant", "format": "hf-safetensors", "path": str(root / "assistant")})
-    package = build(load_config(config), output=root / "pkg", progress=False, say=lambda _: None).output
     on_vulkan, accepted = _speculative_tokens(package, "vulkan", True)
     on_cpu, accepted_cpu = _speculative_tokens(package, "cpu", True)
     print(f"{family}: {len(on_vulkan)} tokens, {accepted} drafts accepted on Vulkan, {accepted_cpu} on the CPU")

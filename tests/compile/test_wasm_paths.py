@@ -35,15 +35,15 @@ def test_esbuild_from_path_when_the_web_folder_has_none(monkeypatch, tmp_path):
     monkeypatch.setattr(wasm, "WEB_DIR", tmp_path / "web")
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     with pytest.raises(PipelineError) as info:
-        wasm._esbuild()  # pylint: disable=protected-access
+        wasm._esbuild()
     message = str(info.value)
     assert "esbuild" in message and f"npm ci --prefix {tmp_path / 'web'}" in message
     (tmp_path / "bin").mkdir()
     fake = tmp_path / "bin" / "esbuild"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    assert wasm._esbuild() == fake  # pylint: disable=protected-access
+    assert wasm._esbuild() == fake
     installed = tmp_path / "web" / "node_modules" / ".bin" / "esbuild"
     installed.parent.mkdir(parents=True)
     installed.write_text("")
-    assert wasm._esbuild() == installed  # pylint: disable=protected-access
+    assert wasm._esbuild() == installed

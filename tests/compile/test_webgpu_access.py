@@ -8,6 +8,7 @@ import re
 import struct
 import tarfile
 
+import pytest
 import tvm
 from tvm.script import tirx as T
 
@@ -84,6 +85,7 @@ def gather_rows(indptr: T.Buffer((3,), "int32"), src: T.Buffer((64,), "float32")
                 T.tvm_storage_sync("shared")
 
 
+@pytest.mark.compile
 def test_repairs_a_kernel_compiled_by_tvm(tmp_path):
     target = tvm.target.Target({"kind": "webgpu", "host": {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}})
     tvm.compile(tvm.IRModule({"gather_rows": gather_rows}), target=target).export_library(str(tmp_path / "k.tar"))

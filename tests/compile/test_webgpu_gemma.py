@@ -15,12 +15,13 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.build import build
-from pipeline.config import load_config
 from pipeline.kernels import PAGE_SIZE
 from pipeline.runtime.engine import Engine
-from tests.conftest import make_tiny_gemma3, write_config
-from tests.web import webgpu
+from tests.helpers import webgpu
+from tests.helpers.gemma3 import make_tiny_gemma3
+from tests.helpers.packages import build_package
+
+pytestmark = pytest.mark.compile
 
 ATOL = {"node": 1e-5, "chromium": 1e-3}
 RNG = np.random.default_rng(7)
@@ -43,8 +44,7 @@ def package(tmp_path_factory):
         pytest.skip(webgpu.missing("node"))
     root = tmp_path_factory.mktemp("webgpu-gemma")
     make_tiny_gemma3(root / "hf")
-    config = load_config(write_config(root / "tiny.yaml", root / "hf", targets=["cpu", "webgpu"]))
-    pkg = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+    pkg = build_package(root, root / "hf", targets=["cpu", "webgpu"])
     libs = json.loads((pkg / "mlc-mtp-config.json").read_text())["model_lib"]
     wasm = pkg / libs["webgpu"]  # the build links the .wasm (preset library: wasm)
     engine = Engine(pkg, target="cpu")

@@ -1,5 +1,5 @@
 """The headers we write for TVM's wasm runtime (``pipeline/compile/wasm_headers``), compiled with the
-host's g++ against tvm-ffi's headers (``tests/web/headers_check.cc``): the byte layout of every
+host's g++ against tvm-ffi's headers (``tests/helpers/headers_check.cc``): the byte layout of every
 serialized type, round trips, base64 against Python's, the RPC byte queue against a model, and
 float16 widening of all 65536 bit patterns against numpy.  Runs without emscripten."""
 
@@ -17,7 +17,7 @@ import tvm_ffi.libinfo
 
 from pipeline.compile.wasm import HEADERS
 
-CHECK = Path(__file__).parents[1] / "web" / "headers_check.cc"
+CHECK = Path(__file__).parents[1] / "helpers" / "headers_check.cc"
 
 
 def _string(text: bytes) -> bytes:

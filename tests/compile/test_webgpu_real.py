@@ -17,7 +17,7 @@ from pipeline.build import build
 from pipeline.config import load_config
 from pipeline.kernels import PAGE_SIZE
 from pipeline.runtime.engine import Engine
-from tests.web import webgpu
+from tests.helpers import webgpu
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/gemma3-270m.yaml"

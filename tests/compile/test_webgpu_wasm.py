@@ -15,7 +15,9 @@ from pipeline.compile.compiler import relax_pipeline
 from pipeline.compile.targets import load_target
 from pipeline.compile.wasm import link_library_tar, link_wasm
 from pipeline.errors import PipelineError
-from tests.web import webgpu
+from tests.helpers import webgpu
+
+pytestmark = pytest.mark.compile
 
 HIDDEN, OUT, ROWS, EPS = 64, 32, 5, 1e-5
 
@@ -71,7 +73,7 @@ def test_link_errors_are_one_line(tmp_path):
     bad.write_bytes(b"not a tar")
     with pytest.raises(PipelineError, match=r"model\.tar: not a readable \.tar of objects"):
         link_library_tar(bad, tmp_path / "model.wasm")
-    import tarfile  # pylint: disable=import-outside-toplevel
+    import tarfile
 
     (tmp_path / "readme.txt").write_text("x")
     with tarfile.open(bad, "w") as archive:

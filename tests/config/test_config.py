@@ -67,15 +67,17 @@ def test_the_repository_configs_validate():
      ["mtp.name_map", "'m.yaml'", "expected none for format 'hf-safetensors'"]),
     ("mtp: {family: gemma3_mtp, format: safetensors}\n", ["mtp", "exactly one of 'path' or 'package'"]),
     ("mtp: {format: safetensors, path: d}\n", ["mtp", "'family' is a required property"]),
-    ("mtp: {family: gemma3_mtp, format: safetensors, path: d, kind: x}\n", ["mtp", "'kind'", "architecture, entry, family"]),
-    ("mtp: {family: eagle, format: safetensors, path: d}\n", ["mtp.family", "'eagle'", "'gemma4_assistant', 'gemma3_mtp'"]),
+    ("mtp: {family: gemma3_mtp, format: safetensors, path: d, kind: x}\n",
+     ["mtp", "'kind'", "architecture, entry, family"]),
+    ("mtp: {family: eagle, format: safetensors, path: d}\n",
+     ["mtp.family", "'eagle'", "'gemma4_assistant', 'gemma3_mtp'"]),
     ("model: {family: gemma3, architecture: absent.json}\n", ["model.architecture", "absent.json does not exist"]),
 ])
 def test_schema_errors_name_key_value_and_allowed(tmp_path, extra, needles):
     text = BASE
     for line in extra.splitlines():
         key = line.split(":")[0]
-        text = "\n".join(l for l in text.splitlines() if not l.startswith(key + ":")) + "\n" + line + "\n"
+        text = "\n".join(kept for kept in text.splitlines() if not kept.startswith(key + ":")) + "\n" + line + "\n"
     with pytest.raises(PipelineError) as err:
         load_config(write(tmp_path, text))
     message = str(err.value)
@@ -89,10 +91,12 @@ def test_top_level_must_be_a_mapping(tmp_path):
         load_config(write(tmp_path, "- a\n- b\n"))
 
 
-MTP = "mtp: {family: gemma3_mtp, format: safetensors, path: d.safetensors, name_map: names.yaml, architecture: mtp.json}\n"
+MTP = ("mtp: {family: gemma3_mtp, format: safetensors, path: d.safetensors, name_map: names.yaml, "
+       "architecture: mtp.json}\n")
 
 
-def with_drafter(tmp_path, names="model.layers.61.enorm.weight: enorm.weight\n", arch='{"layer_type": "full_attention"}'):
+def with_drafter(tmp_path, names="model.layers.61.enorm.weight: enorm.weight\n",
+                 arch='{"layer_type": "full_attention"}'):
     (tmp_path / "names.yaml").write_text(names)
     (tmp_path / "mtp.json").write_text(arch)
     return write(tmp_path, BASE + MTP)
@@ -100,8 +104,8 @@ def with_drafter(tmp_path, names="model.layers.61.enorm.weight: enorm.weight\n",
 
 def test_drafter_section_and_its_files_are_read(tmp_path):
     config = load_config(with_drafter(tmp_path))
-    assert config.mtp == {"family": "gemma3_mtp", "format": "safetensors", "path": "d.safetensors", "name_map": "names.yaml",
-                          "architecture": "mtp.json"}
+    assert config.mtp == {"family": "gemma3_mtp", "format": "safetensors", "path": "d.safetensors",
+                          "name_map": "names.yaml", "architecture": "mtp.json"}
     assert config.mtp_name_map == {"model.layers.61.enorm.weight": "enorm.weight"}
     assert config.mtp_architecture.content == {"layer_type": "full_attention"}
     assert config.mtp_architecture.path == (tmp_path / "mtp.json").resolve()
@@ -112,7 +116,8 @@ def test_drafter_section_and_its_files_are_read(tmp_path):
 def test_older_drafter_family_name_is_accepted(tmp_path):
     """``mtp``, the Gemma 3 MTP head's family name before ``gemma3_mtp``, still reads (registry alias)."""
     (tmp_path / "mtp.json").write_text('{"layer_type": "full_attention"}')
-    config = load_config(write(tmp_path, BASE + "mtp: {family: mtp, format: safetensors, path: d, architecture: mtp.json}\n"))
+    config = load_config(write(tmp_path, BASE + "mtp: {family: mtp, format: safetensors, path: d, "
+                                                "architecture: mtp.json}\n"))
     assert config.mtp["family"] == "gemma3_mtp"
 
 

@@ -70,10 +70,13 @@ BASE = "name: mine\ntarget: {kind: opencl}\nlibrary: tar\n"
     (BASE.replace("library: tar", "library: dylib"), ["mine.yaml: <top level>: 'link' is a required property"]),
     (BASE + "link: {format: so, command: [ld.lld, -o, '{output}']}\n",
      ["mine.yaml: link.command: ['ld.lld', '-o', '{output}'] lacks the placeholder '{objects}'"]),
-    (BASE.replace("target: {kind: opencl}", "target: {kind: opencl, host: {kind: llvm}}") + "host: aarch64-linux-android\n",
-     ["mine.yaml: target.host: {'kind': 'llvm'} given twice (also as host: 'aarch64-linux-android'); expected it once"]),
+    (BASE.replace("target: {kind: opencl}", "target: {kind: opencl, host: {kind: llvm}}")
+     + "host: aarch64-linux-android\n",
+     ["mine.yaml: target.host: {'kind': 'llvm'} given twice (also as host: 'aarch64-linux-android'); "
+      "expected it once"]),
     (BASE.replace("target: {kind: opencl}", "target: {kind: opencl, max_num_threads: 64}")
-     + "limits: {max_num_threads: 128}\n", ["target.max_num_threads: 64 given twice (also as limits.max_num_threads: 128)"]),
+     + "limits: {max_num_threads: 128}\n",
+     ["target.max_num_threads: 64 given twice (also as limits.max_num_threads: 128)"]),
     (BASE.replace("library: tar", "library: so") + "link: {format: so, command: [ld.lld, '{output}', '{objects}']}\n",
      ["mine.yaml: <top level>: link with library 'so', expected library tar or dylib"]),
     ("name: mine\ntarget: [opencl\n", ["mine.yaml: malformed YAML"]),

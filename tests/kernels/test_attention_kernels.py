@@ -10,61 +10,32 @@ float16 builds are checked on a CUDA GPU (tests/models/test_gpu_cuda.py).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from pipeline.kernels import attention as ak
-from tests.kernels.attention_cases import (
+from tests.helpers.attention_cases import (
     EMPTY_LSE,
     H_KV,
     H_Q,
-    PAGE_SIZE,
     WINDOW,
-    paged_case,
-    ragged_case,
+    cases,
+    check,
     run_cpu,
     run_pocl,
 )
-from tests.compile.opencl_launch import pocl_missing
-
-TOLERANCE = {"float32": 2e-5, "float16": 5e-3}  # measured up to 2.2e-6 (float32) and 9.7e-4 (float16)
-
-
-def cases(seed: int, d: int, dtype: str):
-    """``(label, kernel factory keyword arguments, case)`` for every kernel, sliding and full."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for sliding in (True, False):
-        kind = "sliding" if sliding else "full"
-        out += [
-            (f"ragged-{kind}", ak.ragged_prefill, {}, ragged_case(rng, d, dtype, sliding)),
-            (f"paged-prefix-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE},
-             paged_case(rng, d, dtype, sliding, causal=False)),
-            (f"paged-causal-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE},
-             paged_case(rng, d, dtype, sliding, causal=True)),
-            (f"decode-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE},
-             paged_case(rng, d, dtype, sliding, causal=True, decode=True)),
-        ]
-    return out
-
-
-def check(case, output, lse, dtype):
-    empty = case.lse == EMPTY_LSE
-    assert not np.isnan(output).any() and not np.isnan(lse).any()
-    np.testing.assert_array_equal(lse[empty], np.float32(EMPTY_LSE))
-    np.testing.assert_array_equal(output[empty], 0)
-    np.testing.assert_allclose(lse[~empty], case.lse[~empty], atol=TOLERANCE[dtype], rtol=0)
-    np.testing.assert_allclose(output.astype(np.float64), case.output, atol=TOLERANCE[dtype], rtol=0)
+from tests.helpers.opencl import pocl_missing
 
 
 def test_cases_cover_empty_windows_and_long_prefixes():
     """Guard against cases that cannot fail: some queries see no key, others a full window."""
     labelled = {label: case for label, _, _, case in cases(0, 32, "float32")}
     assert (labelled["paged-prefix-sliding"].lse == EMPTY_LSE).any()
-    assert (labelled["paged-prefix-full"].lse != EMPTY_LSE).sum() > (labelled["paged-prefix-sliding"].lse != EMPTY_LSE).sum()
+    full, sliding = labelled["paged-prefix-full"].lse, labelled["paged-prefix-sliding"].lse
+    assert (full != EMPTY_LSE).sum() > (sliding != EMPTY_LSE).sum()
     assert labelled["decode-sliding"].buffers["q_pos"].max() > 2 * WINDOW
 
 
+@pytest.mark.compile
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("d", [32, 40])
 def test_cpu_kernels_match_reference(d, dtype):
@@ -76,8 +47,10 @@ def test_cpu_kernels_match_reference(d, dtype):
             raise AssertionError(f"{label}: {err}") from None
 
 
+@pytest.mark.compile
 @pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")
-@pytest.mark.parametrize("threads,d", [(32, 32), (16, 40), (64, 40)], ids=["one-slice", "ragged-slices", "idle-threads"])
+@pytest.mark.parametrize("threads,d", [(32, 32), (16, 40), (64, 40)],
+                         ids=["one-slice", "ragged-slices", "idle-threads"])
 def test_gpu_kernels_match_reference_on_pocl(threads, d):
     """d 40 with 16 threads: three output slices per thread, the last one partial; 64 threads:
     threads past the head dimension stay idle in P.V but take part in the reductions."""

@@ -1,7 +1,7 @@
 """Our windowed attention kernels (ragged prefill, paged prefill over a cached prefix or causal,
 decode; sliding and full) compiled with the ``webgpu`` preset, linked into one ``.wasm`` and
 called one by one through tvmjs on real WebGPU implementations, on the random cases of
-``tests/kernels/attention_cases.py`` against its float64 reference: the kernels' WGSL, barriers
+``tests/helpers/attention_cases.py`` against its float64 reference: the kernels' WGSL, barriers
 and launch sizes as a browser runs them (the PoCL test runs their OpenCL translation).  Our
 attention-state merge (``pipeline/kernels/merge_state.py``) runs beside them against numpy."""
 
@@ -15,9 +15,10 @@ from pipeline.compile.targets import load_target
 from pipeline.compile.wasm import link_wasm
 from pipeline.kernels.attention_gpu import block_threads
 from pipeline.kernels.merge_state import merge_state_gpu
-from tests.kernels.attention_cases import EMPTY_LSE, H_KV, H_Q, WINDOW
-from tests.kernels.test_attention_kernels import cases
-from tests.web import webgpu
+from tests.helpers import webgpu
+from tests.helpers.attention_cases import EMPTY_LSE, H_KV, H_Q, WINDOW, cases
+
+pytestmark = pytest.mark.compile
 
 D = 32
 # Measured: 1.2e-6 against float64 on both (Dawn on lavapipe, SwiftShader).

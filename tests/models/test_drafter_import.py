@@ -24,9 +24,16 @@ from pipeline.models.gemma4_assistant.loader import LITERTLM_NAME_MAP
 from pipeline.models.importer import expected_shapes, import_weights
 from pipeline.models.name_map import NameMap
 from pipeline.models.registry import get_family
-from tests.sources.litert_fixtures import (
-    ARG_SUFFIX, DRAFTER_NORMS, TT, float_weight, gemma4_drafter_litertlm, gemma4_drafter_names, gemma4_drafter_tensors,
-    quantized_weight)
+from tests.helpers.litert import (
+    ARG_SUFFIX,
+    DRAFTER_NORMS,
+    TT,
+    float_weight,
+    gemma4_drafter_litertlm,
+    gemma4_drafter_names,
+    gemma4_drafter_tensors,
+    quantized_weight,
+)
 
 FAMILY = get_family("gemma4_assistant")
 COMMUNITY_MAP = LITERTLM_NAME_MAP.parent / "coreml-llm-gemma4-mtp-drafter.yaml"
@@ -214,9 +221,9 @@ def test_target_that_is_no_parameter(tmp_path):
 def test_drafter_source_from_config(tmp_path, source_format, name_map):
     """The build's drafter source: the config's name map (checked by the config loader) or the
     LiteRT default, and the architecture file's content; without an architecture, one line."""
-    from pipeline.build import _drafter_source  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-    from tests.conftest import write_config  # pylint: disable=import-outside-toplevel
+    from pipeline.build import _drafter_source
+    from pipeline.config import load_config
+    from tests.helpers.packages import write_config
 
     weights = tmp_path / "weights.bin"
     weights.write_bytes(b"")

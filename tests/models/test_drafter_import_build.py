@@ -20,10 +20,12 @@ from pipeline.models.importer import expected_shapes
 from pipeline.models.registry import get_family
 from pipeline.runtime.drafters.assistant import AssistantDrafter
 from pipeline.runtime.engine import Engine
-from tests.conftest import write_config
-from tests.models.gemma4_fixtures import make_tiny_gemma4
-from tests.models.test_gemma4_assistant import reference_chain
-from tests.sources.litert_fixtures import gemma4_drafter_litertlm, gemma4_drafter_tensors
+from tests.helpers.gemma4 import make_tiny_gemma4
+from tests.helpers.litert import gemma4_drafter_litertlm, gemma4_drafter_tensors
+from tests.helpers.packages import build_package
+from tests.helpers.references import reference_chain
+
+pytestmark = pytest.mark.compile
 
 TEXT = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=1, head_dim=16, global_head_dim=32, sliding_window=8, max_position_embeddings=512,
@@ -35,8 +37,7 @@ ARCHITECTURE = {"model_type": "gemma4_assistant", "backbone_hidden_size": 64, "u
 
 def transformers_assistant(tensors: dict[str, np.ndarray]):
     """transformers' drafter for :data:`ARCHITECTURE` holding ``tensors`` (transformers names)."""
-    from transformers import (  # pylint: disable=import-outside-toplevel
-        Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4TextConfig)
+    from transformers import Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4TextConfig
 
     text = Gemma4TextConfig(**TEXT, hidden_size_per_layer_input=0, vocab_size_per_layer_input=0)
     model = Gemma4AssistantForCausalLM(Gemma4AssistantConfig(
@@ -49,22 +50,18 @@ def transformers_assistant(tensors: dict[str, np.ndarray]):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """``(engine, drafter, hf base, hf assistant)``."""
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-
     root = tmp_path_factory.mktemp("litert-drafter")
     base = make_tiny_gemma4(root / "hf", "e2b")
     family = get_family("gemma4_assistant")
     tensors, expected = gemma4_drafter_tensors(expected_shapes(family, family.config_from_hf(ARCHITECTURE)), seed=7)
     litertlm = gemma4_drafter_litertlm(root / "litert", tensors)
     (root / "drafter.json").write_text(json.dumps(ARCHITECTURE))
-    config = load_config(write_config(
-        root / "tiny.yaml", root / "hf", name="tiny-litert",
+    package = build_package(
+        root, root / "hf", name="tiny-litert",
         # a context window of its own: the compile stage's cache key leaves out the library name
         model={"family": "gemma4", "overrides": {"context_window_size": 128, "prefill_chunk_size": 64}},
         mtp={"family": "gemma4_assistant", "format": "litertlm", "path": str(litertlm),
-             "architecture": str(root / "drafter.json")}))
-    package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+             "architecture": str(root / "drafter.json")})
     engine = Engine(package)
     speculative = engine.runtime_config["speculative"]
     assert speculative["drafter_family"] == "gemma4_assistant"

@@ -90,8 +90,8 @@ def test_library_exports_mlc_entry_points_and_metadata(engine):
 
 
 def test_batch_prefill_and_batch_decode_agree_with_prefill_and_decode(engine):
-    import tvm  # pylint: disable=import-outside-toplevel
-    import tvm_ffi  # pylint: disable=import-outside-toplevel
+    import tvm
+    import tvm_ffi
 
     ids = np.random.default_rng(5).integers(4, 96, size=20).tolist()
     engine.reset()
@@ -102,7 +102,7 @@ def test_batch_prefill_and_batch_decode_agree_with_prefill_and_decode(engine):
     end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
     engine.reset()
     embeds = engine.vm["embed"](tvm.runtime.tensor(np.array(ids, np.int32)), engine.params)
-    embeds = embeds._create_view((1, len(ids), engine.hidden_size))  # pylint: disable=protected-access
+    embeds = embeds._create_view((1, len(ids), engine.hidden_size))
     begin(engine.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([len(ids)]))
     logits, _ = engine.vm["batch_prefill"](embeds, tvm.runtime.tensor(np.array([len(ids) - 1], np.int32)),
                                            engine.kv_cache, engine.params)
@@ -110,7 +110,7 @@ def test_batch_prefill_and_batch_decode_agree_with_prefill_and_decode(engine):
     np.testing.assert_allclose(logits.numpy()[0, 0], ref_last, atol=ATOL, rtol=0)
     one = engine.vm["embed"](tvm.runtime.tensor(np.array([ids[0]], np.int32)), engine.params)
     begin(engine.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([1]))
-    logits, _ = engine.vm["batch_decode"](one._create_view((1, 1, engine.hidden_size)),  # pylint: disable=protected-access
+    logits, _ = engine.vm["batch_decode"](one._create_view((1, 1, engine.hidden_size)),
                                           engine.kv_cache, engine.params)
     end(engine.kv_cache)
     np.testing.assert_allclose(logits.numpy()[0, 0], ref_next, atol=ATOL, rtol=0)

@@ -11,29 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.runtime.drafters.assistant import AssistantDrafter
 from pipeline.runtime.engine import Engine
-from tests.conftest import write_config
-from tests.models.gemma4_fixtures import make_tiny_assistant, make_tiny_gemma4
+from tests.helpers.packages import build_assistant_package
+from tests.helpers.references import reference_chain
+
+pytestmark = pytest.mark.compile
 
 ATOL = 1e-4
-
-
-def build_assistant_package(root, shape):
-    """``(package, hf base, hf assistant)``: a tiny random Gemma 4 base of ``shape`` (``e2b``,
-    ``31b``) and a tiny random assistant, built by the pipeline (q0f32, CPU) under ``root``."""
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-
-    base = make_tiny_gemma4(root / "hf", shape)
-    assistant = make_tiny_assistant(root / "assistant", base.config)
-    config = load_config(write_config(
-        root / "tiny.yaml", root / "hf", name=f"tiny-{shape}",
-        model={"family": "gemma4", "overrides": {"context_window_size": 256, "prefill_chunk_size": 64}},
-        mtp={"family": "gemma4_assistant", "format": "hf-safetensors", "path": str(root / "assistant")}))
-    return build(config, output=root / "pkg", progress=False, say=lambda _: None).output, base, assistant
 
 
 @pytest.fixture(scope="module", params=["e2b", "31b"])
@@ -46,23 +32,6 @@ def built(request, tmp_path_factory):
     drafter = AssistantDrafter(engine, package / speculative["drafter_lib"]["cpu"],
                                package / speculative["drafter_weights"])
     return engine, drafter, base, assistant
-
-
-def reference_chain(base, assistant, ids, steps):
-    """transformers: the base over ``ids``, then ``steps`` assistant steps from its argmax token."""
-    with torch.no_grad():
-        out = base(torch.tensor([ids]), output_hidden_states=True, return_shared_kv_states=True)
-        token = int(out.logits[0, -1].argmax())
-        hidden = out.hidden_states[-1][:, -1:]
-        position = torch.tensor([[len(ids)]])
-        chain = []
-        for _ in range(steps):
-            embeds = torch.cat([base.model.embed_tokens(torch.tensor([[token]])), hidden], dim=-1)
-            step = assistant(inputs_embeds=embeds, position_ids=position, shared_kv_states=out.shared_kv_states)
-            hidden = step.last_hidden_state
-            chain.append((token, step.logits[0, 0].numpy(), hidden[0, 0].numpy()))
-            token = int(step.logits[0, 0].argmax())
-    return chain
 
 
 def test_four_step_draft_chain_matches_transformers(built):
@@ -109,9 +78,9 @@ def test_context_follows_verify_and_rollback(built):
 @pytest.mark.parametrize("draft_length", [1, 3, 5])
 def test_speculative_greedy_output_equals_plain_decoding(built, draft_length):
     """With the real drafter, greedy speculative decoding emits plain decoding's tokens exactly."""
-    from pipeline.runtime.generate import generate  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.sampling import Sampler  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.speculative import SpeculativeStats, speculative_generate  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.generate import generate
+    from pipeline.runtime.sampling import Sampler
+    from pipeline.runtime.speculative import SpeculativeStats, speculative_generate
 
     engine, drafter, _, _ = built
     for seed in range(3):
@@ -127,7 +96,7 @@ def test_speculative_greedy_output_equals_plain_decoding(built, draft_length):
 def test_cli_generate_and_bench_with_the_packaged_drafter(built, capsys):
     """``generate --speculative mtp`` prints plain decoding's text; ``bench --speculative mtp``
     reports the drafter's acceptance per draft position and the speed-up row."""
-    from pipeline.cli import main  # pylint: disable=import-outside-toplevel
+    from pipeline.cli import main
 
     engine = built[0]
     args = ["generate", str(engine.package), "--prompt", "w5 w9 w13 w40 w41", "--max-tokens", "12",

@@ -10,13 +10,12 @@ import numpy as np
 
 from pipeline.models.importer import import_weights
 from pipeline.models.registry import get_family
-from tests.models.gemma4_fixtures import tiny_gemma4_config
+from tests.helpers.gemma4 import tiny_gemma4_config
 
 
 def test_text_weights_imported_towers_skipped_and_reported(tmp_path, caplog):
-    import torch  # pylint: disable=import-outside-toplevel
-    from transformers import (  # pylint: disable=import-outside-toplevel
-        Gemma4AudioConfig, Gemma4Config, Gemma4ForConditionalGeneration, Gemma4VisionConfig)
+    import torch
+    from transformers import Gemma4AudioConfig, Gemma4Config, Gemma4ForConditionalGeneration, Gemma4VisionConfig
 
     torch.manual_seed(0)
     vision = Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,

@@ -17,8 +17,10 @@ from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme, quantize_model
 from pipeline.quantization.group_quant import dequantize_array, quantize_array
 from pipeline.runtime.engine import Engine
-from tests.conftest import write_config
-from tests.models.gemma4_fixtures import make_tiny_gemma4
+from tests.helpers.gemma4 import make_tiny_gemma4
+from tests.helpers.packages import GEMMA4_MODEL, build_package
+
+pytestmark = pytest.mark.compile
 
 ATOL = 1e-4
 SCHEME = get_scheme("q4f32_1")
@@ -26,15 +28,9 @@ SCHEME = get_scheme("q4f32_1")
 
 @pytest.mark.parametrize("shape", ["e2b", "26b-a4b"])
 def test_q4f32_logits_equal_transformers_on_dequantized_weights(shape, tmp_path):
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-
     hf_model = make_tiny_gemma4(tmp_path / "hf", shape)
-    config = load_config(write_config(tmp_path / "q4.yaml", tmp_path / "hf", name=f"q4-{shape}",
-                                      quantization=SCHEME.name,
-                                      model={"family": "gemma4", "overrides": {"context_window_size": 256,
-                                                                               "prefill_chunk_size": 64}}))
-    engine = Engine(build(config, output=tmp_path / "pkg", progress=False, say=lambda _: None).output)
+    engine = Engine(build_package(tmp_path, tmp_path / "hf", name=f"q4-{shape}", quantization=SCHEME.name,
+                                  model=GEMMA4_MODEL))
 
     family = get_family("gemma4")
     ours = family.config_from_hf(hf_model.config.to_dict())

@@ -1,6 +1,6 @@
 """The compiled Gemma 4 definition against transformers 5.24 on tiny random models (float32).
 
-One model per released shape (``gemma4_fixtures.SHAPES``): E2B-like (per-layer embeddings, KV
+One model per released shape (``tests.helpers.gemma4.SHAPES``): E2B-like (per-layer embeddings, KV
 sharing, double-wide MLP), E4B-like, 26B-A4B-like (mixture of experts, keys as values) and
 31B-like (keys as values, fewer global KV heads).  Each is built end to end from a Hugging Face
 directory and checked over a 16-token prefill (twice the sliding window) and 8 decode steps.
@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from pipeline.runtime.engine import Engine
-from tests.conftest import write_config
-from tests.models.gemma4_fixtures import SHAPES, make_tiny_gemma4
+from tests.helpers.gemma4 import SHAPES, make_tiny_gemma4
+from tests.helpers.packages import GEMMA4_MODEL, build_package
+
+pytestmark = pytest.mark.compile
 
 ATOL = 1e-4
 
@@ -23,16 +25,10 @@ ATOL = 1e-4
 @pytest.fixture(scope="module", params=sorted(SHAPES))
 def built(request, tmp_path_factory):
     """``(engine, transformers model, shape)`` for one tiny shape, built q0f32 for the CPU."""
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-
     root = tmp_path_factory.mktemp(f"gemma4-{request.param}")
     hf_model = make_tiny_gemma4(root / "hf", request.param)
-    config = load_config(write_config(root / "tiny.yaml", root / "hf", name=f"tiny-{request.param}",
-                                      model={"family": "gemma4", "overrides": {"context_window_size": 256,
-                                                                               "prefill_chunk_size": 64}}))
-    result = build(config, output=root / "pkg", progress=False, say=lambda _: None)
-    return Engine(result.output), hf_model, request.param
+    package = build_package(root, root / "hf", name=f"tiny-{request.param}", model=GEMMA4_MODEL)
+    return Engine(package), hf_model, request.param
 
 
 def reference_logits(hf_model, ids):

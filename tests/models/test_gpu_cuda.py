@@ -27,7 +27,7 @@ try:
 except PipelineError as err:
     NO_GPU = str(err)
 
-pytestmark = pytest.mark.skipif(bool(NO_GPU), reason=f"needs a CUDA GPU: {NO_GPU}")
+pytestmark = [pytest.mark.compile, pytest.mark.skipif(bool(NO_GPU), reason=f"needs a CUDA GPU: {NO_GPU}")]
 
 ATOL = 1e-4
 PREBUILT = os.environ.get("MLC_MTP_GPU_PACKAGES")
@@ -39,14 +39,12 @@ def tiny(tmp_path_factory):
     if PREBUILT:
         package = Path(PREBUILT) / "tiny"
     else:
-        from pipeline.build import build  # pylint: disable=import-outside-toplevel
-        from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-        from tests.conftest import make_tiny_gemma3, write_config  # pylint: disable=import-outside-toplevel
+        from tests.helpers.gemma3 import make_tiny_gemma3
+        from tests.helpers.packages import build_package
 
         root = tmp_path_factory.mktemp("gpu-tiny")
         make_tiny_gemma3(root / "hf")
-        config = load_config(write_config(root / "tiny.yaml", root / "hf", targets=["cpu", "cuda"]))
-        package = build(config, output=root / "pkg", progress=False, say=lambda _: None).output
+        package = build_package(root, root / "hf", targets=["cpu", "cuda"])
     return Engine(package, target="cpu"), Engine(package, target="cuda")
 
 
@@ -106,8 +104,8 @@ def test_gemma3_270m_q4f16_1_matches_cpu_build(tmp_path_factory):
     if PREBUILT:
         package = Path(PREBUILT) / "gemma3-270m-q4f16_1"
     else:
-        from pipeline.build import build  # pylint: disable=import-outside-toplevel
-        from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
+        from pipeline.build import build
+        from pipeline.config import load_config
 
         package = build(load_config("configs/gemma3-270m.yaml"), targets=["cpu", "cuda"], quantization="q4f16_1",
                         output=tmp_path_factory.mktemp("gpu-270m") / "pkg", progress=False, say=lambda _: None).output

@@ -20,8 +20,6 @@ import torch
 import tvm
 import tvm_ffi
 from safetensors.torch import save_file
-from transformers.cache_utils import MtpCache
-from transformers.modeling_layers import MtpModel
 from tvm import relax
 
 from pipeline.compile.compiler import compile_module, export_model
@@ -33,6 +31,7 @@ from pipeline.models.gemma3_mtp.model import MTPConfig
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme
 from pipeline.runtime.drafters.mtp_head import MTPDraftChain
+from tests.helpers.references import TINY_BASE, reference_mtp, reference_run
 
 ATOL = 1e-4
 PREFILL = 16  # catch-up pairs (h_j, t_{j+1}), j = 0..15
@@ -43,49 +42,10 @@ CASES = {  # layer_type, use_post_norm, hidden_states_first
 }
 
 
-def reference_mtp(hf_base, layer_type, use_post_norm, hidden_states_first, seed=1):
-    """transformers' MtpModel over ``hf_base`` with random weights (norm weights too)."""
-    config = hf_base.config
-    extra = {"num_mtp_layers": 1, "mtp_layer_types": [layer_type], "mtp_hidden_states_first": hidden_states_first}
-    if not use_post_norm:
-        extra["chain_hidden_post_norm"] = False  # transformers: no per-layer, no shared post-norm
-    for key, value in extra.items():
-        setattr(config, key, value)
-    try:
-        mtp = MtpModel(hf_base, 1).eval()
-    finally:
-        for key in extra:
-            delattr(config, key)
-    assert mtp.use_post_norm == use_post_norm and not mtp.use_shared_post_norm
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in mtp.layers.named_parameters():
-            param.normal_(0.0, 0.3 if "norm" in name else 0.08)
-    return mtp
-
-
 def set_window(mtp, window):
     """Set the reference's sliding window (its masks read the config, its attention the module)."""
     mtp.config.sliding_window = window
     mtp.layers[0].mtp_block.self_attn.sliding_window = window
-
-
-def reference_run(hf_base, mtp, ids, chain_tokens):
-    """Catch-up over pairs ``(h_j, ids[j+1])``, j < len(ids) - 1, then one chained step per
-    token of ``chain_tokens``; returns ``(hidden (n, h), logits (n, vocab))`` of every step."""
-    n = len(ids) - 1
-    cache = MtpCache(config=mtp.config)
-    with torch.no_grad():
-        base_hidden = hf_base(torch.tensor([ids[:n]]), output_hidden_states=True).hidden_states[-1]
-        out = mtp.forward_layer(0, base_hidden, torch.arange(1, n + 1)[None], cache,
-                                input_ids=torch.tensor([ids[1:]]))
-        outputs = [out[0]]
-        for step, token in enumerate(chain_tokens):
-            out = mtp.forward_layer(0, out[:, -1:], torch.tensor([[n + 1 + step]]), cache,
-                                    input_ids=torch.tensor([[token]]))
-            outputs.append(out[0])
-        hidden = torch.cat(outputs)
-        return hidden.numpy(), mtp._project_to_logits(hidden).numpy()  # pylint: disable=protected-access
 
 
 def base_hidden_states(engine, function, token_ids):
@@ -95,14 +55,14 @@ def base_hidden_states(engine, function, token_ids):
     embeds = engine.vm["embed"](tvm.runtime.tensor(np.array(token_ids, np.int32)), engine.params)
     tvm.get_global_func("vm.builtin.kv_state_begin_forward")(engine.kv_cache, tvm_ffi.Shape([0]), tvm_ffi.Shape([n]))
     hidden, engine.kv_cache = engine.vm[function](
-        embeds._create_view((1, n, engine.hidden_size)), engine.kv_cache, engine.params)  # pylint: disable=protected-access
+        embeds._create_view((1, n, engine.hidden_size)), engine.kv_cache, engine.params)
     tvm.get_global_func("vm.builtin.kv_state_end_forward")(engine.kv_cache)
     return hidden.numpy()[0]
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_package):
-    from pipeline.runtime.engine import Engine  # pylint: disable=import-outside-toplevel
+    from pipeline.runtime.engine import Engine
 
     return Engine(tiny_package[0])
 
@@ -187,11 +147,6 @@ def test_sliding_window_changes_the_reference(engine, drafter, tiny_package):
 
 
 # --- weight import -------------------------------------------------------------------------
-TINY_BASE = Gemma3Config(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, sliding_window=8,
-                         layer_types=["sliding_attention"] * 4, query_pre_attn_scalar=24)
-
-
 def deepseek_named(mtp, index=4):
     """The reference's MTP tensors under DeepSeek-V3's release names (``model.layers.N.*`` with the
     block's tensors directly under the layer, ``shared_head.norm``/``shared_head.head``,
@@ -211,9 +166,9 @@ def deepseek_named(mtp, index=4):
 
 @pytest.fixture(scope="module")
 def reference_weights():
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig  # pylint: disable=import-outside-toplevel
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from tests.conftest import TINY  # pylint: disable=import-outside-toplevel
+    from tests.helpers.gemma3 import TINY
 
     base = Gemma3ForCausalLM(Gemma3TextConfig(**TINY, attn_implementation="eager")).eval()
     return reference_mtp(base, "sliding_attention", True, False)

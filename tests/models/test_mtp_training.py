@@ -23,7 +23,7 @@ from pipeline.models.gemma3_mtp.loader import load_mtp_weights
 from pipeline.models.gemma3_mtp.model import MTPConfig
 from pipeline.quantization import get_scheme
 from pipeline.quantization.group_quant import dequantize_array, quantize_array
-from tests.models.test_mtp_module import TINY_BASE, reference_mtp, reference_run
+from tests.helpers.references import TINY_BASE, reference_mtp, reference_run
 from tools import train_mtp_head as script
 
 ATOL = 1e-4

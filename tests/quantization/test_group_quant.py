@@ -13,8 +13,7 @@ from tvm import relax
 from tvm.relax.frontend import nn
 
 from pipeline.quantization import get_scheme
-from pipeline.quantization.group_quant import (
-    GroupQuantEmbedding, GroupQuantLinear, dequantize_array, quantize_array)
+from pipeline.quantization.group_quant import GroupQuantEmbedding, GroupQuantLinear, dequantize_array, quantize_array
 
 Q4F32 = get_scheme("q4f32_1")
 
@@ -66,6 +65,7 @@ def probe():
     return vm, [name for name, _ in params]
 
 
+@pytest.mark.compile
 def test_compiled_kernels_match_numpy(probe):
     vm, names = probe
     rng = np.random.default_rng(1)

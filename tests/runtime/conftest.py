@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.package.chat_config import RUNTIME_CONFIG
 from pipeline.runtime import drafters
-from tests.runtime.drafters.stand_ins import SelfDrafter
+from tests.helpers.stand_ins import SelfDrafter
 
 STAND_IN_FAMILY = "stand_in"
 

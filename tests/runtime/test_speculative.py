@@ -20,7 +20,7 @@ from pipeline.runtime.engine import Engine
 from pipeline.runtime.generate import generate
 from pipeline.runtime.sampling import Sampler, probabilities
 from pipeline.runtime.speculative import SpeculativeStats, speculative_generate
-from tests.runtime.drafters.stand_ins import VOCAB, NoisyOracleDrafter, OracleDrafter, RandomDrafter, SelfDrafter
+from tests.helpers.stand_ins import VOCAB, NoisyOracleDrafter, OracleDrafter, RandomDrafter, SelfDrafter
 
 
 @pytest.fixture(scope="module")

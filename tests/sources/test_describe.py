@@ -9,12 +9,12 @@ import shutil
 import gguf
 import numpy as np
 import pytest
-from litert_fixtures import ModelOptions, build_litertlm, build_tflite, default_weights
 from safetensors.numpy import save_file
 
 from pipeline.errors import PipelineError
 from pipeline.sources.describe import detect_kind, inspect_file
 from pipeline.sources.litertlm import LiteRTLMFile
+from tests.helpers.litert import ModelOptions, build_litertlm, build_tflite, default_weights
 
 
 @pytest.fixture(scope="module")

@@ -257,7 +257,8 @@ def test_vocabulary_piece_concatenations_match_llama_cpp(tok, llama, vocab):
 
 
 def test_repeated_patterns_match_llama_cpp(tok, llama, vocab):
-    for unit in ["=", "-", "_", "*", ".", "#", "~", "0", "1", "a", " ", "ab", "aba", "ha", "la", "-=", "..", "ー", "ww"]:
+    units = ["=", "-", "_", "*", ".", "#", "~", "0", "1", "a", " ", "ab", "aba", "ha", "la", "-=", "..", "ー", "ww"]
+    for unit in units:
         for n in range(1, 41):
             assert_same(tok, llama, vocab.tokens, unit * n)
             assert_same(tok, llama, vocab.tokens, "x" + unit * n + "y")

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from litert_fixtures import ModelOptions, build_litertlm, build_tflite, default_weights
 from litert_lm_builder import litertlm_header_schema_py_generated as schema
 
 from pipeline.errors import PipelineError
 from pipeline.sources.litertlm import BLOCK_SIZE, LiteRTLMFile
+from tests.helpers.litert import ModelOptions, build_litertlm, build_tflite, default_weights
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def packed(tmp_path_factory):
 
 def _peek(path: Path) -> list[dict]:
     """Sections as ``litert-lm-peek`` (the format owner's inspector) prints them."""
-    from litert_lm_builder import litertlm_peek  # pylint: disable=import-outside-toplevel
+    from litert_lm_builder import litertlm_peek
 
     out = io.StringIO()
     litertlm_peek.peek_litertlm_file(str(path), None, out)
@@ -49,7 +49,8 @@ def _peek(path: Path) -> list[dict]:
             "begin": int(re.search(r"Begin Offset:\s+(\d+)", block).group(1)),
             "end": int(re.search(r"End Offset:\s+(\d+)", block).group(1)),
             "type": re.search(r"Data Type:\s+(\w+)", block).group(1),
-            "model_type": (m.group(1) if (m := re.search(r"Key: model_type, Value \(String\): (\S+)", block)) else None),
+            "model_type": (m.group(1) if (m := re.search(r"Key: model_type, Value \(String\): (\S+)", block))
+                           else None),
         })
     return sections
 
@@ -95,7 +96,7 @@ def test_tokenizer_and_metadata(packed):
     with LiteRTLMFile(packed["path"]) as f:
         text = f.tokenizer_json()
         assert text == packed["tokenizer"] and "日本" in text
-        from litert_lm_builder.runtime.proto import llm_metadata_pb2  # pylint: disable=import-outside-toplevel
+        from litert_lm_builder.runtime.proto import llm_metadata_pb2
 
         meta = llm_metadata_pb2.LlmMetadata()
         meta.ParseFromString(bytes(f.section_bytes(f.sections_of_type("LlmMetadataProto")[0])))
@@ -112,7 +113,8 @@ def test_wrong_type_and_missing_role(packed):
                                                 r"expected TFLiteWeights"):
             f.find("tf_lite_mtp_drafter", "TFLiteWeights")
         with pytest.raises(PipelineError, match=r"no section with model_type 'tf_lite_per_layer_embedder' \(roles "
-                                                r"present: tf_lite_prefill_decode, tf_lite_mtp_drafter, tf_lite_mtp_aux\)"):
+                                                r"present: tf_lite_prefill_decode, tf_lite_mtp_drafter, "
+                                                r"tf_lite_mtp_aux\)"):
             f.find("tf_lite_per_layer_embedder")
         with pytest.raises(PipelineError, match="section index 9 is out of range"):
             f.section_bytes(9)
@@ -247,7 +249,7 @@ def test_header_not_a_flatbuffer(packed, tmp_path):
     (end,) = struct.unpack_from("<Q", data, 24)
     rng = np.random.default_rng(0)
     bad = tmp_path / "garbage.litertlm"
-    for trial in range(20):
+    for _ in range(20):
         corrupt = bytearray(data)
         corrupt[32:end] = rng.integers(0, 256, end - 32, dtype=np.uint8).tobytes()
         bad.write_bytes(bytes(corrupt))

@@ -1,21 +1,21 @@
 """TFLite weight reading: every value recovered exactly, checked against numpy and against the
 LiteRT interpreter's own DEQUANTIZE kernel (reference kernels), and clear errors on bad models.
 
-Models are packed with the TFLite schema's generated object API (see ``litert_fixtures.py``)."""
+Models are packed with the TFLite schema's generated object API (see ``tests/helpers/litert.py``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as tfl
-from litert_fixtures import TT, ModelOptions, Weight, build_tflite, default_weights, pack_int4
 
 from pipeline.errors import PipelineError
 from pipeline.sources.tflite import TFLiteModel, unpack_int4
+from tests.helpers.litert import TT, ModelOptions, Weight, build_tflite, default_weights, pack_int4
 
 
 def _interpreter_outputs(data: bytes) -> dict[str, np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # pylint: disable=import-outside-toplevel
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interp = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
@@ -166,7 +166,8 @@ def test_not_tflite_and_corrupt_flatbuffers(tmp_path):
         TFLiteModel(data[:6])
     with pytest.raises(PipelineError, match="corrupt TFLite flatbuffer"):
         TFLiteModel(data[: len(data) // 2])
-    with pytest.raises(PipelineError, match=r"Model \(root table\): 4 bytes at offset 2147483632 lie outside the \d+-byte flatbuffer"):
+    with pytest.raises(PipelineError, match=r"Model \(root table\): 4 bytes at offset 2147483632 "
+                                            r"lie outside the \d+-byte flatbuffer"):
         TFLiteModel(b"\xf0\xff\xff\x7fTFL3" + data[8:])
     with pytest.raises(PipelineError, match="not found"):
         TFLiteModel(tmp_path / "missing.tflite")
@@ -183,7 +184,7 @@ def test_offsets_past_the_end():
     # a tensor pointing at a buffer that does not exist
     model = tfl.ModelT.InitFromPackedBuf(build_tflite(weights[:1], ModelOptions(dequantize_ops=False))[0])
     model.subgraphs[0].tensors[0].buffer = 99
-    import flatbuffers  # pylint: disable=import-outside-toplevel
+    import flatbuffers
 
     builder = flatbuffers.Builder(256)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")

@@ -7,16 +7,19 @@ import json
 
 import pytest
 
-from pipeline.build import build
 from pipeline.cli import main
-from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.package.chat_config import RUNTIME_CONFIG
-from pipeline.runtime.drafters import (DRAFTER_FAMILIES, draft_length_policy, drafter_files, load_drafter,
-                                       package_speculative)
+from pipeline.runtime.drafters import (
+    DRAFTER_FAMILIES,
+    draft_length_policy,
+    drafter_files,
+    load_drafter,
+    package_speculative,
+)
 from pipeline.runtime.engine import Engine
-from tests.conftest import write_config
-from tests.runtime.drafters.stand_ins import SelfDrafter
+from tests.helpers.packages import build_package
+from tests.helpers.stand_ins import SelfDrafter
 
 
 def runtime_config(package):
@@ -35,9 +38,8 @@ def test_the_build_writes_the_speculative_section_to_the_runtime_config_only(tin
 
 def test_the_configs_speculative_settings_reach_the_package(tiny_package, tmp_path):
     hf = tiny_package[0].parent / "hf"  # the fixture's source: its stages are cached
-    config = load_config(write_config(tmp_path / "s.yaml", hf, speculative={"draft_length": 5, "adaptive": False}))
-    result = build(config, output=tmp_path / "pkg", progress=False, say=lambda _: None)
-    settings = package_speculative(result.output, runtime_config(result.output), {"mode": "mtp"})
+    package = build_package(tmp_path, hf, speculative={"draft_length": 5, "adaptive": False})
+    settings = package_speculative(package, runtime_config(package), {"mode": "mtp"})
     assert (settings["mode"], settings["draft_length"], settings["adaptive"]) == ("mtp", 5, False)
     policy = draft_length_policy(settings)
     assert (policy.current, policy.adaptive) == (5, False)
@@ -135,7 +137,7 @@ def test_chat_decodes_speculatively_through_the_seam(drafter_package, stand_in_m
     outputs = []
     for flags in ([], ["--speculative", "mtp", "--draft-length", "2"]):
         messages = iter(["w5 w6", "w7 w8", ""])  # an empty line ends the chat
-        monkeypatch.setattr("builtins.input", lambda _prompt: next(messages))
+        monkeypatch.setattr("builtins.input", lambda _prompt, messages=messages: next(messages))
         assert main(["chat", str(drafter_package), "--max-tokens", "8", *flags]) == 0
         outputs.append(capsys.readouterr().out)
         assert (stand_in_mtp.drafter is not None) == bool(flags)

@@ -25,40 +25,9 @@ from pipeline.runtime.engine import Engine
 from pipeline.runtime.generate import generate
 from pipeline.runtime.sampling import Sampler
 from pipeline.runtime.speculative import SpeculativeStats, speculative_generate
-from tests.conftest import write_config
-from tests.models.test_mtp_module import reference_mtp
+from tests.helpers.packages import build_package
 
 ATOL = 1e-4
-
-
-def echo_head(hf_base, layer_type="full_attention"):
-    """A random transformers ``MtpModel`` over ``hf_base`` that mostly echoes the base's prediction."""
-    mtp = reference_mtp(hf_base, layer_type, True, False, seed=2)
-    layer, hidden = mtp.layers[0], hf_base.config.hidden_size
-    with torch.no_grad():
-        layer.eh_proj.weight[:, hidden:] = torch.eye(hidden)
-        layer.mtp_block.post_attention_layernorm.weight.fill_(-0.8)
-        layer.mtp_block.post_feedforward_layernorm.weight.fill_(-0.8)
-        layer.post_norm.weight.fill_(2.0)
-    return {k: v.contiguous() for k, v in mtp.state_dict().items() if k.startswith("layers.")}
-
-
-@pytest.fixture(scope="module")
-def mtp_package(tiny_package, tmp_path_factory):
-    """The tiny base with the echo head, built by the pipeline (q0f32, CPU), speculation on."""
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-
-    root = tmp_path_factory.mktemp("mtp-family")
-    hf_dir = tiny_package[0].parent / "hf"
-    save_file(echo_head(tiny_package[1]), str(root / "head.safetensors"))
-    # full attention: every entry of the head's cache counts (a stale one would show), not only
-    # the tiny model's last 8
-    (root / "head.json").write_text(json.dumps({"_comment": "test", "layer_type": "full_attention"}))
-    config = load_config(write_config(
-        root / "tiny.yaml", hf_dir, speculative={"mode": "mtp", "draft_length": 2},
-        mtp={"family": "gemma3_mtp", "format": "safetensors", "path": "head.safetensors", "architecture": "head.json"}))
-    return build(config, output=root / "pkg", progress=False, say=lambda _: None).output
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +114,8 @@ def test_new_prompts_and_continued_sequences(engine_and_drafter, monkeypatch):
 def test_unknown_drafter_family_is_named(mtp_package):
     engine = Engine(mtp_package)
     settings = package_speculative(mtp_package, engine.runtime_config)
-    with pytest.raises(PipelineError, match=r"drafter_family: 'eagle', expected one of \['gemma3_mtp', 'gemma4_assistant'\]"):
+    with pytest.raises(PipelineError,
+                       match=r"drafter_family: 'eagle', expected one of \['gemma3_mtp', 'gemma4_assistant'\]"):
         load_drafter(engine, {**settings, "drafter_family": "eagle"})
 
 
@@ -169,21 +139,17 @@ def test_a_package_naming_no_drafter_family_is_refused(mtp_package):
 
 def test_the_head_library_records_the_model_type_the_runtime_expects():
     """The runtime names the head's ``model_type`` without importing model code; it is the model's."""
-    from pipeline.models.gemma3_mtp.model import MTPConfig  # pylint: disable=import-outside-toplevel
-    from pipeline.runtime.drafters.mtp_head import MODEL_TYPE  # pylint: disable=import-outside-toplevel
+    from pipeline.models.gemma3_mtp.model import MTPConfig
+    from pipeline.runtime.drafters.mtp_head import MODEL_TYPE
 
     assert MODEL_TYPE == MTPConfig.model_type
 
 
 def test_mtp_family_needs_its_architecture_file(tiny_package, tmp_path):
-    from pipeline.build import build  # pylint: disable=import-outside-toplevel
-    from pipeline.config import load_config  # pylint: disable=import-outside-toplevel
-
     save_file({"layers.0.enorm.weight": torch.zeros(64)}, str(tmp_path / "head.safetensors"))
-    config = load_config(write_config(tmp_path / "tiny.yaml", tiny_package[0].parent / "hf",
-                                      mtp={"family": "gemma3_mtp", "format": "safetensors", "path": "head.safetensors"}))
     with pytest.raises(PipelineError) as err:
-        build(config, output=tmp_path / "pkg", progress=False, say=lambda _: None)
+        build_package(tmp_path, tiny_package[0].parent / "hf",
+                      mtp={"family": "gemma3_mtp", "format": "safetensors", "path": "head.safetensors"})
     assert "mtp.architecture: not given" in str(err.value) and "\n" not in str(err.value)
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models.test_gemma4_assistant import build_assistant_package
-from tests.runtime.drafters.test_mtp_head import mtp_package  # noqa: F401  # pylint: disable=unused-import
+from tests.helpers.packages import build_assistant_package
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPILE_SIDE = ("tvm.relax", "pipeline.compile", "pipeline.models", "pipeline.kernels")
@@ -64,7 +63,8 @@ print(json.dumps(out))
 def run_runtime_only(script: str, *args: str) -> dict:
     """Run ``script`` with TVM's runtime only; its last stdout line, parsed."""
     env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", f"COMPILE_SIDE = {COMPILE_SIDE!r}\nRUNTIME_SAFE = {RUNTIME_SAFE!r}\n{script}", *args], cwd=ROOT,
+    code = f"COMPILE_SIDE = {COMPILE_SIDE!r}\nRUNTIME_SAFE = {RUNTIME_SAFE!r}\n{script}"
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -82,7 +82,7 @@ def assistant_package(tmp_path_factory):
 
 
 def test_speculative_greedy_output_equals_plain_decoding_with_the_runtime_only(
-        assistant_package, mtp_package):  # noqa: F811  # pylint: disable=redefined-outer-name
+        assistant_package, mtp_package):
     """Both drafter families load and draft with TVM's runtime only, and greedy speculative
     decoding emits plain decoding's tokens."""
     result = run_runtime_only(GENERATE, str(assistant_package), str(mtp_package))

@@ -37,14 +37,14 @@ SHAPES = {
 
 def tiny_gemma4_config(shape: str):
     """The transformers ``Gemma4TextConfig`` for ``shape`` (a key of :data:`SHAPES`)."""
-    from transformers import Gemma4TextConfig  # pylint: disable=import-outside-toplevel
+    from transformers import Gemma4TextConfig
 
     return Gemma4TextConfig(**{**BASE, **SHAPES[shape]}, attn_implementation="eager")
 
 
 def randomize_scales(model, seed: int) -> None:
     """Move norm weights, layer scalars and router scales away from their initial ones."""
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -56,10 +56,10 @@ def randomize_scales(model, seed: int) -> None:
 def make_tiny_gemma4(directory: Path, shape: str, seed: int = 0):
     """Save a random tiny ``Gemma4ForCausalLM`` of ``shape`` (float32 safetensors, sharded) and a word
     tokenizer into ``directory``; return the transformers model (eval mode)."""
-    import torch  # pylint: disable=import-outside-toplevel
-    from transformers import Gemma4ForCausalLM  # pylint: disable=import-outside-toplevel
+    import torch
+    from transformers import Gemma4ForCausalLM
 
-    from tests.conftest import write_word_tokenizer  # pylint: disable=import-outside-toplevel
+    from tests.helpers.gemma3 import write_word_tokenizer
 
     torch.manual_seed(seed)
     model = Gemma4ForCausalLM(tiny_gemma4_config(shape)).eval()
@@ -73,9 +73,8 @@ def make_tiny_assistant(directory: Path, base_config, seed: int = 0):
     """Save a random tiny ``Gemma4AssistantForCausalLM`` drafting for a base of ``base_config``
     (its attention shapes match the base's last sliding and full layers), with the centroid head
     on (8 clusters of 12 tokens, top 2) and a random token ordering; return it (eval mode)."""
-    import torch  # pylint: disable=import-outside-toplevel
-    from transformers import (  # pylint: disable=import-outside-toplevel
-        Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4TextConfig)
+    import torch
+    from transformers import Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4TextConfig
 
     torch.manual_seed(seed + 1)
     layers = base_config.per_layer_config

@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from pipeline.kernels import PAGE_SIZE
-from tests.compile.opencl_launch import PoCL, build_opencl, call_tvm
+from pipeline.kernels import attention as ak
+from tests.helpers.opencl import PoCL, build_opencl, call_tvm
 
 H_KV, H_Q, WINDOW = 2, 4, 8
 EMPTY_LSE = -1e30
@@ -122,7 +123,7 @@ def _arrays(case: Case, fill: float) -> dict:
 
 def run_cpu(func, case: Case):
     """Compile ``func`` for the CPU and call it; returns (output, lse)."""
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     lib = tvm.compile(tvm.IRModule({"kernel": func}), target="llvm")
     result = call_tvm(lib[func.attrs["global_symbol"]], func, _arrays(case, 0), case.scalars)
@@ -132,9 +133,39 @@ def run_cpu(func, case: Case):
 def run_pocl(func, case: Case):
     """Run ``func``'s OpenCL translation on PoCL as its host code launches it; returns (output, lse).
     Outputs start as NaN: every element must be written."""
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     name = str(func.attrs["global_symbol"])
     build = build_opencl({name: func}, tvm.target.Target({"kind": "opencl", "host": {"kind": "llvm"}}))
     result, _ = PoCL(build).run(name, _arrays(case, np.nan), case.scalars)
     return result["output"], result["lse"]
+
+
+TOLERANCE = {"float32": 2e-5, "float16": 5e-3}  # measured up to 2.2e-6 (float32) and 9.7e-4 (float16)
+
+
+def cases(seed: int, d: int, dtype: str):
+    """``(label, kernel factory keyword arguments, case)`` for every kernel, sliding and full."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for sliding in (True, False):
+        kind = "sliding" if sliding else "full"
+        out += [
+            (f"ragged-{kind}", ak.ragged_prefill, {}, ragged_case(rng, d, dtype, sliding)),
+            (f"paged-prefix-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE},
+             paged_case(rng, d, dtype, sliding, causal=False)),
+            (f"paged-causal-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE},
+             paged_case(rng, d, dtype, sliding, causal=True)),
+            (f"decode-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE},
+             paged_case(rng, d, dtype, sliding, causal=True, decode=True)),
+        ]
+    return out
+
+
+def check(case, output, lse, dtype):
+    empty = case.lse == EMPTY_LSE
+    assert not np.isnan(output).any() and not np.isnan(lse).any()
+    np.testing.assert_array_equal(lse[empty], np.float32(EMPTY_LSE))
+    np.testing.assert_array_equal(output[empty], 0)
+    np.testing.assert_allclose(lse[~empty], case.lse[~empty], atol=TOLERANCE[dtype], rtol=0)
+    np.testing.assert_allclose(output.astype(np.float64), case.output, atol=TOLERANCE[dtype], rtol=0)

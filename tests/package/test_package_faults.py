@@ -142,7 +142,7 @@ def test_every_cut_of_a_library_is_named(tiny_package, tmp_path, keep, needle):
 
 
 def test_a_cut_tar_is_refused(tmp_path):
-    import tarfile  # pylint: disable=import-outside-toplevel
+    import tarfile
 
     member = tmp_path / "lib0.o"
     member.write_bytes(b"\0" * 5000)
@@ -158,8 +158,8 @@ def test_a_cut_tar_is_refused(tmp_path):
 @pytest.mark.parametrize("triple", ["arm64-apple-macos", "x86_64-apple-macos"])
 def test_a_cut_mach_o_is_refused(tmp_path, triple):
     """A Mach-O object that TVM's LLVM writes for macOS (the format of a Metal package's ``.dylib``)."""
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm import te  # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm import te
 
     a = te.placeholder((16,), name="a")
     func = te.create_prim_func([a, te.compute((16,), lambda i: a[i] + 1.0, name="b")])

@@ -138,7 +138,8 @@ def build_tflite(weights: list[Weight], options: ModelOptions | None = None) -> 
             t.quantization = q
         if w.external:
             eb = tfl.ExternalBufferT()
-            eb.id, eb.group, eb.offset, eb.length, eb.packing = len(ext_buffers) + 1, 0, len(external_blob), len(w.data), "unpacked"
+            eb.id, eb.group, eb.offset = len(ext_buffers) + 1, 0, len(external_blob)
+            eb.length, eb.packing = len(w.data), "unpacked"
             ext_buffers.append(eb)
             external_blob += w.data + b"\0" * 3
             t.externalBuffer = eb.id
@@ -208,7 +209,7 @@ def build_tflite(weights: list[Weight], options: ModelOptions | None = None) -> 
 
 def write_tokenizer_json(path: Path) -> str:
     """A small word-level ``tokenizer.json`` written by the ``tokenizers`` library."""
-    from tokenizers import Tokenizer, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "héllo", "wörld", "日本"])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -222,8 +223,8 @@ def write_tokenizer_json(path: Path) -> str:
 def build_litertlm(directory: Path, drafter: bytes, *, prefill: bytes, aux: bytes | None = None,
                    llm_metadata: bool = True, name: str = "model.litertlm") -> Path:
     """Pack TFLite models, a HF tokenizer and (optionally) LlmMetadata with LitertLmFileBuilder."""
-    from litert_lm_builder import litertlm_builder as lb  # pylint: disable=import-outside-toplevel
-    from litert_lm_builder.runtime.proto import llm_metadata_pb2  # pylint: disable=import-outside-toplevel
+    from litert_lm_builder import litertlm_builder as lb
+    from litert_lm_builder.runtime.proto import llm_metadata_pb2
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "prefill.tflite").write_bytes(prefill)
