@@ -86,7 +86,7 @@ class CPUMatmul(ScheduleRule):
 
     @staticmethod
     def _schedule(sch, main, producers, epilogues):
-        row_extent = 1
+        row_extent: int | None = 1
         for it in main.iters[:-2]:
             row_extent = row_extent * it.dom if isinstance(it.dom, int) and isinstance(row_extent, int) else None
         few_rows = row_extent is not None and row_extent < ROW_TILE

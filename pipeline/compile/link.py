@@ -37,10 +37,17 @@ def find_program(name: str) -> str | None:
 
 
 def linker(preset: TargetPreset, program: str):
-    """``export_library``'s ``fcompile`` running the preset's ``link.command`` with ``program``."""
+    """``export_library``'s ``fcompile`` running the preset's ``link.command`` with ``program``.
+
+    Raises:
+        ValueError: the preset has no ``link`` section.
+    """
+    if preset.link is None:
+        raise ValueError(f"{preset.path}: target {preset.name} has no link section")
+    spec = preset.link
 
     def link(output, objects, **_kwargs):
-        command = render(preset.link["command"], str(output), [str(o) for o in objects])
+        command = render(spec["command"], str(output), [str(o) for o in objects])
         proc = subprocess.run([program, *command[1:]], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
