@@ -19,6 +19,10 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.dry_run import dry_run
 from pipeline.errors import PipelineError
+from pipeline.models.importer import config_from_gguf, expected_shapes
+from pipeline.models.registry import get_family
+from pipeline.sources.gguf_file import GGUFSource
+from tests.helpers.gguf_files import write_gguf
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -163,6 +167,13 @@ def test_e4b_figures_by_hand(runs):
     assert cache.minimum() == (20 * 2 * 256 * 512 + 4 * 2 * 512 * 8192) * 2 * 4 == 296 * mib
 
 
+def write_yaml(directory: Path, data: dict) -> Path:
+    """``data`` as ``directory/x.yaml``; its path."""
+    path = directory / "x.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def cli(capsys, *args):
     status = main(["build", *map(str, args)])
     captured = capsys.readouterr()
@@ -295,10 +306,37 @@ def test_present_weights_config_is_read_and_cross_checked(tmp_path):
                               f"agree with the weights' config.json")
 
 
-def test_a_config_without_architecture_is_refused(capsys):
-    status, _, err = cli(capsys, CONFIGS / "gemma3-270m.yaml", "--dry-run")
+def test_a_config_without_architecture_is_refused(capsys, tmp_path):
+    """A Hugging Face directory without config.json and no architecture file: nothing to plan from."""
+    (tmp_path / "weights").mkdir()
+    path = write_yaml(tmp_path, {"name": "x", "model": {"family": "gemma3"},
+                                 "source": {"format": "hf-safetensors", "path": "weights"}})
+    status, _, err = cli(capsys, path, "--dry-run")
     assert status == 2 and len(err) == 1
-    assert "gemma3-270m.yaml: model.architecture: not given, and the weights' config.json is not present" in err[0]
+    assert "x.yaml: model.architecture: not given, and the weights' config.json is not present" in err[0]
+
+
+def test_a_gguf_source_plans_from_its_header(tmp_path):
+    """A GGUF config needs no architecture file: the plan takes the config the build's import takes
+    from the GGUF's metadata (every parameter shape of the model the import fills)."""
+    gguf_path = write_gguf(tmp_path / "tiny.gguf", layers=2)
+    path = write_yaml(tmp_path, {"name": "x", "model": {"family": "gemma3", "overrides": {"context_window_size": 64}},
+                                 "source": {"format": "gguf", "path": "tiny.gguf"}, "quantization": "q0f32"})
+    run = dry_run(load_config(path))
+    family = get_family("gemma3")
+    config = config_from_gguf(family, GGUFSource(gguf_path), {"context_window_size": 64})
+    assert run.base.origin == gguf_path and run.base.config == config
+    assert {p.name: p.shape for p in run.base.parameters} == expected_shapes(family, config)
+    assert config.num_hidden_layers == 2 and config.hidden_size == 64 and config.context_window_size == 64
+
+
+def test_a_gguf_of_another_architecture_is_refused(capsys, tmp_path):
+    write_gguf(tmp_path / "llama.gguf", arch="llama")
+    path = write_yaml(tmp_path, {"name": "x", "model": {"family": "gemma3"},
+                                 "source": {"format": "gguf", "path": "llama.gguf"}})
+    status, _, err = cli(capsys, path, "--dry-run")
+    assert status == 2 and err == [f"error: {tmp_path / 'llama.gguf'}: general.architecture is 'llama', "
+                                   f"expected 'gemma3'"]
 
 
 def test_mtp_family_drafter_over_gemma3(tmp_path):

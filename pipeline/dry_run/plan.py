@@ -3,10 +3,10 @@
 Validates the config and its targets, instantiates the model definitions (the base model's and,
 with an ``mtp`` section, the drafter's) from their ``config.json`` content
 (:meth:`pipeline.config.PipelineConfig.hf_config`: the weights' own file when present, else the
-architecture file), applies the quantization scheme, and reports every parameter's shape and
+architecture file; for a GGUF source without an architecture file, the GGUF's header metadata, as
+the build reads it), applies the quantization scheme, and reports every parameter's shape and
 stored form, the totals, and the KV cache for the configured context window (:mod:`.report`
-formats it).  Nothing is read
-from the weights, compiled or written.
+formats it).  No tensor is read from the weights; nothing is compiled or written.
 
 KV cache figures (bytes, for ``context_window_size x max_batch_size`` tokens rounded up to whole
 pages of :data:`~pipeline.kernels.PAGE_SIZE`, in the model's activation dtype; TVM's own
@@ -38,10 +38,12 @@ from ..compile.targets import load_target
 from ..config import PipelineConfig
 from ..errors import PipelineError
 from ..kernels import PAGE_SIZE
+from ..models.importer import config_from_gguf
 from ..models.kv_layout import KVLayer
 from ..models.registry import get_family
 from ..presets import require_kernel_target
 from ..quantization import QuantScheme, get_scheme, quantize_model, scheme_for_targets
+from ..sources.gguf_file import GGUFSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +142,15 @@ def stored_parameters(model, scheme: QuantScheme) -> list[Parameter]:
             for name, shape in logical]
 
 
+def _from_gguf(family: str, path: Path, overrides: dict[str, Any]):
+    """``family``'s config from the metadata of the GGUF file ``path`` (no tensor is read); model
+    errors become one-line PipelineErrors."""
+    try:
+        return config_from_gguf(get_family(family), GGUFSource(path), overrides)
+    except (ValueError, TypeError) as err:
+        raise PipelineError(f"{path}: {err}") from None
+
+
 def _from_hf(family: str, content: dict[str, Any], origin: Path, overrides: dict[str, Any]):
     """``family``'s config from a ``config.json`` dict; model errors become one-line PipelineErrors."""
     try:
@@ -187,8 +198,12 @@ def dry_run(config: PipelineConfig, quantization: str | None = None, targets: li
         require_kernel_target(preset.target["kind"], f"{preset.path}: target {preset.name}")
     scheme = scheme_for_targets(get_scheme(quantization or config.quantization), presets, explicit=bool(quantization),
                                 where=f"{config.path}: quantization", say=lambda _: None)  # the plan names it
-    content, origin = config.hf_config("model")
-    base_config = _from_hf(config.family, content, origin, config.overrides)
+    if config.source_format == "gguf" and config.architecture is None:  # the GGUF's header is the architecture
+        origin = config.source_path()
+        base_config = _from_gguf(config.family, origin, config.overrides)
+    else:
+        content, origin = config.hf_config("model")
+        base_config = _from_hf(config.family, content, origin, config.overrides)
     base = _plan("base model", config.family, origin, base_config, get_family(config.family).model_cls, scheme)
     drafter = None
     if config.mtp:

@@ -47,6 +47,21 @@ def _as_stored(_name: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
+def config_from_gguf(family: Family, source: GGUFSource, overrides: dict[str, Any]) -> Any:
+    """``family``'s config from the metadata of the GGUF file ``source`` (its header only; no
+    tensor is read), with ``overrides`` applied.
+
+    Raises:
+        PipelineError: the file's ``general.architecture`` is not the family's, or a key the
+            family's ``config_from_gguf`` needs is missing.
+    """
+    if source.architecture != family.gguf_architecture:
+        raise PipelineError(
+            f"{source.path}: general.architecture is {source.architecture!r}, expected {family.gguf_architecture!r}"
+        )
+    return family.config_from_gguf(source, **overrides)
+
+
 def import_weights(family: Family, source_format: str, path: Path,
                    overrides: dict[str, Any], progress: bool = True, *,
                    architecture: tuple[dict[str, Any], Path] | None = None,
@@ -72,11 +87,7 @@ def import_weights(family: Family, source_format: str, path: Path,
     transform: Callable[[str, Any], Any]
     if source_format == "gguf":
         source = GGUFSource(path)
-        if source.architecture != family.gguf_architecture:
-            raise PipelineError(
-                f"{path}: general.architecture is {source.architecture!r}, expected {family.gguf_architecture!r}"
-            )
-        config = family.config_from_gguf(source, **overrides)
+        config = config_from_gguf(family, source, overrides)
         name_of, transform = family.gguf_name_map(config.num_hidden_layers).get, _as_stored
     elif source_format == "hf-safetensors":
         source = HFSource(path)
