@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.runtime.bench import _child  # noqa: E402
+from pipeline.runtime.bench import run_in_child  # noqa: E402
 
 PROMPTS = ["A good friend is someone who", "The planet Mars has two small moons,", "def quicksort(items):\n",
            "Here is how to plant a tree:\n1.",
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     accepted, proposed, speed_ups, steps, tokens = [], [], [], 0, 0.0
     for text in args.prompt or PROMPTS:
         ids = [bos] + tokenizer.encode(text, add_special_tokens=False).ids
-        result = _child(["--worker", "speculative", "--package", str(args.package), "--decode-tokens",
+        result = run_in_child(["--worker", "speculative", "--package", str(args.package), "--decode-tokens",
                          str(args.decode_tokens), "--threads", str(args.threads), "--repeats", str(args.repeats),
                          "--speculative", json.dumps(overrides), "--prompt-ids", json.dumps(ids)], args.threads)
         speed_up = result["speculative_decode"] / result["plain_decode"]

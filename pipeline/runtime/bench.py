@@ -132,7 +132,7 @@ def _worker_parser() -> argparse.ArgumentParser:
 
 
 def run_worker(argv: list[str]) -> dict:
-    """Run one measurement (``--worker NAME`` and its settings, as ``_child`` passes them) in
+    """Run one measurement (``--worker NAME`` and its settings, as ``run_in_child`` passes them) in
     this process; its results with this process's peak resident memory (``peak_rss_mib``, MiB)."""
     args = _worker_parser().parse_args(argv)
     result = WORKERS[args.worker](args)
@@ -140,7 +140,7 @@ def run_worker(argv: list[str]) -> dict:
     return result
 
 
-def _child(argv: list[str], threads: int) -> dict:
+def run_in_child(argv: list[str], threads: int) -> dict:
     """:func:`run_worker` in a child process with ``threads`` threads."""
     cmd = [sys.executable, "-m", "pipeline.runtime.bench", *argv]
     env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
@@ -153,7 +153,7 @@ def _child(argv: list[str], threads: int) -> dict:
 
 def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, threads: int | None = None,
               gguf: Path | None = None, model_lib=None, repeats: int = 3, speculative: dict | None = None,
-              runner: Callable[[list[str], int], dict] = _child) -> dict:
+              runner: Callable[[list[str], int], dict] = run_in_child) -> dict:
     """Measure the package and its llama.cpp peer, and speculative decoding when the package's
     speculative settings with the ``speculative`` overrides (``mode``, ``draft_length``,
     ``adaptive``; None values keep the package's) turn it on; print the tables.

@@ -74,7 +74,7 @@ def test_the_speculative_worker_runs_in_a_child_process(drafter_package):
     """The settings reach a real child process, which loads the package's drafter with the real
     ``mtp`` loader; the stand-in library there cannot be loaded, and its one-line error comes back."""
     def child_for_speculation(argv, threads):
-        return bench._child(argv, threads) if "speculative" in argv else in_process(argv, threads)
+        return bench.run_in_child(argv, threads) if "speculative" in argv else in_process(argv, threads)
 
     with pytest.raises(PipelineError) as err:
         run_bench(drafter_package, prompt_tokens=16, decode_tokens=13, repeats=1,
