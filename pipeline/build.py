@@ -226,8 +226,8 @@ def _drafter_source(config: PipelineConfig) -> tuple[Family, str, Path, dict[str
         return family, source_format, config.mtp_path(), {"architecture": config.hf_config("mtp"),
                                                           "name_map": name_map}
     if "path" not in mtp:
-        raise PipelineError(f"{config.path}: mtp: format {mtp.get('format')!r} with "
-                            f"{'path' if 'path' in mtp else 'no path'}, expected hf-safetensors with a path")
+        raise PipelineError(f"{config.path}: mtp: format {mtp.get('format')!r} with no path, "
+                            f"expected hf-safetensors with a path")
     path = (config.path.parent / mtp["path"]).resolve()
     if not path.exists():
         raise PipelineError(f"{config.path}: mtp.path: {path} does not exist")

@@ -75,19 +75,8 @@ __all__ = [
     "write_tokenizer_json",
 ]
 
-# Metadata keys (gguf-py ``Keys.Tokenizer``).
-KEY_MODEL = gguf.Keys.Tokenizer.MODEL
-KEY_TOKENS = gguf.Keys.Tokenizer.LIST
-KEY_SCORES = gguf.Keys.Tokenizer.SCORES
-KEY_TOKEN_TYPE = gguf.Keys.Tokenizer.TOKEN_TYPE
-KEY_BOS = gguf.Keys.Tokenizer.BOS_ID
-KEY_EOS = gguf.Keys.Tokenizer.EOS_ID
-KEY_UNK = gguf.Keys.Tokenizer.UNK_ID
-KEY_PAD = gguf.Keys.Tokenizer.PAD_ID
-KEY_ADD_BOS = gguf.Keys.Tokenizer.ADD_BOS
-KEY_ADD_EOS = gguf.Keys.Tokenizer.ADD_EOS
-KEY_ADD_SPACE_PREFIX = gguf.Keys.Tokenizer.ADD_PREFIX
-KEY_CHAT_TEMPLATE = gguf.Keys.Tokenizer.CHAT_TEMPLATE
+# Metadata keys: gguf-py's ``Keys.Tokenizer`` (``TOKENIZER.MODEL``, ``TOKENIZER.LIST``, ...).
+TOKENIZER = gguf.Keys.Tokenizer
 
 SPACE_MARK = "\u2581"  # "▁", SentencePiece's visible space
 
@@ -252,18 +241,20 @@ def read_gguf_vocab(source: str | os.PathLike | GGUFSource) -> GGUFVocab:
     source = source if isinstance(source, GGUFSource) else GGUFSource(source)
     path, fields = source.path, source.fields
 
-    model = _read_scalar(path, fields, KEY_MODEL, "str", None)
+    model = _read_scalar(path, fields, TOKENIZER.MODEL, "str", None)
     if model != "llama":
         raise GGUFTokenizerError(
-            f"{path}: metadata key {KEY_MODEL!r} = {model!r}; expected 'llama' (a SentencePiece-style vocabulary)"
+            f"{path}: metadata key {TOKENIZER.MODEL!r} = {model!r}; expected 'llama' (a SentencePiece-style vocabulary)"
         )
-    tokens = [str(t) for t in _read_array(path, fields, KEY_TOKENS, gguf.GGUFValueType.STRING, "STRING")]
+    tokens = [str(t) for t in _read_array(path, fields, TOKENIZER.LIST, gguf.GGUFValueType.STRING, "STRING")]
     n_vocab = len(tokens)
     if n_vocab == 0:
-        raise GGUFTokenizerError(f"{path}: metadata key {KEY_TOKENS!r} is empty; expected at least one token")
-    scores = np.asarray(_read_array(path, fields, KEY_SCORES, gguf.GGUFValueType.FLOAT32, "FLOAT32"), dtype=np.float32)
-    types = np.asarray(_read_array(path, fields, KEY_TOKEN_TYPE, gguf.GGUFValueType.INT32, "INT32"), dtype=np.int32)
-    for key, arr in ((KEY_SCORES, scores), (KEY_TOKEN_TYPE, types)):
+        raise GGUFTokenizerError(f"{path}: metadata key {TOKENIZER.LIST!r} is empty; expected at least one token")
+    scores = np.asarray(_read_array(path, fields, TOKENIZER.SCORES, gguf.GGUFValueType.FLOAT32, "FLOAT32"),
+                        dtype=np.float32)
+    types = np.asarray(_read_array(path, fields, TOKENIZER.TOKEN_TYPE, gguf.GGUFValueType.INT32, "INT32"),
+                       dtype=np.int32)
+    for key, arr in ((TOKENIZER.SCORES, scores), (TOKENIZER.TOKEN_TYPE, types)):
         if arr.shape != (n_vocab,):
             raise GGUFTokenizerError(
                 f"{path}: metadata key {key!r} has {arr.shape[0]} entries; expected {n_vocab} (one per token)"
@@ -275,7 +266,7 @@ def read_gguf_vocab(source: str | os.PathLike | GGUFSource) -> GGUFVocab:
         for i, t in enumerate(tokens):
             if t in seen:
                 raise GGUFTokenizerError(
-                    f"{path}: metadata key {KEY_TOKENS!r} has token {_short(t)} at ids {seen[t]} and {i}; "
+                    f"{path}: metadata key {TOKENIZER.LIST!r} has token {_short(t)} at ids {seen[t]} and {i}; "
                     "expected unique token texts"
                 )
             seen[t] = i
@@ -283,7 +274,7 @@ def read_gguf_vocab(source: str | os.PathLike | GGUFSource) -> GGUFVocab:
     for byte_id in np.flatnonzero(types == gguf.TokenType.BYTE):
         if not _BYTE_TOKEN_RE.fullmatch(tokens[byte_id]):
             raise GGUFTokenizerError(
-                f"{path}: metadata key {KEY_TOKEN_TYPE!r} marks token {int(byte_id)} = {_short(tokens[byte_id])} "
+                f"{path}: metadata key {TOKENIZER.TOKEN_TYPE!r} marks token {int(byte_id)} = {_short(tokens[byte_id])} "
                 f"as BYTE; "
                 "expected its text to be '<0xNN>'"
             )
@@ -308,8 +299,11 @@ def read_gguf_vocab(source: str | os.PathLike | GGUFSource) -> GGUFVocab:
             )
         return default
 
-    bos, eos, unk, pad_id = (special_id(key) for key in (KEY_BOS, KEY_EOS, KEY_UNK, KEY_PAD))
-    bos_id, eos_id, unk_id = or_default(KEY_BOS, bos, 1), or_default(KEY_EOS, eos, 2), or_default(KEY_UNK, unk, 0)
+    bos, eos, unk, pad_id = (special_id(key)
+                             for key in (TOKENIZER.BOS_ID, TOKENIZER.EOS_ID, TOKENIZER.UNK_ID, TOKENIZER.PAD_ID))
+    bos_id = or_default(TOKENIZER.BOS_ID, bos, 1)
+    eos_id = or_default(TOKENIZER.EOS_ID, eos, 2)
+    unk_id = or_default(TOKENIZER.UNK_ID, unk, 0)
     return GGUFVocab(
         path=path,
         tokens=tokens,
@@ -319,10 +313,10 @@ def read_gguf_vocab(source: str | os.PathLike | GGUFSource) -> GGUFVocab:
         eos_id=eos_id,
         unk_id=unk_id,
         pad_id=pad_id,
-        add_bos=_read_scalar(path, fields, KEY_ADD_BOS, "bool", True),
-        add_eos=_read_scalar(path, fields, KEY_ADD_EOS, "bool", False),
-        add_space_prefix=_read_scalar(path, fields, KEY_ADD_SPACE_PREFIX, "bool", True),
-        chat_template=_read_scalar(path, fields, KEY_CHAT_TEMPLATE, "str", "") or None,
+        add_bos=_read_scalar(path, fields, TOKENIZER.ADD_BOS, "bool", True),
+        add_eos=_read_scalar(path, fields, TOKENIZER.ADD_EOS, "bool", False),
+        add_space_prefix=_read_scalar(path, fields, TOKENIZER.ADD_PREFIX, "bool", True),
+        chat_template=_read_scalar(path, fields, TOKENIZER.CHAT_TEMPLATE, "str", "") or None,
     )
 
 
