@@ -41,6 +41,8 @@ from .quantization import get_scheme, quantize_model, quantize_params, scheme_fo
 from .sources.gguf_tokenizer import write_tokenizer_json
 
 log = logging.getLogger(__name__)
+SOURCE_TYPES = "source-types.json"  # import stage: our name -> the type the source stored
+SOURCE_GROUPS = "source-groups.safetensors"  # import stage: <name>.scale / <name>.min of block types
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 
@@ -134,10 +136,15 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
                          import_options)
 
     def do_import(tmp: Path) -> None:
+        source_info: dict[str, dict[str, Any]] = {}
         model_config, weights = family.formats[source_format].import_weights(
-            family, source_format, source_path, overrides, progress, **import_options)
+            family, source_format, source_path, overrides, progress, source_info=source_info, **import_options)
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
         save_file(weights, str(tmp / "weights.safetensors"))
+        (tmp / SOURCE_TYPES).write_text(json.dumps(source_info.get("types", {}), indent=1, sort_keys=True))
+        groups = {f"{name}.{part}": array for name, pair in source_info.get("groups", {}).items()
+                  for part, array in zip(("scale", "min"), pair) if array is not None}
+        save_file(groups, str(tmp / SOURCE_GROUPS))
         if not role:
             _import_tokenizer(source_format, source_path, tmp / "tokenizer")
 
@@ -147,20 +154,35 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
 
     # convert: weights in the stored (quantized) form, as MLC's tensor cache.
     convert_key = _digest(role + "convert", code, import_key, scheme.name)
-    model, quantized = quantize_model(family.model_cls(model_config, scheme.model_dtype), scheme)
+    source_types = json.loads((imported / SOURCE_TYPES).read_text())
+    logical = family.model_cls(model_config, scheme.model_dtype)
+    values = sum(int(np.prod([int(x) for x in p.shape])) for _, p in logical.named_parameters())
+    model, formats = quantize_model(logical, scheme, source_types)
     params = [(name, [int(x) for x in p.shape], p.dtype) for name, p in model.named_parameters()]
+    choices = {name: fmt.name for name, fmt in sorted(formats.items())}
 
     def do_convert(tmp: Path) -> None:
         weights = load_file(str(imported / "weights.safetensors"))
+        groups = load_file(str(imported / SOURCE_GROUPS))
+
+        def group_scales(name: str):
+            scale = groups.get(f"{name}.scale")
+            usable = scale is not None and scale.shape[-1] * formats[name].group_size == weights[name].shape[-1]
+            return (scale, groups.get(f"{name}.min")) if usable else None
+
         stored = dict(quantize_params(tqdm(weights.items(), desc=role + "convert", unit="tensor",
-                                           disable=not progress), quantized, scheme))
+                                           disable=not progress), formats, scheme,
+                                      group_scales if scheme.keeps_source else None))
         for name, shape, dtype in params:
             array = stored[name]
             if list(array.shape) != shape or str(array.dtype) != dtype:
                 raise PipelineError(f"convert: {name} is {array.shape} {array.dtype}, expected {shape} {dtype}")
+        param_bytes = int(sum(stored[name].nbytes for name, _, _ in params))
         write_tensor_cache(((name, stored[name]) for name, _, _ in params), tmp,
-                           {"ParamSize": len(params), "ParamBytes": int(sum(a.nbytes for a in stored.values())),
-                            "BitsPerParam": 4 if scheme.quantized else np.dtype(scheme.model_dtype).itemsize * 8})
+                           {"ParamSize": len(params), "ParamBytes": param_bytes,
+                            "BitsPerParam": round(param_bytes * 8 / values, 3), "Quantization": scheme.name,
+                            "QuantizedWeights": choices,
+                            "QuantFormats": {fmt.name: fmt.describe() for fmt in formats.values()}})
 
     reports.append(_stage(role + "convert", convert_key, force, do_convert, say))
     converted = reports[-1].path
@@ -169,11 +191,11 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
     for preset in presets:
         lib = library_name(lib_stem, scheme.name, preset)
         compile_key = _digest(role + "compile", code, family.name, lib, model_config.to_dict(), scheme.name,
-                              preset.path.read_text(), preset.resolved_target(), _tvm_version(),
+                              choices, preset.path.read_text(), preset.resolved_target(), _tvm_version(),
                               find_program(preset.link["command"][0]) if preset.link else None)  # linked or not
 
         def do_compile(tmp: Path, preset=preset, lib=lib) -> None:
-            mod, _, _ = export_model(family, model_config, scheme, preset, lib_stem)
+            mod, _, _ = export_model(family, model_config, scheme, preset, lib_stem, source_types)
             write_outputs(tmp, compile_module(mod, preset, tmp / lib, system_lib_prefix(lib_stem, scheme.name)))
 
         reports.append(_stage(f"{role}compile[{preset.name}]", compile_key, force, do_compile, say))

@@ -6,6 +6,10 @@ same dequantized weights in float32.
   sliding window); first-step logits within 5e-4 absolute (logits span about +-30; measured 2e-5 to 6e-5).
 - q4f32_1 / q4f16_1: teacher-forced top-1 agreement with q0f32 on the same continuations, at least
   0.7 (the GGUF is already 4-bit, so these builds quantize twice).
+- qsrcf32 (the config's default: each tensor keeps the GGUF's own codes and scales): agreement
+  at least 0.97 (measured 1.0); greedy continuations of prompts of our own stay with q0f32's
+  longer on average than llama.cpp's on the same GGUF (which also rounds activations); and on
+  "The capital of France is" and "def fibonacci(n):" its first 12 greedy tokens equal llama.cpp's.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     config = load_config(CONFIG)
     built = {}
-    for quant in ("q0f32", "q4f32_1", "q4f16_1"):
+    for quant in ("q0f32", "q4f32_1", "q4f16_1", "qsrcf32"):
         built[quant] = build(config, output=root / quant, quantization=quant, progress=False, say=lambda _: None)
     return built
 
@@ -98,7 +102,7 @@ def test_greedy_continuation_and_logits_match_transformers(engine, reference, pr
     assert ours == out[0, len(ids):].tolist()
 
 
-@pytest.mark.parametrize("quant,min_agreement", [("q4f32_1", 0.7), ("q4f16_1", 0.7)])
+@pytest.mark.parametrize("quant,min_agreement", [("q4f32_1", 0.7), ("q4f16_1", 0.7), ("qsrcf32", 0.97)])
 def test_group_quantized_builds_stay_close(packages, engine, quant, min_agreement):
     """Teacher-forced over q0f32's greedy continuations of all prompts: share of positions where
     the quantized build's argmax equals q0f32's (measured 2026-11-30: see docs/fidelity.md)."""
@@ -121,6 +125,66 @@ def test_group_quantized_builds_stay_close(packages, engine, quant, min_agreemen
     rate = agree / total
     print(f"{quant}: top-1 agreement with q0f32 {rate:.3f} over {total} positions")
     assert rate >= min_agreement
+
+
+OWN_PROMPTS = ["Water boils at", "Once upon a time, in a small village,", "The best way to learn a new language is",
+               "import numpy as np\n\ndef softmax(x):", "Photosynthesis is the process by which",
+               "The Pythagorean theorem states that", "SELECT name, age FROM users WHERE", "In 1969, Neil Armstrong"]
+LLAMA_PROMPTS = ["The capital of France is", "def fibonacci(n):"]
+
+
+def greedy(engine, ids, n=NEW_TOKENS):
+    engine.reset()
+    logits, out = engine.prefill(ids), []
+    for _ in range(n):
+        out.append(int(np.argmax(logits)))
+        logits = engine.decode(out[-1])
+    return out
+
+
+def common_prefix(a, b):
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+@pytest.fixture(scope="module")
+def llama():
+    """llama.cpp's greedy continuation of token ids, on the config's GGUF, 2 threads."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(load_config(CONFIG).source_path()), n_ctx=512, n_threads=2,
+                          logits_all=True, verbose=False)
+
+    def continuation(ids, n=NEW_TOKENS):
+        llm.reset()
+        llm.eval(ids)
+        out = []
+        for _ in range(n):
+            out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            llm.eval([out[-1]])
+        return out
+
+    return continuation
+
+
+def test_source_keeping_build_stays_with_q0f32_longer_than_llama_cpp(packages, engine, llama):
+    kept = Engine(packages["qsrcf32"].output)
+    ours, theirs = [], []
+    for prompt in OWN_PROMPTS:
+        ids = encode(engine, prompt)
+        reference = greedy(engine, ids)
+        ours.append(common_prefix(greedy(kept, ids), reference))
+        theirs.append(common_prefix(llama(ids), reference))
+    print(f"tokens equal to q0f32's: qsrcf32 {ours}, llama.cpp {theirs}")
+    assert np.mean(ours) > np.mean(theirs)
+
+
+@pytest.mark.parametrize("prompt", LLAMA_PROMPTS, ids=["capital", "fibonacci"])
+def test_source_keeping_build_answers_as_llama_cpp(packages, llama, prompt):
+    kept = Engine(packages["qsrcf32"].output)
+    ids = encode(kept, prompt)
+    ours, theirs = greedy(kept, ids, 16), llama(ids, 16)
+    print(f"{prompt!r}: ours {kept.tokenizer.decode(ours)!r}, llama.cpp {kept.tokenizer.decode(theirs)!r}")
+    assert common_prefix(ours, theirs) >= 12
 
 
 def test_chat_turns_reuse_the_cache_exactly(engine):

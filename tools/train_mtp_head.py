@@ -15,7 +15,7 @@ Data: the base continues the prompts of :mod:`tools.mtp_prompts` greedily, sampl
 greedily after a sampled start; every tenth prompt is held out, and the report gives the head's
 top-1 agreement with the base's greedy next-next token on the held-out greedy continuations (per
 depth, and chained: all depths up to ``d`` right), with float weights and with the weights
-rounded as MLC's ``q4f32_1`` stores them.
+rounded as the ``q4f32_1`` and ``qsrcf32`` schemes store them.
 
 Two steps:
 
@@ -39,7 +39,7 @@ Two steps:
         [--reuse-data OUT/data.json] [--max-prompts N]
 
   reads ``base.tar.part*`` (or an unpacked ``base/``), rebuilds the base in float32 from the
-  package's stored weights (``q4f32_1`` codes are dequantized: the base the package runs),
+  package's stored weights (quantized ones decoded: the base the package runs),
   generates the data, trains until ``--train-seconds`` have passed (cosine learning rate over that
   time), evaluates, and writes ``OUT/mtp.safetensors`` (bf16, names ``layers.0.*``),
   ``OUT/mtp-architecture.json`` (for the config's ``mtp.architecture``) and ``OUT/report.json``.
@@ -60,10 +60,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project: its numpy-only formats
 import mtp_prompts  # noqa: E402
 
+from pipeline.quantization.formats import GroupFormat, decode, encode  # noqa: E402
+
+ROUNDED_AS = ("q4f32_1", "qsrcf32")  # schemes whose rounding of the (float) head the report evaluates
 TARGET_NAMES = ("mlc-chat-config.json", "tensor-cache.json")
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint32": np.uint32, "int32": np.int32}
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint32": np.uint32, "int32": np.int32, "int8": np.int8}
 
 
 # --- prepare (here) ---------------------------------------------------------------------------
@@ -142,17 +146,23 @@ def read_tensor_cache(directory: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def dequantize(q_weight, q_scale, bits: int = 4, group_size: int = 32):
-    """MLC group quantization read back (``pipeline.quantization.group_quant``): codes packed
-    little-end first in uint32 words, value ``(code - max_int) * scale``; float32 ``(N, K)``."""
-    import torch
+def stored_formats(directory: Path, quantization: str) -> dict[str, GroupFormat]:
+    """Weight name -> the format the package stores it in: ``tensor-cache.json``'s
+    ``QuantizedWeights`` / ``QuantFormats`` metadata, or, for packages that predate them, every
+    ``.q_weight`` as ``q4f32_1``'s format."""
+    from pipeline.quantization import get_scheme
 
-    per_word, max_int = 32 // bits, 2 ** (bits - 1) - 1
-    words = torch.as_tensor(q_weight.astype(np.int64))
-    shifts = torch.arange(per_word, dtype=torch.int64) * bits
-    codes = (words[:, :, None] >> shifts) & (2**bits - 1)
-    codes = codes.reshape(words.shape[0], -1).float() - max_int
-    return codes * torch.as_tensor(q_scale, dtype=torch.float32).repeat_interleave(group_size, dim=1)
+    index = json.loads((directory / "tensor-cache.json").read_text())
+    meta = index.get("metadata", {})
+    if "QuantizedWeights" in meta:
+        fields = ("bits", "group_size", "scale_dtype", "with_min")
+        kinds = {name: GroupFormat(name, **{k: record[k] for k in fields})
+                 for name, record in meta["QuantFormats"].items()}
+        return {name: kinds[kind] for name, kind in meta["QuantizedWeights"].items()}
+    fmt = get_scheme(quantization).tensor_format()
+    names = [rec["name"] for shard in index["records"] for rec in shard["records"]]
+    stems = [n.removesuffix(".q_weight") for n in names if n.endswith(".q_weight")]
+    return {} if fmt is None else {f"{stem}.weight": fmt for stem in stems}
 
 
 # model_config keys (mlc-chat-config.json) that Gemma3TextConfig takes under the same name.
@@ -177,20 +187,15 @@ def load_base(package: Path, device: str):
     from transformers import Gemma3ForCausalLM
 
     chat = json.loads((package / "mlc-chat-config.json").read_text())
-    quant = chat["quantization"]
-    if quant not in ("q0f32", "q4f32_1"):
-        raise SystemExit(f"{package}: quantization {quant}, expected q0f32 or q4f32_1")
     arrays = read_tensor_cache(package)
+    formats = stored_formats(package, chat["quantization"])
     state = {}
+    for name, fmt in formats.items():
+        stem = name.removesuffix(".weight")
+        state[name] = torch.as_tensor(decode({s: np.array(arrays.pop(f"{stem}.{s}")) for s in fmt.tensors}, fmt))
     for name, array in arrays.items():
-        if name.endswith(".q_scale"):
-            continue
-        if name.endswith(".q_weight"):
-            stem = name.removesuffix(".q_weight")
-            state[f"{stem}.weight"] = dequantize(np.array(array), np.array(arrays[f"{stem}.q_scale"]))
-        else:
-            tensor = torch.as_tensor(np.array(array, np.float32))
-            state[name] = tensor - 1.0 if name.endswith("norm.weight") else tensor
+        tensor = torch.as_tensor(np.array(array, np.float32))
+        state[name] = tensor - 1.0 if name.endswith("norm.weight") else tensor
     state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model = Gemma3ForCausalLM(hf_text_config(chat["model_config"]))
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -389,19 +394,16 @@ def head_state(head) -> dict:
     return {k: v for k, v in head.state_dict().items() if k.startswith("layers.")}
 
 
-def q4_round_trip(head) -> dict:
-    """The head's state with every 2-D weight rounded as MLC's q4f32_1 stores it (group 32,
-    symmetric 4-bit codes, float32 scale); for evaluation only."""
+def stored_round_trip(head, fmt: GroupFormat) -> dict:
+    """The head's state with every 2-D weight rounded as a package stores a float (bf16) weight
+    in ``fmt`` (:mod:`pipeline.quantization.formats`); for evaluation only."""
     import torch
 
     state = {}
     for name, value in head_state(head).items():
         value = value.to(torch.bfloat16).float()  # as saved
-        if value.ndim == 2 and value.shape[1] % 32 == 0:
-            groups = value.reshape(value.shape[0], -1, 32)
-            scale = groups.abs().amax(-1, keepdim=True) / 7
-            codes = torch.clamp(torch.round(groups / torch.where(scale == 0, 1, scale)), -7, 7)
-            value = (codes * scale).reshape(value.shape)
+        if value.ndim == 2 and value.shape[1] % fmt.group_size == 0:
+            value = torch.as_tensor(decode(encode(value.numpy(), fmt), fmt))
         state[name] = value
     return state
 
@@ -529,12 +531,16 @@ def train(args) -> None:
 
 def evaluate(base, head, sequences: list[dict], args) -> dict:
     """Top-1 agreement of the head with the base on held-out sequences, per kind of sequence:
-    per depth, and chained (every depth up to ``d`` right), float weights and q4-rounded."""
+    per depth, and chained (every depth up to ``d`` right), float weights and rounded as each
+    scheme of :data:`ROUNDED_AS` stores them."""
     import torch
 
     results = {}
     float_state = {k: v.clone() for k, v in head_state(head).items()}
-    for variant, state in (("float", float_state), ("q4f32_1-rounded", q4_round_trip(head))):
+    from pipeline.quantization import get_scheme
+
+    rounded = {f"{name}-rounded": stored_round_trip(head, get_scheme(name).tensor_format()) for name in ROUNDED_AS}
+    for variant, state in (("float", float_state), *rounded.items()):
         head.load_state_dict(state, strict=False)
         for kind in sorted({s["kind"] for s in sequences}):
             chosen = [s for s in sequences if s["kind"] == kind]

@@ -46,11 +46,14 @@ def _attach_metadata(mod: tvm.IRModule, metadata: dict[str, Any]) -> tvm.IRModul
     return bb.get()
 
 
-def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, model_name: str):
-    """Build the Relax module for ``config`` under ``scheme``.
+def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, model_name: str,
+                 source_types: dict[str, str] | None = None):
+    """Build the Relax module for ``config`` under ``scheme`` (``source_types``: weight name ->
+    the type its source stored, which picks per-weight formats under ``qsrcf32``; see
+    :func:`pipeline.quantization.quantize_model`).
 
-    Returns ``(IRModule, [(param name, shape, dtype)], quantized weight names)``; parameter order
-    is the order the compiled functions take them in.
+    Returns ``(IRModule, [(param name, shape, dtype)], {quantized weight name: GroupFormat}``;
+    parameter order is the order the compiled functions take them in.
     """
     if scheme.model_dtype == "float16" and not preset.supports_fp16:
         raise PipelineError(
@@ -58,7 +61,7 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
         )
     preset.check_buildable()
     model = family.model_cls(config, scheme.model_dtype)
-    model, quantized = quantize_model(model, scheme)
+    model, quantized = quantize_model(model, scheme, source_types)
     target = preset.tvm_target()
     with target:
         mod, named_params = model.export_tvm(spec=model.get_default_spec())

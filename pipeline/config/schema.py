@@ -2,7 +2,8 @@
 
 Sections: ``name``; ``model`` (family and config overrides); ``source`` (base weights: a GGUF
 file or a Hugging Face directory, by path or from an installed Python package); ``quantization``
-(MLC LLM's names, ``python/mlc_llm/quantization/quantization.py``); ``targets`` (preset names
+(MLC LLM's names, ``python/mlc_llm/quantization/quantization.py``, and ours:
+:mod:`pipeline.quantization.schemes`); ``targets`` (preset names
 from ``targets/``); ``output``; ``generation`` defaults; ``speculative`` (whether and how the
 runtime decodes speculatively by default); ``mtp`` (the MTP drafter: family, weights format and
 location, optional tensor-name map and architecture).
@@ -18,8 +19,9 @@ from typing import Any
 
 from ..models.layer_types import LAYER_TYPES
 from ..models.registry import base_families, drafter_families, get_family
+from ..quantization.schemes import SCHEMES
 
-QUANTIZATIONS = ["q0f32", "q0f16", "q4f16_1", "q4f32_1"]
+QUANTIZATIONS = list(SCHEMES)
 # Base families, and drafter families with the base families each drafts for, from the registry
 # (pipeline/models/registry.py); a drafter family's older name (alias) is accepted by the loader.
 FAMILIES = base_families()

@@ -128,11 +128,12 @@ class DryRun:
 
 
 # --- model definitions ------------------------------------------------------------------------
-def stored_parameters(model, scheme: QuantScheme) -> list[Parameter]:
+def stored_parameters(model, scheme: QuantScheme, source_types: dict[str, str] | None = None) -> list[Parameter]:
     """The parameters of ``model`` (an unquantized model definition in ``scheme``'s dtype) and
-    the tensors each is stored as once :func:`pipeline.quantization.quantize_model` rewrote it."""
+    the tensors each is stored as once :func:`pipeline.quantization.quantize_model` rewrote it
+    (``source_types``: weight name -> the type its source stores, as the build's import finds)."""
     logical = [(name, tuple(int(x) for x in p.shape)) for name, p in model.named_parameters()]
-    quantized_model, quantized = quantize_model(model, scheme)
+    quantized_model, quantized = quantize_model(model, scheme, source_types)
     stored = [(name, tuple(int(x) for x in p.shape), str(p.dtype)) for name, p in quantized_model.named_parameters()]
     by_name = {tensor[0]: tensor for tensor in stored}
     by_owner: dict[str, list[tuple[str, tuple[int, ...], str]]] = {}
@@ -143,12 +144,16 @@ def stored_parameters(model, scheme: QuantScheme) -> list[Parameter]:
 
 
 def _from_gguf(family: str, path: Path, overrides: dict[str, Any]):
-    """``family``'s config from the metadata of the GGUF file ``path`` (no tensor is read); model
+    """``family``'s config from the metadata of the GGUF file ``path`` and the type each
+    parameter is stored in there (``{our name: GGML type name}``; no tensor is read); model
     errors become one-line PipelineErrors."""
+    source = GGUFSource(path)
     try:
-        return config_from_gguf(get_family(family), GGUFSource(path), overrides)
+        config = config_from_gguf(get_family(family), source, overrides)
     except (ValueError, TypeError) as err:
         raise PipelineError(f"{path}: {err}") from None
+    names = get_family(family).gguf_name_map(config.num_hidden_layers)
+    return config, {names[src]: source.tensor_info(src)[1] for src in source.tensor_names() if src in names}
 
 
 def _from_hf(family: str, content: dict[str, Any], origin: Path, overrides: dict[str, Any]):
@@ -200,11 +205,12 @@ def dry_run(config: PipelineConfig, quantization: str | None = None, targets: li
                                 where=f"{config.path}: quantization", say=lambda _: None)  # the plan names it
     if config.source_format == "gguf" and config.architecture is None:  # the GGUF's header is the architecture
         origin = config.source_path()
-        base_config = _from_gguf(config.family, origin, config.overrides)
+        base_config, source_types = _from_gguf(config.family, origin, config.overrides)
     else:
         content, origin = config.hf_config("model")
-        base_config = _from_hf(config.family, content, origin, config.overrides)
-    base = _plan("base model", config.family, origin, base_config, get_family(config.family).model_cls, scheme)
+        base_config, source_types = _from_hf(config.family, content, origin, config.overrides), {}
+    base = _plan("base model", config.family, origin, base_config, get_family(config.family).model_cls, scheme,
+                 source_types)
     drafter = None
     if config.mtp:
         family = get_family(config.mtp["family"])
@@ -219,10 +225,11 @@ def dry_run(config: PipelineConfig, quantization: str | None = None, targets: li
     return DryRun(config, scheme, target_names, Path(output or config.output), base, drafter)
 
 
-def _plan(role: str, family: str, origin: Path, model_config, model_cls, scheme: QuantScheme) -> ModelPlan:
+def _plan(role: str, family: str, origin: Path, model_config, model_cls, scheme: QuantScheme,
+          source_types: dict[str, str] | None = None) -> ModelPlan:
     try:
         model = model_cls(model_config, scheme.model_dtype)
     except (ValueError, TypeError) as err:
         raise PipelineError(f"{origin}: {err}") from None
     cache = kv_cache(family, model)
-    return ModelPlan(role, family, origin, model_config, stored_parameters(model, scheme), cache)
+    return ModelPlan(role, family, origin, model_config, stored_parameters(model, scheme, source_types), cache)

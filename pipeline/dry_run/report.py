@@ -121,7 +121,10 @@ def format_dry_run(run: DryRun, verbose: bool = False) -> str:
     """The dry run as text: settings, a parameter table per model (every parameter when
     ``verbose``, else one block per group of identical layers), totals and KV cache figures."""
     s = run.scheme
-    form = f"{s.bits}-bit groups of {s.group_size}, {s.model_dtype} scales" if s.quantized else "unquantized"
+    if s.keeps_source:
+        form = "each weight in the format its source's type keeps exactly, listed per parameter"
+    else:
+        form = f"{s.bits}-bit groups of {s.group_size}, {s.model_dtype} scales" if s.quantized else "unquantized"
     lines = [f"dry run of {run.config.path}: nothing read from the weights, compiled or written",
              f"quantization {s.name} ({form}, {s.model_dtype} activations); targets {', '.join(run.targets)}; "
              f"output {run.output} (not written)", ""]

@@ -65,8 +65,15 @@ def config_from_gguf(family: Family, source: GGUFSource, overrides: dict[str, An
 def import_weights(family: Family, source_format: str, path: Path,
                    overrides: dict[str, Any], progress: bool = True, *,
                    architecture: tuple[dict[str, Any], Path] | None = None,
-                   name_map: NameMap | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+                   name_map: NameMap | None = None,
+                   source_info: dict[str, dict[str, Any]] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
     """Read ``path`` into ``(config, {name: float32 array})``.
+
+    ``source_info`` (optional, filled in): ``"types"``: our name -> the type the source stored
+    the tensor in (GGML type name such as ``Q4_K``, or a dtype name such as ``BF16``) and, for
+    GGUF block types with per-group scales, ``"groups"``: our name -> ``(scale, minimum)``
+    (:meth:`pipeline.sources.gguf_file.GGUFSource.group_scales`), from which the build's
+    ``qsrcf32`` quantization keeps the source's codes exactly.
 
     Formats: ``gguf``; ``hf-safetensors`` (a Hugging Face directory, its ``config.json``);
     ``safetensors`` (one file) and ``litertlm`` (the TFLite model of the file's
@@ -135,6 +142,13 @@ def import_weights(family: Family, source_format: str, path: Path,
     for dst in tqdm(shapes, desc="import", unit="tensor", disable=not progress):
         weights[dst] = (np.full(shapes[dst], constants[dst], np.float32) if dst in constants
                         else transform(dst, source.load(mapping[dst])))
+    if source_info is not None:
+        types, block_scales = source_info.setdefault("types", {}), source_info.setdefault("groups", {})
+        for dst, src in mapping.items():
+            types[dst] = source.tensor_info(src)[1]
+            found_groups = source.group_scales(src) if isinstance(source, GGUFSource) else None
+            if found_groups is not None:  # GGUF tensors are stored as read (_as_stored)
+                block_scales[dst] = found_groups[1:]
     return config, weights
 
 

@@ -120,6 +120,42 @@ class GGUFSource:
         shape = self.tensor_info(name)[0]
         return np.ascontiguousarray(array.reshape(shape), dtype=np.float32)
 
+    def group_scales(self, name: str) -> tuple[int, np.ndarray, np.ndarray | None] | None:
+        """The per-group scale (and minimum) a block-quantized tensor stores, so that its codes can
+        be recovered exactly from :meth:`load`'s values: ``(group_size, scale, minimum)`` with
+        float32 arrays of shape ``(..., N, K / group_size)``; a value is ``code * scale - minimum``
+        (``minimum`` None: 0).  None for types without such groups (floats, other quantizations).
+
+        Block layouts (``ggml/src/ggml-common.h``, and ``gguf.quants``' dequantizers):
+        ``Q8_0`` / ``Q5_0`` / ``Q4_0``: ``d`` (float16) first, codes ``q``, ``q - 16``, ``q - 8``;
+        ``Q6_K``: 16 ``int8`` sub-block scales at bytes 192..207 and ``d`` at 208..209, value
+        ``d * sc * (q - 32)`` per 16 values; ``Q4_K``: ``d``, ``dmin`` then 12 bytes of 6-bit
+        scales and minimums (``gguf.quants.Q4_K.get_scale_min``), value ``d * sc * q - dmin * m``
+        per 32 values.  For ``Q4_0`` the minimum is ``8 d`` (codes ``0..15``).
+        """
+        tensor = self._tensors[name]
+        kind = tensor.tensor_type
+        shape = self.tensor_info(name)[0]
+        blocks = np.asarray(tensor.data).view(np.uint8).reshape(-1, gguf.GGML_QUANT_SIZES[kind][1])
+        Q = gguf.GGMLQuantizationType  # noqa: N806
+        if kind in (Q.Q8_0, Q.Q5_0, Q.Q4_0):
+            d = blocks[:, :2].copy().view(np.float16).astype(np.float32)[:, 0]
+            group, scale = 32, d[:, None]
+            minimum = 8 * scale if kind == Q.Q4_0 else None
+        elif kind == Q.Q6_K:
+            sc = blocks[:, 192:208].copy().view(np.int8).astype(np.float32)
+            d = blocks[:, 208:210].copy().view(np.float16).astype(np.float32)
+            group, scale, minimum = 16, d * sc, None
+        elif kind == Q.Q4_K:
+            d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
+            dmin = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+            sc, m = gguf.quants.Q4_K.get_scale_min(blocks[:, 4:16].copy())
+            group, scale, minimum = 32, d * sc.astype(np.float32), dmin * m.astype(np.float32)
+        else:
+            return None
+        groups = (*shape[:-1], shape[-1] // group)
+        return group, scale.reshape(groups), None if minimum is None else minimum.reshape(groups)
+
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
         """Every tensor, dequantized, in file order."""
         for name in self._tensors:

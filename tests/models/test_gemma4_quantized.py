@@ -15,7 +15,7 @@ import torch
 
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme, quantize_model
-from pipeline.quantization.group_quant import dequantize_array, quantize_array
+from pipeline.quantization.formats import decode, encode
 from pipeline.runtime.engine import Engine
 from tests.helpers.gemma4 import make_tiny_gemma4
 from tests.helpers.packages import GEMMA4_MODEL, build_package
@@ -39,13 +39,14 @@ def test_q4f32_logits_equal_transformers_on_dequantized_weights(shape, tmp_path)
     if shape == "e2b":  # the PLE projection is a linear layer like the others
         assert "model.per_layer_model_projection.weight" in quantized
     else:  # 3-D expert weights, each expert's rows quantized on their own
-        assert {"model.layers.0.experts.gate_up_proj.weight", "model.layers.0.experts.down_proj.weight"} <= quantized
+        experts = {"model.layers.0.experts.gate_up_proj.weight", "model.layers.0.experts.down_proj.weight"}
+        assert experts <= set(quantized)
     state = hf_model.state_dict()
     with torch.no_grad():
         for ours in quantized:
             name = ours if ours in state else ours[:-len(".weight")]  # transformers' expert tensors
             weight = state[name].numpy()
-            state[name].copy_(torch.from_numpy(dequantize_array(*quantize_array(weight, SCHEME), SCHEME)))
+            state[name].copy_(torch.from_numpy(decode(encode(weight, quantized[ours]), quantized[ours])))
         hf_model.lm_head.weight.copy_(state["model.embed_tokens.weight"])
 
     ids = np.random.default_rng(6).integers(4, 96, size=20).tolist()

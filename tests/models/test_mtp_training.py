@@ -22,7 +22,7 @@ import torch
 from pipeline.models.gemma3_mtp.loader import load_mtp_weights
 from pipeline.models.gemma3_mtp.model import MTPConfig
 from pipeline.quantization import get_scheme
-from pipeline.quantization.group_quant import dequantize_array, quantize_array
+from pipeline.quantization.formats import decode, encode
 from tests.helpers.references import TINY_BASE, reference_mtp, reference_run
 from tools import train_mtp_head as script
 
@@ -86,16 +86,15 @@ def test_saved_head_loads_and_base_is_untouched(hf_base, tmp_path):
     np.testing.assert_array_equal(loaded["post_norm.weight"], np.full(64, 2.5, np.float32))  # 1 + w = scale
 
 
-def test_q4_unpacking_and_rounding_are_mlcs(hf_base):
-    scheme = get_scheme("q4f32_1")
-    weight = np.random.default_rng(0).normal(size=(48, 128)).astype(np.float32)
-    q_weight, q_scale = quantize_array(weight, scheme)
-    np.testing.assert_array_equal(script.dequantize(q_weight, q_scale).numpy(),
-                                  dequantize_array(q_weight, q_scale, scheme))
+@pytest.mark.parametrize("scheme", ["q4f32_1", "qsrcf32"])
+def test_head_rounding_is_the_packages(hf_base, scheme):
+    """The report's rounded head equals the weights a package of ``scheme`` stores for a bf16 head."""
+    fmt = get_scheme(scheme).tensor_format()
     head = script.build_head(hf_base, "sliding_attention", seed=4)
-    rounded = script.q4_round_trip(head)
+    rounded = script.stored_round_trip(head, fmt)
     for name, value in script.head_state(head).items():
         exact = value.to(torch.bfloat16).float().numpy()
         if value.ndim == 2:
-            exact = dequantize_array(*quantize_array(exact, scheme), scheme)
+            exact = decode(encode(exact, fmt), fmt)
+            assert not np.array_equal(exact, value.to(torch.bfloat16).float().numpy()), name  # it did round
         np.testing.assert_allclose(rounded[name].numpy(), exact, rtol=0, atol=1e-7, err_msg=name)

@@ -140,7 +140,7 @@ def load_mtp_weights(path: str | Path, config: MTPConfig, layer_index: int | Non
 
 def import_mtp(family, source_format: str, path: str | Path, overrides: dict, progress: bool = True, *,
                architecture: tuple[dict, Path], name_map: NameMap | None = None,
-               ) -> tuple[MTPConfig, dict[str, np.ndarray]]:
+               source_info: dict | None = None) -> tuple[MTPConfig, dict[str, np.ndarray]]:
     """The drafter's config and weights for the build's import stage (the registry row's loader
     for format ``safetensors``; the signature of :func:`pipeline.models.importer.import_weights`).
 
@@ -153,12 +153,13 @@ def import_mtp(family, source_format: str, path: str | Path, overrides: dict, pr
         architecture: the ``mtp`` architecture file's content (``layer_type``, ``use_post_norm``,
             ``hidden_states_first``; keys starting with ``_`` are notes) and its path.
         name_map: as for :func:`load_mtp_weights`.
+        source_info: not filled (a float source: every weight takes its scheme's default format).
 
     Raises:
         PipelineError: an architecture value the config refuses, or bad weights
             (:func:`load_mtp_weights`).
     """
-    del progress, source_format
+    del progress, source_format, source_info
     content = architecture[0]
     fields = {key: value for key, value in content.items() if not key.startswith("_")}
     try:
