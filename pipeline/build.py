@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,11 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
 
     reports.append(_stage(role + "convert", convert_key, force, do_convert, say))
     converted = reports[-1].path
+    if formats:
+        meta = json.loads((converted / "tensor-cache.json").read_text())["metadata"]
+        counts = Counter(choices.values())
+        say(f"{role}convert: {scheme.name}: " + ", ".join(f"{n} weights as {f}" for f, n in sorted(counts.items()))
+            + f"; {meta['ParamBytes'] / 2**20:.1f} MiB stored ({meta['BitsPerParam']} bits per parameter)")
 
     libraries = {}
     for preset in presets:

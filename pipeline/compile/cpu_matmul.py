@@ -3,13 +3,25 @@ reduction rules for the CPU, none for GEMM, so prefill matmuls otherwise run as 
 
 Pattern: one reduction block ``C[s..., j] += f(A[s..., k], W[j, k])`` (spatial loops, then one
 reduction loop), optionally with injective producers (weight dequantization) and injective epilogues (cast,
-activation, the ``act(gate) * up`` of a gated MLP).  Schedule:
+activation, the ``act(gate) * up`` of a gated MLP).  Schedule (loop nest, outermost first):
 
-- the reduction is split ``k = ko * 8 + ki`` and ``rfactor``-ed on ``ki``, so eight partial sums
-  run in SIMD lanes over contiguous ``k`` (both operands are ``k``-contiguous in the ``NT`` layout);
-- rows (all spatial loops but the last) are tiled by 4 so that each weight row is read once per
-  4 rows from L1; the loop nest is ``rows_outer, j, rows_inner, ko, ki``;
-- the outer row tiles and ``j`` are fused and split across threads.
+    jo (parallel) / row tile / ji / ko / row in tile / ki (vectorized)
+
+- ``k = ko * LANES + ki``, ``rfactor``-ed on ``ki``: LANES partial sums per output in SIMD lanes
+  (two AVX2 vectors: independent FMA chains), over contiguous ``k`` (both operands are
+  ``k``-contiguous in the ``NT`` layout);
+- each chunk of LANES weights is dequantized once per ``(row tile, j, ko)`` into a small stack
+  buffer and used by every row of the tile (``ROW_TILE`` rows): verifying or prefilling a few
+  tokens streams each weight from memory once, not once per row;
+- ``j = jo * J_TILE + ji``, the ``jo`` loop split across threads: a thread's ``J_TILE`` weight rows
+  stay in cache while it sweeps the row tiles (prefill);
+- a row count that is symbolic (prefill, ``batch_verify``) or not a multiple of ``ROW_TILE`` is
+  padded to one (``pad_einsum``: padded copies of the activations and the output, copied in
+  parallel), so that the partial sums of a tile have a constant size and live on the stack (TVM
+  allocates a buffer whose size depends on the row count from its workspace pool, per output);
+  one row (decode) is its own tile.
+
+Profile and measurements: docs/performance.md ("CPU matrix products").
 """
 
 from __future__ import annotations
@@ -23,8 +35,11 @@ from tvm_ffi import structural_equal
 
 from ..presets import CPU_KIND
 
-LANES = 8
-ROW_TILE = 8
+LANES = 16  # partial sums per output (float32 SIMD lanes; 16 = two AVX2 vectors)
+
+NARROW_LANES = 8  # for a reduction too short or odd for LANES (norms of 8k values)
+ROW_TILE = 4  # rows sharing each dequantized weight chunk; 4 x 16 partial sums = 8 AVX2 registers
+J_TILE = 16  # weight rows per parallel task
 
 
 def _unit(dom) -> bool:
@@ -46,6 +61,12 @@ def _same_domain(epilogue, main) -> bool:
 
     return any(len(doms) == len(ref) and all(equal(a, b) for a, b in zip(doms, ref))
                for ref in (main_doms[:-1], main_doms))
+
+
+def _parallel(sch, block) -> None:
+    """Split a top-level elementwise block's outer loops (all but the innermost) across threads."""
+    loops = sch.get_loops(block)
+    sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 1 else loops[0])
 
 
 class CPUMatmul(ScheduleRule):
@@ -76,50 +97,64 @@ class CPUMatmul(ScheduleRule):
         if any(not e.is_injective() for e in epilogues):
             return None
         k_extent = main.iters[-1].dom  # a Python int when static
-        if not isinstance(k_extent, int) or k_extent % LANES:
+        if not isinstance(k_extent, int) or k_extent % NARROW_LANES:
             return None
+        lanes = LANES if k_extent % LANES == 0 else NARROW_LANES
 
         try:
-            return self._schedule(sch, main, producers, epilogues)
+            return self._schedule(sch, main, producers, epilogues, lanes)
         except ScheduleError:  # a fusion the primitives reject (e.g. a gathered expert product
             return None       # feeding several consumers): leave it to the default schedule
 
     @staticmethod
-    def _schedule(sch, main, producers, epilogues):
-        row_extent: int | None = 1
-        for it in main.iters[:-2]:
-            row_extent = row_extent * it.dom if isinstance(it.dom, int) and isinstance(row_extent, int) else None
-        few_rows = row_extent is not None and row_extent < ROW_TILE
-        if few_rows:  # decode: recompute each weight inline rather than staging rows
-            for producer in reversed(producers):
-                sch.compute_inline(producer.block_rv)
-            producers = []
-
+    def _schedule(sch, main, producers, epilogues, lanes: int):
         block = main.block_rv
+        row_iters = main.iters[:-2]
+        row_extent: int | None = 1
+        for it in row_iters:
+            row_extent = row_extent * it.dom if isinstance(it.dom, int) and isinstance(row_extent, int) else None
+        tile = 1 if row_extent == 1 else ROW_TILE
+        pads = []
+        if row_iters and tile > 1 and (row_extent is None or row_extent % tile):
+            rows_at = max(i for i, it in enumerate(row_iters) if not _unit(it.dom))
+            try:
+                sch.pad_einsum(block, [tile if i == rows_at else 1 for i in range(len(main.iters))])
+            except ScheduleError:  # not a product of two operands (a norm's sum of squares): a row per tile
+                tile = 1
+        if tile > 1 and (row_extent is None or row_extent % tile):
+            pads = [b for b in sch.get_producers(block) if sch.get(b).name_hint.endswith("_pad")]
+            unpad = sch.get_consumers(block)
+            for copy in pads:  # the padded activations: written in parallel
+                _parallel(sch, copy)
+        n_extent = main.iters[-2].dom
+        j_tile = next((t for t in (J_TILE, 8, 4, 2) if isinstance(n_extent, int) and n_extent % t == 0), 1)
+
         loops = sch.get_loops(block)
         spatial, j, k = loops[:-2], loops[-2], loops[-1]
         rows = sch.fuse(*spatial) if len(spatial) > 1 else (spatial[0] if spatial else None)
-        ko, ki = sch.split(k, factors=[None, LANES])
-        if rows is not None and not few_rows:
-            r_outer, r_inner = sch.split(rows, factors=[None, ROW_TILE])
-            sch.reorder(r_outer, j, r_inner, ko, ki)
-        elif rows is not None:
-            sch.reorder(rows, j, ko, ki)
+        ko, ki = sch.split(k, factors=[None, lanes])
+        jo, ji = sch.split(j, factors=[None, j_tile])
+        if rows is not None:
+            r_outer, r_inner = sch.split(rows, factors=[None, tile])
+            sch.reorder(jo, r_outer, ji, ko, r_inner, ki)
+        else:
+            sch.reorder(jo, ji, ko, ki)
         rf = sch.rfactor(ki, factor_axis=len(spatial) + 1)  # lanes innermost in the rf buffer
-        sch.set_scope(rf, 0, "local")
-        rf_loops = sch.get_loops(rf)
-        # rf block loops: [r_outer, j, r_inner, ko, ki] (ki now spatial); put the lanes innermost.
+        rf_loops = sch.get_loops(rf)  # [jo, (r_outer), ji, ko, (r_inner), ki]
         sch.vectorize(rf_loops[-1])
-        outer = sch.fuse(rf_loops[0], rf_loops[1]) if rows is not None else rf_loops[0]
-        sch.parallel(outer)
-        for producer in producers:  # computed once per (row tile, j): a weight row reused by the tile
-            sch.compute_at(producer.block_rv, outer)
-            inner = sch.get_loops(producer.block_rv)[-1]
-            sch.vectorize(sch.split(inner, factors=[None, LANES])[1])
-        sch.reverse_compute_at(block, outer)
-        for epilogue in epilogues:  # elementwise on the product: computed with each row tile
-            if not _same_domain(epilogue, main):
-                break  # it and the rest run after the product, over their whole domain
-            sch.reverse_compute_at(epilogue.block_rv, outer)
-        sch.decompose_reduction(rf, rf_loops[-2])
+        sch.parallel(rf_loops[0])
+        rf_ji, rf_ko = (rf_loops[2], rf_loops[3]) if rows is not None else (rf_loops[1], rf_loops[2])
+        for producer in producers:  # a chunk of `lanes` weights, dequantized once per (row tile, j, ko)
+            sch.compute_at(producer.block_rv, rf_ko)
+            sch.vectorize(sch.get_loops(producer.block_rv)[-1])
+        sch.reverse_compute_at(block, rf_ji)  # the partial sums' buffer: one tile's, on the stack
+        if pads:  # the output copied out of its padding, then the epilogues, each in parallel
+            for block_rv in [*unpad, *(e.block_rv for e in epilogues)]:
+                _parallel(sch, block_rv)
+        else:
+            for epilogue in epilogues:  # elementwise on the product: computed with each task's rows
+                if not _same_domain(epilogue, main):
+                    break  # it and the rest run after the product, over their whole domain
+                sch.reverse_compute_at(epilogue.block_rv, rf_loops[0])
+        sch.decompose_reduction(rf, rf_ko)
         return sch
