@@ -92,6 +92,10 @@ PATCHES = (
           "from tensorflow.lite.python import schema_py_generated as schema_fb",
           "from ai_edge_litert import schema_py_generated as schema_fb",
           "TFLite schema from ai_edge_litert"),
+    Patch("generative/export_hf/core/export_lib.py",
+          "has_metaspace = data.get('pre_tokenizer', {}).get('type') == 'Metaspace'",
+          "has_metaspace = (data.get('pre_tokenizer') or {}).get('type') == 'Metaspace'",
+          "tokenizer.json with a null pre_tokenizer"),
 )
 
 
@@ -273,26 +277,36 @@ def step_export(_args: argparse.Namespace) -> None:
           f"peak RSS {rss:.0f} MiB")
 
 
-# ``litert-lm benchmark`` prints a block per run; the rates are lines such as
-# "Prefill Speed: 420.12 tokens/sec." (LiteRT-LM's BenchmarkInfo printout).
-RATE = re.compile(r"^\s*(Prefill|Decode) Speed:\s*([0-9.]+)\s*tokens/s", re.M | re.I)
+# ``litert-lm benchmark`` ends with a results block (litert_lm_cli/commands/benchmark.py), the
+# rates averaged over ``--runs`` after one warm-up run:
+#   Prefill speed:        420.12 tokens/s
+#   Decode speed:         49.01 tokens/s
+#   Init time:            0.4321 s
+#   Time to first token:  0.3456 s
+# On a failure it prints "An error occurred during benchmarking" and a traceback, and exits 0.
+RESULT = re.compile(r"^(Prefill speed|Decode speed|Init time|Time to first token):\s*([0-9.]+)\s*(?:tokens/)?s\s*$",
+                    re.M)
+RESULT_KEYS = {"Prefill speed": "prefill", "Decode speed": "decode", "Init time": "init_s",
+               "Time to first token": "ttft_s"}
 
 
 def parse_benchmark(output: str) -> dict[str, float]:
-    """``{"prefill": tok/s, "decode": tok/s}`` from ``litert-lm benchmark``'s output (the last
-    value of each, averaged over runs where it prints one per run).
+    """``{"prefill": tok/s, "decode": tok/s, "init_s": s, "ttft_s": s}`` from the output of
+    ``litert-lm benchmark`` (the keys it printed; prefill and decode are required).
 
     Raises:
-        PipelineError: a rate is missing from the output.
+        PipelineError: it reported an error (the last line of its traceback is named), or a rate
+            is missing.
     """
-    found: dict[str, list[float]] = {}
-    for kind, value in RATE.findall(output):
-        found.setdefault(kind.lower(), []).append(float(value))
-    missing = [k for k in ("prefill", "decode") if k not in found]
-    if missing:
-        raise PipelineError(f"litert-lm benchmark: no {missing[0]} speed in its output "
-                            f"(expected a line like '{missing[0].title()} Speed: N tokens/sec')")
-    return {k: found[k][-1] for k in ("prefill", "decode")}
+    if "An error occurred during benchmarking" in output:
+        last = next((s.strip() for s in reversed(output.splitlines()) if s.strip()), "")
+        raise PipelineError(f"litert-lm benchmark failed: {last}")
+    found = {RESULT_KEYS[key]: float(value) for key, value in RESULT.findall(output)}
+    for key in ("prefill", "decode"):
+        if key not in found:
+            raise PipelineError(f"litert-lm benchmark: no {key} speed in its output "
+                                f"(expected a line like '{key.title()} speed: N tokens/s')")
+    return found
 
 
 def need_model() -> None:
@@ -312,22 +326,31 @@ def step_bench(args: argparse.Namespace) -> None:
     rates = parse_benchmark(output)
     print(f"litert-lm {PACKAGES[1].split('==')[1]} CPU, {args.threads} threads, {MODEL.name} ({RECIPE}): "
           f"prefill {args.prefill} tokens {rates['prefill']:.1f} tok/s, decode {args.decode} tokens "
-          f"{rates['decode']:.1f} tok/s, peak RSS {rss:.0f} MiB ({wall:.1f} s wall)")
+          f"{rates['decode']:.1f} tok/s, peak RSS {rss:.0f} MiB (init {rates.get('init_s', float('nan')):.2f} s, "
+          f"{wall:.1f} s wall)")
 
 
 def step_generate(args: argparse.Namespace) -> None:
-    """Greedy continuation of :data:`PROMPT` by the exported model (no chat template)."""
+    """Greedy continuation of ``--prompt`` by the exported model, without a chat template: the raw
+    prompt after ``<bos>``, as the project's and llama.cpp's runs see it (the bundled
+    ``tokenizer.json`` adds ``<bos>`` itself: a ``<bos>`` in the text would make two, and the
+    continuation then equals transformers' on ``[2, 2, ...]``).  ``--max-tokens`` caps the KV
+    cache, prompt included (``litert-lm run`` has no cap on new tokens)."""
     need_model()
-    command = [str(venv_bin("litert-lm")), "run", str(MODEL), "--prompt", "<bos>" + args.prompt, "--no-template",
+    command = [str(venv_bin("litert-lm")), "run", str(MODEL), "--prompt", args.prompt, "--no-template",
                "--backend", "cpu", "--cpu-thread-count", str(args.threads), "--top-k", "1", "--temperature", "0",
                "--max-num-tokens", str(args.max_tokens)]
-    output, _, _ = run_logged(command, "litert-lm run", nice=False, quiet=True)
-    print(f"{args.prompt!r} -> {output.strip()!r}")
+    done = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    # The generated text is stdout; the runtime's logs go to stderr.
+    if done.returncode != 0 or "An error occurred" in done.stdout:
+        last = next((s.strip() for s in reversed((done.stderr + done.stdout).splitlines()) if s.strip()), "no output")
+        raise PipelineError(f"litert-lm run failed (status {done.returncode}): {last}")
+    print(f"{args.prompt!r} -> {done.stdout.rstrip(chr(10))!r}")
 
 
 STEPS = {"setup": (step_setup, lambda: venv_bin("litert-lm").exists()),
          "checkpoint": (step_checkpoint, lambda: (CHECKPOINT / "model.safetensors").is_file()),
-         "export": (step_export, MODEL.is_file),
+         "export": (step_export, lambda: MODEL.is_file()),
          "bench": (step_bench, lambda: False),
          "generate": (step_generate, lambda: False)}
 
