@@ -13,6 +13,7 @@ recipe), prefill signature of 128 tokens, KV cache of 4096.  Steps, each a subco
     python benchmarks/litert_lm.py checkpoint  # HF checkpoint from the GGUF (~30 s, ~2 GB RAM)
     python benchmarks/litert_lm.py export      # .litertlm (~7 min on 2 cores, ~6 GB RAM)
     python benchmarks/litert_lm.py bench       # litert-lm benchmark -p 128 -d 64, 2 threads, CPU
+                                               # (--llama-cpp: then llama.cpp on the GGUF, same sizes)
     python benchmarks/litert_lm.py generate    # greedy continuation of "The capital of France is"
     python benchmarks/litert_lm.py all         # the five in order, each skipped when its output exists
 
@@ -328,6 +329,17 @@ def step_bench(args: argparse.Namespace) -> None:
           f"prefill {args.prefill} tokens {rates['prefill']:.1f} tok/s, decode {args.decode} tokens "
           f"{rates['decode']:.1f} tok/s, peak RSS {rss:.0f} MiB (init {rates.get('init_s', float('nan')):.2f} s, "
           f"{wall:.1f} s wall)")
+    if args.llama_cpp:
+        from pipeline.config import load_config
+        from pipeline.runtime.bench import run_in_child
+
+        gguf = load_config(CONFIG).source_path()
+        peer = run_in_child(["--worker", "llama", "--gguf", str(gguf), "--prompt-tokens", str(args.prefill),
+                             "--decode-tokens", str(args.decode), "--threads", str(args.threads),
+                             "--repeats", str(args.runs)], args.threads)
+        print(f"llama.cpp (mlc-mtp bench's worker), {args.threads} threads, {gguf.name}: prefill {args.prefill} tokens "
+              f"{peer['prefill']:.1f} tok/s, decode {args.decode} tokens {peer['decode']:.1f} tok/s, "
+              f"peak RSS {peer['peak_rss_mib']:.0f} MiB (median of {args.runs})")
 
 
 def step_generate(args: argparse.Namespace) -> None:
@@ -366,6 +378,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompt", default=PROMPT, help=f"generate: the prompt (default {PROMPT!r})")
     parser.add_argument("--max-tokens", type=int, default=40, help="generate: KV cache size, prompt included")
     parser.add_argument("--verbose", action="store_true", help="bench: echo litert-lm's output")
+    parser.add_argument("--llama-cpp", action="store_true",
+                        help="bench: then llama.cpp on the source GGUF, same sizes and threads (bench's worker)")
     return parser.parse_args(argv)
 
 
