@@ -9,9 +9,9 @@ written as a transformers checkpoint and exported with litert-torch's default re
 ``dynamic_wi8_afp32`` (int8 weights, per channel; float32 activations; LiteRT-LM's usual CPU
 recipe), prefill signature of 128 tokens, KV cache of 4096.  Steps, each a subcommand::
 
-    python benchmarks/litert_lm.py setup       # venv with litert-torch, litert-lm, torch CPU (~1 min)
-    python benchmarks/litert_lm.py checkpoint  # HF checkpoint from the GGUF (~30 s, ~2 GB RAM)
-    python benchmarks/litert_lm.py export      # .litertlm (~7 min on 2 cores, ~6 GB RAM)
+    python benchmarks/litert_lm.py setup       # venv: litert-torch, litert-lm, torch CPU (~2 min)
+    python benchmarks/litert_lm.py checkpoint  # HF checkpoint from the GGUF (~1 min)
+    python benchmarks/litert_lm.py export      # .litertlm, 272 MiB (~3 min on 2 busy cores, 6 GB RAM)
     python benchmarks/litert_lm.py bench       # litert-lm benchmark -p 128 -d 64, 2 threads, CPU
                                                # (--llama-cpp: then llama.cpp on the GGUF, same sizes)
     python benchmarks/litert_lm.py generate    # greedy continuation of "The capital of France is"
@@ -20,13 +20,15 @@ recipe), prefill signature of 128 tokens, KV cache of 4096.  Steps, each a subco
 Run it with the project's Python (``checkpoint`` imports :mod:`pipeline`); the LiteRT tools run
 in their own virtual environment, so the project's environment and CI never see them.  Everything
 is cached under ``$MLC_MTP_LITERT_CACHE`` (default ``~/.cache/mlc-mtp-litert``): ``venv/``,
-``gemma3-270m-hf/`` (the checkpoint) and ``gemma3-270m-int8.litertlm``.  ``bench`` prints the
-prefill and decode rates that ``litert-lm benchmark`` reports and the benchmark process's peak
-resident set (``wait4``'s ``ru_maxrss``, which covers the model load).
+``gemma3-270m-hf/`` (the checkpoint, 1.1 GB), ``gemma3-270m-int8.litertlm`` and, beside it, the
+XNNPACK weight cache LiteRT-LM writes on its first run (``--cache disk``, its default).  ``bench``
+prints the prefill and decode rates that ``litert-lm benchmark`` reports (after its warm-up run)
+and the benchmark process's peak resident set (``wait4``'s ``ru_maxrss``: the model load, the
+Python CLI and the runtime together).  Measured numbers: ``docs/performance.md`` (LiteRT-LM peer).
 
-Pinned: litert-torch 0.10.0, litert-lm 0.18.1, transformers 5.25.0.  litert-torch 0.10.0 needs two
+Pinned: litert-torch 0.10.0, litert-lm 0.18.1, transformers 5.25.0.  litert-torch 0.10.0 needs three
 local patches, applied by ``setup`` and checked by ``export`` (idempotent text substitutions in
-the installed package; a changed package fails with one line):
+the installed package, :data:`PATCHES`; a changed package fails with one line):
 
 1. ``export_hf/core/patches.py`` replaces transformers' ``use_kernel_forward_from_hub`` with a
    stub that leaves functions undecorated; transformers 5.25's Gemma 3 then applies the
@@ -36,6 +38,11 @@ the installed package; a changed package fails with one line):
 2. ``export_hf/model_ext/bonsai_flux2/bonsai_flux2.py`` imports the TFLite flatbuffer schema from
    ``tensorflow``, which litert-torch does not depend on; the same generated module ships in
    ``ai_edge_litert``, which it does.
+3. ``export_hf/core/export_lib.py`` checks the exported ``tokenizer.json`` with
+   ``data.get('pre_tokenizer', {}).get('type')``; the one the project builds from the GGUF has
+   ``"pre_tokenizer": null``, so that raises, and the export falls back to converting the
+   tokenizer to SentencePiece (slow, and not the same tokenizer).  With the patch the
+   ``tokenizer.json`` is bundled as it is.
 
 Any step whose input is missing, or a tool that cannot be installed or fails, ends with one line
 naming it and exit status 2.
