@@ -230,7 +230,14 @@ class Engine:
                 self.capture.truncate(self.length)
 
     # --- forward passes --------------------------------------------------------------------
-    def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
+    def run_forward(self, token_ids: list[int], function: str):
+        """Append ``token_ids`` running ``embed`` then the library's ``function`` (``prefill``,
+        ``decode`` or ``batch_verify``; a drafter's capture picks its own functions); the output
+        stays on the device (no host copy): the ``tvm.runtime.Tensor`` the function returns.
+
+        Raises:
+            PipelineError: the sequence would exceed the context window.
+        """
         n = len(token_ids)
         if self.length + n > self.context_window:
             raise PipelineError(
@@ -243,8 +250,12 @@ class Engine:
         _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape((0,)), tvm_ffi.Shape((n,)))
         out, self.kv_cache = self.vm[name](embeds, self.kv_cache, self.params)
         _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
-        logits = out.numpy() if self.capture is None else self.capture.read(self, out, function == "prefill")
         self.tokens.extend(int(t) for t in token_ids)
+        return out
+
+    def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
+        out = self.run_forward(token_ids, function)
+        logits = out.numpy() if self.capture is None else self.capture.read(self, out, function == "prefill")
         return logits[0]
 
     def prefill(self, token_ids: list[int]) -> np.ndarray:
