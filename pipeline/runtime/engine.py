@@ -30,9 +30,26 @@ from ..presets import DEVICE_OF_KIND, preset_kind
 if TYPE_CHECKING:
     from .drafters.base import Capture
 
-# TVM's thread pool defaults to the physical core count, which is 1 on a 2-vCPU machine (halving
-# speed here); use every logical CPU unless the user chose.  Read when the pool first starts.
-os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+# TVM's thread pool (src/runtime/thread_pool.cc, threading_backend.cc of TVM 0.26) reads these
+# when it first starts; a user's own values win.
+# - TVM_NUM_THREADS: TVM defaults to half the logical CPUs (it assumes hyper-threading), 1 on a
+#   2-vCPU machine (halving speed here); use every CPU this process may run on (its affinity).
+# - TVM_THREAD_POOL_SPIN_COUNT: an idle worker calls sched_yield() up to this many times (TVM's
+#   default 300000) before sleeping on a condition variable.  With another process busy on the same
+#   cores, each sched_yield hands the core to that process (the kernel's EEVDF scheduler pushes the
+#   yielding thread's deadline a slice back), and the fork-join of every parallel kernel then waits
+#   on the thread that yielded: decode of gemma3-270m fell from ~17 to ~3.4 tok/s with one busy
+#   neighbour on this 2-core VM, the process getting 0.2 of a CPU.  Workers that sleep at once (0)
+#   held ~9 tok/s (0.5 of a CPU) and cost nothing measurable without a neighbour
+#   (docs/performance.md, "Thread pool under contention").  The main thread's own wait and the
+#   barrier still yield: TVM has no setting for those.
+# - TVM_BIND_THREADS: TVM pins worker i to core i of the whole machine, ignoring the process's
+#   affinity (taskset, cpusets) and keeping the kernel from moving a worker off a core a neighbour
+#   holds; unpinned measured the same here, so leave placement to the kernel.
+os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                             else os.cpu_count() or 1))
+os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 
 def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, dict, list]:
