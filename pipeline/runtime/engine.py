@@ -38,11 +38,14 @@ if TYPE_CHECKING:
 #   default 300000) before sleeping on a condition variable.  With another process busy on the same
 #   cores, each sched_yield hands the core to that process (the kernel's EEVDF scheduler pushes the
 #   yielding thread's deadline a slice back), and the fork-join of every parallel kernel then waits
-#   on the thread that yielded: decode of gemma3-270m fell from ~17 to ~3.4 tok/s with one busy
-#   neighbour on this 2-core VM, the process getting 0.2 of a CPU.  Workers that sleep at once (0)
-#   held ~9 tok/s (0.5 of a CPU) and cost nothing measurable without a neighbour
-#   (docs/performance.md, "Thread pool under contention").  The main thread's own wait and the
-#   barrier still yield: TVM has no setting for those.
+#   on the thread that yielded: decode of gemma3-270m fell from ~67 to ~4-7 tok/s with one busy
+#   neighbour on this 2-core VM.  Workers that sleep at once (0) held 15-33 tok/s with the
+#   neighbour; the price is a wake-up per kernel on a quiet machine (a decode step ~1.15x,
+#   batch_verify ~1.5x slower in kernel timings, decode tok/s within noise).  1000 yields kept
+#   quiet speed but held only in short runs (20 tok/s), not through a whole bench (4.8).  Set
+#   TVM_THREAD_POOL_SPIN_COUNT=300000 (TVM's own) on a machine known to be idle.  The main
+#   thread's own wait and the barrier still yield: TVM has no setting for those.
+#   (docs/performance.md, "Thread pool under contention".)
 # - TVM_BIND_THREADS: TVM pins worker i to core i of the whole machine, ignoring the process's
 #   affinity (taskset, cpusets) and keeping the kernel from moving a worker off a core a neighbour
 #   holds; unpinned measured the same here, so leave placement to the kernel.
