@@ -141,7 +141,7 @@ def _bench(args) -> None:
 
     run_bench(args.package, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
               threads=args.threads, gguf=args.gguf, model_lib=args.model_lib, repeats=args.repeats,
-              speculative=_speculative_overrides(args))
+              speculative=_speculative_overrides(args), busy_neighbour=args.busy_neighbour)
 
 
 def _inspect(args) -> None:
@@ -221,6 +221,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gguf", type=Path, default=None,
                    help="GGUF for the llama.cpp peer (default: the package's source)")
     p.add_argument("--model-lib", type=Path, default=None)
+    p.add_argument("--busy-neighbour", type=int, default=0, metavar="N",
+                   help="run N busy processes (pure-Python spin loops, pinned to no core) through the "
+                        "measurements, to measure the engines under contention")
     _add_speculative(p)
     p.set_defaults(func=_bench)
 

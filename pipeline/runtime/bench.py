@@ -9,19 +9,29 @@ a further child generates the same greedy tokens with speculation off and on, al
 and a second table gives decode tokens/s, the speed-up over speculation off, mean tokens and
 accepted draft tokens per step, and the acceptance rate per draft position (counts summed over
 the repeats).  Stop tokens are ignored there, so every run yields exactly ``decode_tokens``.
+
+Beside the speeds: a kernel table (:func:`kernel_times`: the library's ``decode``,
+``batch_verify`` and ``get_logits`` timed on their own, in ms) and a memory table: the bytes a
+decode step reads (:func:`decode_bytes_per_token`, :func:`gguf_decode_bytes_per_token`), the
+bandwidth that makes at the measured decode speed, and a plain multi-threaded memory read
+(:func:`memory_read_gbps`) for scale.  ``busy_neighbours`` runs that many busy processes for
+the whole measurement (:func:`busy_neighbours`), so the effect of contention is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +62,53 @@ def _worker_mlc(args) -> dict:
         for _ in range(args.decode_tokens):
             logits = engine.decode(int(np.argmax(logits)))
         decode.append(args.decode_tokens / (time.perf_counter() - start))
-    return {"prefill": statistics.median(prefill), "decode": statistics.median(decode)}
+    return {"prefill": statistics.median(prefill), "decode": statistics.median(decode),
+            "kernels_ms": kernel_times(engine, prompt, max(args.repeats, KERNEL_CALLS))}
+
+
+# batch_verify row counts of the kernel table, and the fewest calls a kernel's median is taken over
+VERIFY_ROWS = (1, 2, 4, 8)
+KERNEL_CALLS = 5
+
+
+def kernel_times(engine, prompt: list[int], calls: int = KERNEL_CALLS) -> dict[str, float]:
+    """Median wall time in ms of ``calls`` calls (after one warm-up call) of the library's
+    functions on their own, after a prefill of ``prompt`` (the KV cache rolled back after each):
+
+    ``decode``: one decode step, ``embed`` of 1 token then ``decode`` with the KV cache's
+    begin/end forward (:meth:`~pipeline.runtime.engine.Engine.run_forward`); ``batch_verify_N``:
+    the same with ``batch_verify`` of N tokens (:data:`VERIFY_ROWS`); ``get_logits``: the head on
+    one float ``(1, hidden)`` row (as the MTP drafter calls it).  Logits stay on the device (no
+    host copy is timed); the token ids' and the row's copy to the device are included (tiny).
+    The engine is left reset.
+    """
+    import tvm
+
+    engine.reset()
+    engine.prefill(prompt)
+    tokens = [int(prompt[i % len(prompt)]) for i in range(1, max(VERIFY_ROWS) + 1)]
+
+    def median_ms(call: Callable[[], object], rollback: int = 0) -> float:
+        samples = []
+        for i in range(calls + 1):
+            start = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - start
+            engine.rollback(rollback)
+            if i:  # the first call is the warm-up
+                samples.append(elapsed * 1000)
+        return statistics.median(samples)
+
+    times = {"decode": median_ms(lambda: engine.run_forward(tokens[:1], "decode"), rollback=1)}
+    for n in VERIFY_ROWS:
+        times[f"batch_verify_{n}"] = median_ms(functools.partial(engine.run_forward, tokens[:n], "batch_verify"),
+                                               rollback=n)
+    dtype = next((p["dtype"] for p in engine.metadata["params"] if p["name"].endswith("norm.weight")), "float32")
+    row = np.random.default_rng(0).standard_normal((1, engine.hidden_size)).astype(dtype)
+    get_logits = engine.vm["get_logits"]
+    times["get_logits"] = median_ms(lambda: get_logits(tvm.runtime.tensor(row, engine.device), engine.params))
+    engine.reset()
+    return times
 
 
 def _worker_llama(args) -> dict:
@@ -113,7 +169,136 @@ def _worker_speculative(args) -> dict:
                                                                          max(counts.draft_lengths)]}
 
 
-WORKERS = {"mlc": _worker_mlc, "llama": _worker_llama, "speculative": _worker_speculative}
+def _worker_memory(args) -> dict:
+    return {"memory_read_gbps": memory_read_gbps(args.threads, args.memory_mib, args.repeats)}
+
+
+WORKERS = {"mlc": _worker_mlc, "llama": _worker_llama, "speculative": _worker_speculative,
+           "memory": _worker_memory}
+
+
+# --- bytes per decode token and memory bandwidth ---------------------------------------------------
+
+def _is_embedding_table(name: str) -> bool:
+    """An embedding table gathered by token: a module path component ``embed_tokens*``
+    (``model.embed_tokens.*``, Gemma 4's ``model.embed_tokens_per_layer.*``)."""
+    return any(part.startswith("embed_tokens") for part in name.split("."))
+
+
+def decode_bytes_per_token(package: Path, context: int) -> dict[str, int]:
+    """Bytes one decode step of the package reads, at a KV cache of ``context`` tokens.
+
+    Weights (``tensor-cache.json``'s records, each tensor's ``nbytes``): every parameter is read
+    whole, except embedding tables (a name component ``embed_tokens*``), of which the gather reads
+    one row (``nbytes / shape[0]``) -- but the table the LM head is tied to, ``model.embed_tokens``
+    (when the package has no ``lm_head.*`` parameter), is read whole by the head, and counted once.
+    KV cache: K and V of every layer over the tokens it attends to (``min(context,
+    sliding_window)`` on sliding layers), ``num_key_value_heads * head_dim`` values each (Gemma 4's
+    ``num_global_key_value_heads`` / ``global_head_dim`` on full layers), in the model's dtype
+    (that of its ``*norm.weight`` parameters).  Reads of activations and of the KV cache's page
+    tables are left out (small).
+
+    Returns:
+        ``{"weights": bytes, "kv": bytes, "total": bytes}``.
+
+    Raises:
+        PipelineError: no readable ``tensor-cache.json`` in ``package``.
+    """
+    path = Path(package) / "tensor-cache.json"
+    try:
+        records = [r for shard in json.loads(path.read_text())["records"] for r in shard["records"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PipelineError(f"{path}: cannot read its records ({err})") from None
+    tied = not any(r["name"].startswith("lm_head.") for r in records)
+    weights = 0
+    for r in records:
+        head = tied and r["name"].startswith("model.embed_tokens.")
+        weights += r["nbytes"] if head or not _is_embedding_table(r["name"]) else r["nbytes"] // r["shape"][0]
+    dtype = next((r["dtype"] for r in records if r["name"].endswith("norm.weight")), "float32")
+    chat = json.loads((Path(package) / "mlc-chat-config.json").read_text())
+    kv = kv_bytes_per_token(chat["model_config"], context, np.dtype(dtype).itemsize)
+    return {"weights": weights, "kv": kv, "total": weights + kv}
+
+
+def kv_bytes_per_token(model_config: dict, context: int, itemsize: int) -> int:
+    """Bytes of K and V one decode step reads at ``context`` cached tokens (see
+    :func:`decode_bytes_per_token`), from a package's ``model_config``."""
+    layers = model_config["num_hidden_layers"]
+    types = model_config.get("layer_types") or ["full_attention"] * layers
+    window = model_config.get("sliding_window") or context
+    total = 0
+    for kind in types[:layers]:
+        sliding = kind == "sliding_attention"
+        heads = model_config["num_key_value_heads"] if sliding else (
+            model_config.get("num_global_key_value_heads") or model_config["num_key_value_heads"])
+        head_dim = model_config["head_dim"] if sliding else model_config.get("global_head_dim",
+                                                                            model_config["head_dim"])
+        total += 2 * heads * head_dim * itemsize * (min(context, window) if sliding else context)
+    return total
+
+
+def gguf_decode_bytes_per_token(gguf_path: Path) -> int:
+    """Weight bytes one llama.cpp decode step reads from ``gguf_path``: every tensor's data, whole
+    (a tied ``token_embd`` is the output head too, read once); with a separate ``output.weight``,
+    ``token_embd`` counts one row.  Raises PipelineError for an unreadable file."""
+    import gguf
+
+    try:
+        tensors = gguf.GGUFReader(str(gguf_path)).tensors
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"{gguf_path}: not a readable GGUF ({err})") from None
+    untied = any(t.name == "output.weight" for t in tensors)
+    return sum(int(t.n_bytes) // (int(t.shape[-1]) if untied and t.name == "token_embd.weight" else 1)
+               for t in tensors)
+
+
+def memory_read_gbps(threads: int, mib: int = 1024, repeats: int = 3) -> float:
+    """A plain multi-threaded memory read, GB/s (1e9 bytes/s): ``threads`` Python threads each
+    sum a disjoint slice of one float32 buffer of ``mib`` MiB with numpy (whose reductions
+    release the GIL), started together; the median of ``repeats`` passes, after one untimed pass.
+    Use a buffer far larger than the last-level cache (1 GiB against 32 MiB here)."""
+    data = np.ones(mib * 2**20 // 4, dtype=np.float32)
+    bounds = np.linspace(0, data.size, threads + 1).astype(int)
+    slices = [data[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def one_pass() -> float:
+        gate = threading.Barrier(threads + 1)
+
+        def read(part: np.ndarray) -> None:
+            gate.wait()
+            part.sum()
+
+        workers = [threading.Thread(target=read, args=(part,)) for part in slices]
+        for worker in workers:
+            worker.start()
+        gate.wait()
+        start = time.perf_counter()
+        for worker in workers:
+            worker.join()
+        return data.nbytes / (time.perf_counter() - start) / 1e9
+
+    one_pass()
+    return statistics.median(one_pass() for _ in range(repeats))
+
+
+# --- contention -------------------------------------------------------------------------------------
+
+# a busy neighbour: one pure-Python spin loop, one core's worth of work, pinned to no core
+_SPIN = "while True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def busy_neighbours(n: int) -> Iterator[list[subprocess.Popen]]:
+    """Run ``n`` busy processes (each a pure-Python spin loop, no CPU affinity set) for the block;
+    yields them; they are killed and reaped on leaving, however the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def _worker_parser() -> argparse.ArgumentParser:
@@ -128,6 +313,7 @@ def _worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--speculative", default="{}", help="speculative overrides, JSON")
     p.add_argument("--prompt-ids", help="the speculative worker's prompt, JSON token ids (default: random ids)")
+    p.add_argument("--memory-mib", type=int, default=1024, help="the memory worker's buffer, MiB")
     return p
 
 
@@ -153,21 +339,29 @@ def run_in_child(argv: list[str], threads: int) -> dict:
 
 def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, threads: int | None = None,
               gguf: Path | None = None, model_lib=None, repeats: int = 3, speculative: dict | None = None,
-              runner: Callable[[list[str], int], dict] = run_in_child) -> dict:
+              runner: Callable[[list[str], int], dict] = run_in_child, busy_neighbour: int = 0,
+              memory_mib: int = 1024) -> dict:
     """Measure the package and its llama.cpp peer, and speculative decoding when the package's
     speculative settings with the ``speculative`` overrides (``mode``, ``draft_length``,
-    ``adaptive``; None values keep the package's) turn it on; print the tables.
+    ``adaptive``; None values keep the package's) turn it on; print the tables.  With
+    ``busy_neighbour`` > 0, that many busy processes run through every measurement
+    (:func:`busy_neighbours`).  ``memory_mib``: the memory-read measurement's buffer.
 
     Returns:
-        ``{"rows": [...], "speculative": {...} or None}``: per engine ``prefill`` / ``decode``
-        (tokens/s) and ``peak_rss_mib``; for speculation, ``plain_decode`` / ``speculative_decode``
-        (tokens/s), ``speed_up``, ``tokens_per_step``, ``accepted_per_step``, ``proposed_at`` and
-        ``acceptance_rate`` per draft position, ``draft_lengths`` [min, max] used.
+        ``{"rows": [...], "speculative": {...} or None, "memory_read_gbps": float}``: per engine
+        ``prefill`` / ``decode`` (tokens/s), ``peak_rss_mib``, ``bytes_per_token`` (weights + KV,
+        :func:`decode_bytes_per_token`; for llama.cpp :func:`gguf_decode_bytes_per_token` and
+        its float16 KV) and ``gbps`` (bytes per token x decode tokens/s / 1e9); the package's row
+        also ``kernels_ms`` (:func:`kernel_times`) and ``bytes`` (weights, kv, total); for
+        speculation, ``plain_decode`` / ``speculative_decode`` (tokens/s), ``speed_up``,
+        ``tokens_per_step``, ``accepted_per_step``, ``proposed_at`` and ``acceptance_rate`` per
+        draft position, ``draft_lengths`` [min, max] used.
     ``runner(argv, threads)`` runs one worker (:func:`run_worker`'s ``argv``); by default in a
     child process.
 
     Raises:
-        PipelineError: not a package, bad speculative settings or no drafter for them, or a failed run.
+        PipelineError: not a package, bad speculative settings or no drafter for them, a negative
+            ``busy_neighbour``, or a failed run.
     """
     from .drafters import drafter_files, package_speculative
 
@@ -181,31 +375,77 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
     if settings["mode"] != "off" and decode_tokens < 2:
         raise PipelineError(f"--decode-tokens: {decode_tokens}, expected >= 2 with speculative decoding "
                             f"(the first token comes from prefill)")
+    if busy_neighbour < 0:
+        raise PipelineError(f"--busy-neighbour: {busy_neighbour}, expected a count >= 0")
     threads = threads or os.cpu_count() or 1
     common = ["--package", str(package), "--prompt-tokens", str(prompt_tokens), "--decode-tokens",
               str(decode_tokens), "--threads", str(threads), "--repeats", str(repeats)]
     common += ["--model-lib", str(model_lib)] if model_lib else []
     chat = json.loads((package / "mlc-chat-config.json").read_text())
-    rows = [{"engine": f"mlc-mtp ({chat['quantization']}, TVM CPU)", **runner(["--worker", "mlc", *common], threads)}]
+    context = prompt_tokens + decode_tokens // 2  # the KV cache's mean length over the decode steps
     source = runtime_config.get("source", {})
     gguf = gguf or (Path(source["path"]) if source.get("format") == "gguf" else None)
     if gguf is None:
         print("no GGUF for the llama.cpp peer: pass --gguf", file=sys.stderr)
-    else:
-        rows.append({"engine": f"llama.cpp ({gguf.name})",
-                     **runner(["--worker", "llama", *common, "--gguf", str(gguf)], threads)})
+    with busy_neighbours(busy_neighbour):
+        rows = [{"engine": f"mlc-mtp ({chat['quantization']}, TVM CPU)",
+                 **runner(["--worker", "mlc", *common], threads)}]
+        rows[0]["bytes"] = decode_bytes_per_token(package, context)
+        rows[0]["bytes_per_token"] = rows[0]["bytes"]["total"]
+        if gguf is not None:
+            rows.append({"engine": f"llama.cpp ({gguf.name})",
+                         **runner(["--worker", "llama", *common, "--gguf", str(gguf)], threads)})
+            # llama.cpp's KV cache: float16 by default
+            rows[1]["bytes_per_token"] = (gguf_decode_bytes_per_token(gguf)
+                                          + kv_bytes_per_token(chat["model_config"], context, 2))
+        memory = runner(["--worker", "memory", *common, "--memory-mib", str(memory_mib)], threads)
+        result = None
+        if settings["mode"] != "off":
+            result = runner(["--worker", "speculative", *common, "--speculative", json.dumps(speculative or {})],
+                            threads)
+            result["speed_up"] = result["speculative_decode"] / result["plain_decode"]
+    for row in rows:
+        row["gbps"] = row["bytes_per_token"] * row["decode"] / 1e9
+    neighbours = f", {busy_neighbour} busy neighbour process(es)" if busy_neighbour else ""
     print(f"\n{prompt_tokens}-token prompt, {decode_tokens} greedy decode steps, {threads} threads, "
-          f"median of {repeats}\n")
+          f"median of {repeats}{neighbours}\n")
     print(f"| {'engine':<44} | prefill tok/s | decode tok/s | peak RSS MiB |")
     print(f"|{'-' * 46}|---------------|--------------|--------------|")
     for row in rows:
         print(f"| {row['engine']:<44} | {row['prefill']:13.1f} | {row['decode']:12.1f} | {row['peak_rss_mib']:12.0f} |")
-    result = None
-    if settings["mode"] != "off":
-        result = runner(["--worker", "speculative", *common, "--speculative", json.dumps(speculative or {})], threads)
-        result["speed_up"] = result["speculative_decode"] / result["plain_decode"]
+    print_kernel_table(rows[0]["kernels_ms"], prompt_tokens, max(repeats, KERNEL_CALLS))
+    print_memory_table(rows, memory["memory_read_gbps"], memory_mib, threads, context)
+    if result is not None:
         print_speculative_table(result, settings, prompt_tokens, decode_tokens, threads, repeats)
-    return {"rows": rows, "speculative": result}
+    return {"rows": rows, "speculative": result, "memory_read_gbps": memory["memory_read_gbps"]}
+
+
+def print_kernel_table(kernels: dict[str, float], prompt_tokens: int, calls: int) -> None:
+    """Print :func:`kernel_times`' measurements (ms) and batch_verify(4) / decode."""
+    print(f"\nkernels of the package, ms (median of {calls} calls after a {prompt_tokens}-token prefill; "
+          f"embed and KV bookkeeping included, logits left on the device)\n")
+    print("| kernel             |       ms |")
+    print("|--------------------|----------|")
+    print(f"| {'decode step':<18} | {kernels['decode']:8.2f} |")
+    for n in VERIFY_ROWS:
+        print(f"| {f'batch_verify({n})':<18} | {kernels[f'batch_verify_{n}']:8.2f} |")
+    print(f"| {'get_logits(1 row)':<18} | {kernels['get_logits']:8.2f} |")
+    print(f"\nbatch_verify(4) / decode step: {kernels['batch_verify_4'] / kernels['decode']:.2f}x")
+
+
+def print_memory_table(rows: list[dict], memory_gbps: float, memory_mib: int, threads: int, context: int) -> None:
+    """Print bytes read per decode token, the bandwidth achieved at the measured decode speed and
+    its ratio to the plain memory read (:func:`memory_read_gbps`)."""
+    print(f"\nmemory: bytes a decode step reads (weights + KV cache at {context} tokens), at the decode speed "
+          f"above; plain read: numpy sums over a {memory_mib} MiB buffer in {threads} threads\n")
+    print(f"| {'engine':<44} | MB/token | GB/s achieved | GB/s memory read | ratio |")
+    print(f"|{'-' * 46}|----------|---------------|------------------|-------|")
+    for row in rows:
+        print(f"| {row['engine']:<44} | {row['bytes_per_token'] / 1e6:8.1f} | {row['gbps']:13.2f} | "
+              f"{memory_gbps:16.2f} | {row['gbps'] / memory_gbps:5.2f} |")
+    package = rows[0]["bytes"]
+    print(f"\n{rows[0]['engine']}: {package['weights'] / 1e6:.1f} MB weights + {package['kv'] / 1e6:.2f} MB KV cache "
+          f"per token")
 
 
 def print_speculative_table(result: dict, settings: dict, prompt_tokens: int, decode_tokens: int, threads: int,

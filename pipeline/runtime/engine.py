@@ -30,9 +30,29 @@ from ..presets import DEVICE_OF_KIND, preset_kind
 if TYPE_CHECKING:
     from .drafters.base import Capture
 
-# TVM's thread pool defaults to the physical core count, which is 1 on a 2-vCPU machine (halving
-# speed here); use every logical CPU unless the user chose.  Read when the pool first starts.
-os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+# TVM's thread pool (src/runtime/thread_pool.cc, threading_backend.cc of TVM 0.26) reads these
+# when it first starts; a user's own values win.
+# - TVM_NUM_THREADS: TVM defaults to half the logical CPUs (it assumes hyper-threading), 1 on a
+#   2-vCPU machine (halving speed here); use every CPU this process may run on (its affinity).
+# - TVM_THREAD_POOL_SPIN_COUNT: an idle worker calls sched_yield() up to this many times (TVM's
+#   default 300000) before sleeping on a condition variable.  With another process busy on the same
+#   cores, each sched_yield hands the core to that process (the kernel's EEVDF scheduler pushes the
+#   yielding thread's deadline a slice back), and the fork-join of every parallel kernel then waits
+#   on the thread that yielded: decode of gemma3-270m fell from ~67 to ~4-7 tok/s with one busy
+#   neighbour on this 2-core VM.  Workers that sleep at once (0) held 15-33 tok/s with the
+#   neighbour; the price is a wake-up per kernel on a quiet machine (a decode step ~1.15x,
+#   batch_verify ~1.5x slower in kernel timings, decode tok/s within noise).  1000 yields kept
+#   quiet speed but held only in short runs (20 tok/s), not through a whole bench (4.8).  Set
+#   TVM_THREAD_POOL_SPIN_COUNT=300000 (TVM's own) on a machine known to be idle.  The main
+#   thread's own wait and the barrier still yield: TVM has no setting for those.
+#   (docs/performance.md, "Thread pool under contention".)
+# - TVM_BIND_THREADS: TVM pins worker i to core i of the whole machine, ignoring the process's
+#   affinity (taskset, cpusets) and keeping the kernel from moving a worker off a core a neighbour
+#   holds; unpinned measured the same here, so leave placement to the kernel.
+os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                             else os.cpu_count() or 1))
+os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 
 def load_library(library: Path, weights: Path, device) -> tuple[VirtualMachine, dict, list]:
@@ -230,7 +250,14 @@ class Engine:
                 self.capture.truncate(self.length)
 
     # --- forward passes --------------------------------------------------------------------
-    def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
+    def run_forward(self, token_ids: list[int], function: str):
+        """Append ``token_ids`` running ``embed`` then the library's ``function`` (``prefill``,
+        ``decode`` or ``batch_verify``; a drafter's capture picks its own functions); the output
+        stays on the device (no host copy): the ``tvm.runtime.Tensor`` the function returns.
+
+        Raises:
+            PipelineError: the sequence would exceed the context window.
+        """
         n = len(token_ids)
         if self.length + n > self.context_window:
             raise PipelineError(
@@ -243,8 +270,12 @@ class Engine:
         _builtin("vm.builtin.kv_state_begin_forward")(self.kv_cache, tvm_ffi.Shape((0,)), tvm_ffi.Shape((n,)))
         out, self.kv_cache = self.vm[name](embeds, self.kv_cache, self.params)
         _builtin("vm.builtin.kv_state_end_forward")(self.kv_cache)
-        logits = out.numpy() if self.capture is None else self.capture.read(self, out, function == "prefill")
         self.tokens.extend(int(t) for t in token_ids)
+        return out
+
+    def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
+        out = self.run_forward(token_ids, function)
+        logits = out.numpy() if self.capture is None else self.capture.read(self, out, function == "prefill")
         return logits[0]
 
     def prefill(self, token_ids: list[int]) -> np.ndarray:

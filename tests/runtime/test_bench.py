@@ -4,6 +4,12 @@ greedy stand-ins.  Speeds are printed, not checked."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import os
+
+import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
@@ -16,9 +22,10 @@ def in_process(argv, threads):
     return run_worker(argv)
 
 
-def measure(package, capsys, **speculative):
+def measure(package, capsys, busy_neighbour=0, **speculative):
     result = run_bench(package, prompt_tokens=16, decode_tokens=13, threads=2, repeats=2,
-                       speculative=speculative or None, runner=in_process)
+                       speculative=speculative or None, runner=in_process, busy_neighbour=busy_neighbour,
+                       memory_mib=8)
     return result, capsys.readouterr().out.splitlines()
 
 
@@ -67,7 +74,9 @@ def test_oracle_drafter_adaptive_draft_length(drafter_package, stand_in_mtp, cap
 def test_speculation_off_keeps_the_plain_bench(tiny_package, capsys):
     result, lines = measure(tiny_package[0], capsys)
     assert result["speculative"] is None and not any("speculative" in line for line in lines)
-    assert lines[-1].startswith("| mlc-mtp (q0f32, TVM CPU)") and result["rows"][0]["decode"] > 0
+    start = lines.index(f"| {'engine':<44} | prefill tok/s | decode tok/s | peak RSS MiB |")
+    assert lines[start + 2].startswith("| mlc-mtp (q0f32, TVM CPU)") and result["rows"][0]["decode"] > 0
+    assert lines[start + 3] == ""  # one engine: no GGUF, no llama.cpp row
 
 
 def test_the_speculative_worker_runs_in_a_child_process(drafter_package):
@@ -85,3 +94,123 @@ def test_the_speculative_worker_runs_in_a_child_process(drafter_package):
 def test_speculation_needs_two_decode_tokens(drafter_package):
     with pytest.raises(PipelineError, match=r"--decode-tokens: 1, expected >= 2 with speculative decoding"):
         run_bench(drafter_package, decode_tokens=1, speculative={"mode": "mtp"}, runner=in_process)
+
+
+def test_kernel_and_memory_tables(tiny_package, capsys):
+    """The kernel table lists the library's functions timed on their own; bytes per token are the
+    weights' bytes (the tied embedding read once, whole) plus the KV cache's, computed here from
+    the weight arrays and the config; GB/s follow from them and the decode speed."""
+    package = tiny_package[0]
+    result, lines = measure(package, capsys)
+    row = result["rows"][0]
+    kernels = row["kernels_ms"]
+    assert sorted(kernels) == sorted(["decode", "batch_verify_1", "batch_verify_2", "batch_verify_4",
+                                      "batch_verify_8", "get_logits"])
+    assert all(math.isfinite(ms) and ms > 0 for ms in kernels.values()), kernels
+    start = lines.index("| kernel             |       ms |")
+    assert [line[:22] for line in lines[start + 2:start + 8]] == [
+        "| decode step        |", "| batch_verify(1)    |", "| batch_verify(2)    |", "| batch_verify(4)    |",
+        "| batch_verify(8)    |", "| get_logits(1 row)  |"]
+    assert f"batch_verify(4) / decode step: {kernels['batch_verify_4'] / kernels['decode']:.2f}x" in lines
+
+    from tvm.contrib import tvmjs
+    arrays, _ = tvmjs.load_tensor_cache(str(package), None)
+    weights = sum(a.numpy().nbytes for a in arrays.values())  # q0f32, tied head: every array whole
+    assert "model.embed_tokens.weight" in arrays and not any(n.startswith("lm_head") for n in arrays)
+    cfg = json.loads((package / "mlc-chat-config.json").read_text())["model_config"]
+    context = 16 + 13 // 2
+    kv = sum(2 * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
+             * (min(context, cfg["sliding_window"]) if kind == "sliding_attention" else context)
+             for kind in cfg["layer_types"])
+    assert row["bytes"] == {"weights": weights, "kv": kv, "total": weights + kv}
+    assert row["bytes_per_token"] == weights + kv
+    assert row["gbps"] == pytest.approx((weights + kv) * row["decode"] / 1e9)
+    memory = result["memory_read_gbps"]
+    assert math.isfinite(memory) and memory > 0
+    start = lines.index(f"| {'engine':<44} | MB/token | GB/s achieved | GB/s memory read | ratio |")
+    assert lines[start + 2] == (f"| {row['engine']:<44} | {row['bytes_per_token'] / 1e6:8.1f} | "
+                                f"{row['gbps']:13.2f} | {memory:16.2f} | {row['gbps'] / memory:5.2f} |")
+
+
+def test_bytes_per_token_reads_one_row_of_gathered_tables(tmp_path):
+    """With an untied head, the embedding tables count one row each (the gather), the head whole."""
+    from pipeline.package.tensor_cache import write_tensor_cache
+
+    rng = np.random.default_rng(0)
+    arrays = {"model.embed_tokens.q_weight": rng.integers(0, 9, (50, 4), dtype=np.uint32),
+              "model.embed_tokens.q_scale": rng.standard_normal((50, 1), dtype=np.float32),
+              "model.embed_tokens_per_layer.weight": rng.standard_normal((50, 6), dtype=np.float32),
+              "lm_head.weight": rng.standard_normal((50, 8), dtype=np.float32),
+              "model.layers.0.mlp.down_proj.weight": rng.standard_normal((8, 16), dtype=np.float32),
+              "model.norm.weight": rng.standard_normal(8, dtype=np.float32)}
+    write_tensor_cache(arrays, tmp_path, {})
+    config = {"num_hidden_layers": 2, "num_key_value_heads": 2, "head_dim": 4, "sliding_window": 3,
+              "layer_types": ["sliding_attention", "full_attention"]}
+    (tmp_path / "mlc-chat-config.json").write_text(json.dumps({"model_config": config}))
+    weights = (arrays["model.embed_tokens.q_weight"][0].nbytes + arrays["model.embed_tokens.q_scale"][0].nbytes
+               + arrays["model.embed_tokens_per_layer.weight"][0].nbytes + arrays["lm_head.weight"].nbytes
+               + arrays["model.layers.0.mlp.down_proj.weight"].nbytes + arrays["model.norm.weight"].nbytes)
+    kv = 2 * 2 * 4 * 4 * 3 + 2 * 2 * 4 * 4 * 10  # float32; the sliding layer reads its window of 3
+    assert bench.decode_bytes_per_token(tmp_path, 10) == {"weights": weights, "kv": kv, "total": weights + kv}
+
+
+def test_gguf_bytes_per_token(tmp_path):
+    """llama.cpp reads every tensor of a GGUF with a tied head (its token_embd) once per token."""
+    from tests.helpers.gguf_files import write_gguf
+
+    path = write_gguf(tmp_path / "tiny.gguf")
+    hidden, q, kv_width, ffn, vocab, head_dim = 64, 64, 32, 128, 40, 32  # the helper's float32 shapes
+    values = (vocab * hidden + hidden + q * hidden + 2 * kv_width * hidden + hidden * q + 2 * head_dim
+              + 4 * hidden + 3 * ffn * hidden)
+    assert bench.gguf_decode_bytes_per_token(path) == 4 * values
+
+
+def test_memory_read_is_a_positive_rate():
+    gbps = bench.memory_read_gbps(2, mib=16, repeats=2)
+    assert math.isfinite(gbps) and gbps > 0
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_busy_neighbours_run_through_the_measurements(tiny_package, capsys, monkeypatch):
+    """``--busy-neighbour 2``: two busy processes run during every worker and are gone afterwards."""
+    started = []
+    real = bench.busy_neighbours
+
+    @contextlib.contextmanager
+    def recording(n):
+        with real(n) as procs:
+            started.append(procs)
+            yield procs
+
+    seen = []
+
+    def checking_runner(argv, threads):
+        seen.append([proc.poll() is None and _alive(proc.pid) for proc in started[0]])
+        return in_process(argv, threads)
+
+    monkeypatch.setattr(bench, "busy_neighbours", recording)
+    run_bench(tiny_package[0], prompt_tokens=16, decode_tokens=4, threads=2, repeats=1, runner=checking_runner,
+              busy_neighbour=2, memory_mib=8)
+    assert seen == [[True, True], [True, True]]  # the mlc and memory workers
+    assert all(proc.returncode is not None and not _alive(proc.pid) for proc in started[0])
+    assert "16-token prompt, 4 greedy decode steps, 2 threads, median of 1, 2 busy neighbour process(es)" in (
+        capsys.readouterr().out.splitlines())
+
+
+def test_busy_neighbours_are_reaped_even_on_error():
+    with pytest.raises(RuntimeError), bench.busy_neighbours(2) as procs:
+        assert len(procs) == 2 and all(proc.poll() is None for proc in procs)
+        raise RuntimeError("a failed measurement")
+    assert all(proc.returncode is not None and not _alive(proc.pid) for proc in procs)
+
+
+def test_negative_busy_neighbour_count(tiny_package):
+    with pytest.raises(PipelineError, match=r"--busy-neighbour: -1, expected a count >= 0"):
+        run_bench(tiny_package[0], busy_neighbour=-1, runner=in_process)
