@@ -16,8 +16,8 @@ activation, the ``act(gate) * up`` of a gated MLP).  Schedule (loop nest, outerm
 - ``j = jo * J_TILE + ji``, the ``jo`` loop split across threads: a thread's ``J_TILE`` weight rows
   stay in cache while it sweeps the row tiles (prefill);
 - a row count that is symbolic (prefill, ``batch_verify``) or not a multiple of ``ROW_TILE`` is
-  padded to one (``pad_einsum``: padded copies of the activations and the output, copied in
-  parallel), so that the partial sums of a tile have a constant size and live on the stack (TVM
+  padded to one (``pad_einsum``: padded copies of the activations and the output, copied
+  serially, as are the epilogues then), so that the partial sums of a tile have a constant size and live on the stack (TVM
   allocates a buffer whose size depends on the row count from its workspace pool, per output);
   one row (decode) is its own tile.
 
@@ -61,12 +61,6 @@ def _same_domain(epilogue, main) -> bool:
 
     return any(len(doms) == len(ref) and all(equal(a, b) for a, b in zip(doms, ref))
                for ref in (main_doms[:-1], main_doms))
-
-
-def _parallel(sch, block) -> None:
-    """Split a top-level elementwise block's outer loops (all but the innermost) across threads."""
-    loops = sch.get_loops(block)
-    sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 1 else loops[0])
 
 
 class CPUMatmul(ScheduleRule):
@@ -114,18 +108,15 @@ class CPUMatmul(ScheduleRule):
         for it in row_iters:
             row_extent = row_extent * it.dom if isinstance(it.dom, int) and isinstance(row_extent, int) else None
         tile = 1 if row_extent == 1 else ROW_TILE
-        pads = []
+        padded = False  # the padding copies stay serial: a parallel launch costs more (the
+        # engine's workers sleep between kernels) than copying a few rows
         if row_iters and tile > 1 and (row_extent is None or row_extent % tile):
             rows_at = max(i for i, it in enumerate(row_iters) if not _unit(it.dom))
             try:
                 sch.pad_einsum(block, [tile if i == rows_at else 1 for i in range(len(main.iters))])
+                padded = True
             except ScheduleError:  # not a product of two operands (a norm's sum of squares): a row per tile
                 tile = 1
-        if tile > 1 and (row_extent is None or row_extent % tile):
-            pads = [b for b in sch.get_producers(block) if sch.get(b).name_hint.endswith("_pad")]
-            unpad = sch.get_consumers(block)
-            for copy in pads:  # the padded activations: written in parallel
-                _parallel(sch, copy)
         n_extent = main.iters[-2].dom
         j_tile = next((t for t in (J_TILE, 8, 4, 2) if isinstance(n_extent, int) and n_extent % t == 0), 1)
 
@@ -148,10 +139,7 @@ class CPUMatmul(ScheduleRule):
             sch.compute_at(producer.block_rv, rf_ko)
             sch.vectorize(sch.get_loops(producer.block_rv)[-1])
         sch.reverse_compute_at(block, rf_ji)  # the partial sums' buffer: one tile's, on the stack
-        if pads:  # the output copied out of its padding, then the epilogues, each in parallel
-            for block_rv in [*unpad, *(e.block_rv for e in epilogues)]:
-                _parallel(sch, block_rv)
-        else:
+        if not padded:  # (padded, the epilogues read the padded output after the product)
             for epilogue in epilogues:  # elementwise on the product: computed with each task's rows
                 if not _same_domain(epilogue, main):
                     break  # it and the rest run after the product, over their whole domain
