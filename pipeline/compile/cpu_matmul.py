@@ -17,9 +17,9 @@ activation, the ``act(gate) * up`` of a gated MLP).  Schedule (loop nest, outerm
   stay in cache while it sweeps the row tiles (prefill);
 - a row count that is symbolic (prefill, ``batch_verify``) or not a multiple of ``ROW_TILE`` is
   padded to one (``pad_einsum``: padded copies of the activations and the output, copied
-  serially, as are the epilogues then), so that the partial sums of a tile have a constant size and live on the stack (TVM
-  allocates a buffer whose size depends on the row count from its workspace pool, per output);
-  one row (decode) is its own tile.
+  serially, as are the epilogues then), so that the partial sums of a tile have a constant size
+  and live on the stack (TVM allocates a buffer whose size depends on the row count from its
+  workspace pool, per output); one row (decode) is its own tile.
 
 Profile and measurements: docs/performance.md ("CPU matrix products").
 """
