@@ -240,16 +240,16 @@ def kv_bytes_per_token(model_config: dict, context: int, itemsize: int) -> int:
 def gguf_decode_bytes_per_token(gguf_path: Path) -> int:
     """Weight bytes one llama.cpp decode step reads from ``gguf_path``: every tensor's data, whole
     (a tied ``token_embd`` is the output head too, read once); with a separate ``output.weight``,
-    ``token_embd`` counts one row.  Raises PipelineError for an unreadable file."""
-    import gguf
+    ``token_embd`` counts one row.  Raises PipelineError for a missing or unreadable file
+    (:class:`~pipeline.sources.gguf_file.GGUFSource`'s checks)."""
+    from ..sources.gguf_file import GGUFSource
 
-    try:
-        tensors = gguf.GGUFReader(str(gguf_path)).tensors
-    except (OSError, ValueError) as err:
-        raise PipelineError(f"{gguf_path}: not a readable GGUF ({err})") from None
-    untied = any(t.name == "output.weight" for t in tensors)
-    return sum(int(t.n_bytes) // (int(t.shape[-1]) if untied and t.name == "token_embd.weight" else 1)
-               for t in tensors)
+    source = GGUFSource(gguf_path)
+    names = source.tensor_names()
+    untied = "output.weight" in names
+    return sum(source.tensor_nbytes(name) // (source.tensor_info(name)[0][0]
+                                              if untied and name == "token_embd.weight" else 1)
+               for name in names)
 
 
 def memory_read_gbps(threads: int, mib: int = 1024, repeats: int = 3) -> float:

@@ -102,6 +102,10 @@ class GGUFSource:
         tensor = self._tensors[name]
         return tuple(int(x) for x in reversed(tensor.shape.tolist())), tensor.tensor_type.name
 
+    def tensor_nbytes(self, name: str) -> int:
+        """Bytes tensor ``name``'s data takes in the file (its blocks, as stored)."""
+        return int(self._tensors[name].n_bytes)
+
     def load(self, name: str) -> np.ndarray:
         """Dequantize tensor ``name`` to a float32 array in numpy order.
 
