@@ -31,6 +31,7 @@ from .compile.link import find_program
 from .compile.targets import TargetPreset, load_target
 from .config import PipelineConfig
 from .errors import PipelineError
+from .models.draft_vocab import DRAFT_VOCAB, base_rows, read_token_counts, tied_embedding_name
 from .models.name_map import NameMap
 from .models.registry import Family, get_family
 from .package.atomic import atomic_directory
@@ -125,21 +126,33 @@ class ModelStages:
 def _model_stages(role: str, family: Family, source_format: str, source_path: Path, overrides: dict[str, Any],
                   scheme, presets: list[TargetPreset], lib_stem: str, force: bool, progress: bool,
                   say: Callable[[str], None], reports: list[StageReport],
-                  import_options: dict[str, Any] | None = None) -> ModelStages:
+                  import_options: dict[str, Any] | None = None,
+                  from_base: tuple[str, Callable[[], tuple[dict, dict, dict]]] | None = None) -> ModelStages:
     """Run (or reuse) import -> convert -> compile[target] for one model; ``role`` prefixes the
     stage names (``""`` for the base model, ``"drafter-"`` for its MTP drafter).  The import is
     the loader the family's registry row gives for ``source_format``, called with ``overrides``
     (a drafter whose config derives from its base model's gets ``{"base": base config}``) and
-    ``import_options`` (architecture, name map), all of which key the stage."""
+    ``import_options`` (architecture, name map), all of which key the stage.  ``from_base``:
+    ``(key, make)``, where ``make()`` gives ``(weights, source types, group scales)`` the import
+    adds from the base model's (a reduced drafting vocabulary: :mod:`pipeline.models.draft_vocab`);
+    ``key`` (which keys the stage) names what they were made from."""
     code = _code_digest()
     import_options = import_options or {}
     import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path), overrides,
-                         import_options)
+                         import_options, from_base[0] if from_base else None)
 
     def do_import(tmp: Path) -> None:
         source_info: dict[str, dict[str, Any]] = {}
         model_config, weights = family.formats[source_format].import_weights(
             family, source_format, source_path, overrides, progress, source_info=source_info, **import_options)
+        if from_base is not None:
+            extra, extra_types, extra_groups = from_base[1]()
+            weights.update(extra)
+            source_info.setdefault("types", {}).update(extra_types)
+            for name, array in extra_groups.items():  # "<weight>.scale" / "<weight>.min"
+                weight, part = name.rsplit(".", 1)
+                pair = source_info.setdefault("groups", {}).get(weight, (None, None))
+                source_info["groups"][weight] = (array, pair[1]) if part == "scale" else (pair[0], array)
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
         save_file(weights, str(tmp / "weights.safetensors"))
         (tmp / SOURCE_TYPES).write_text(json.dumps(source_info.get("types", {}), indent=1, sort_keys=True))
@@ -262,6 +275,26 @@ def _drafter_source(config: PipelineConfig) -> tuple[Family, str, Path, dict[str
     return family, "hf-safetensors", path, {}
 
 
+def _draft_vocab(config: PipelineConfig, family: Family, base: ModelStages):
+    """``(from_base, size)`` for the drafter's import: the base's tied-embedding rows of the
+    ``mtp.draft_vocab`` tokens (:func:`pipeline.models.draft_vocab.base_rows`).
+
+    Raises:
+        PipelineError: a bad counts file (:func:`~pipeline.models.draft_vocab.read_token_counts`).
+    """
+    section = config.mtp["draft_vocab"]
+    counts = (config.path.parent / section["counts"]).resolve()
+    ids = read_token_counts(counts, section["size"], base.config.vocab_size, f"{config.path}: mtp.draft_vocab")
+    embedding = tied_embedding_name(family.model_cls(base.config))
+    types = json.loads((base.imported / SOURCE_TYPES).read_text())
+
+    def make():
+        return base_rows(ids, base.imported / "weights.safetensors", base.imported / SOURCE_GROUPS, embedding, types)
+
+    key = _digest("draft-vocab", base.imported.name, _file_digest(counts), section["size"])
+    return (key, make), len(ids)
+
+
 def build(config: PipelineConfig, targets: list[str] | None = None, output: Path | None = None,
           force: bool = False, quantization: str | None = None, progress: bool = True,
           say: Callable[[str], None] = print) -> BuildResult:
@@ -288,11 +321,18 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     base = _model_stages("", family, config.source_format, source_path, config.overrides, scheme, presets,
                          config.name, force, progress, say, reports)
     drafter = None
+    speculative = config.speculative
     if drafter_source is not None:
         family_d, format_d, path_d, options_d = drafter_source
         overrides_d = {"base": base.config.to_dict()} if family_d.config_from_base else {}
+        from_base = None
+        if config.mtp and "draft_vocab" in config.mtp:
+            from_base, overrides_d["draft_vocab_size"] = _draft_vocab(config, family, base)
+            speculative = {**speculative, "draft_vocab": {
+                "size": overrides_d["draft_vocab_size"], "param": DRAFT_VOCAB,
+                "counts": Path(config.mtp["draft_vocab"]["counts"]).name}}
         drafter = _model_stages("drafter-", family_d, format_d, path_d, overrides_d, scheme, presets,
-                                f"{config.name}-drafter", force, progress, say, reports, options_d)
+                                f"{config.name}-drafter", force, progress, say, reports, options_d, from_base)
 
     by_name = {preset.name: preset for preset in presets}
     libraries, entries = write_package(
@@ -300,7 +340,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         base=PackagedModel(base.converted, base.libraries), tokenizer=base.imported / "tokenizer",
         tvm_targets={name: preset.resolved_target() for name, preset in by_name.items()},
         source={"format": config.source_format, "path": str(source_path)}, generation=config.generation,
-        speculative=config.speculative,
+        speculative=speculative,
         drafter=None if drafter is None else PackagedModel(drafter.converted, drafter.libraries),
         drafter_family=None if drafter_source is None else drafter_source[0].name)
     report_unlinked(entries, {name: preset.link["command"][0] for name, preset in by_name.items() if preset.link},

@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import PipelineError
 from ..extras import FORMAT_EXTRAS, extra_of_module, install_hint, require_extra
-from ..models.registry import canonical_name
+from ..models.registry import canonical_name, get_family
 from .schema import MTP_FAMILIES, MTP_FORMATS, SCHEMA, SPECULATIVE, SPECULATIVE_DEFAULTS, architecture_schema
 
 GENERATION_DEFAULTS = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "stop": [],
@@ -284,6 +284,13 @@ def _check_mtp(path: Path, family: str, mtp: dict[str, Any]) -> None:
     if policy == "refused" and "name_map" in mtp:
         raise PipelineError(f"{path}: mtp.name_map: {mtp['name_map']!r}, expected none for format "
                             f"{mtp['format']!r} (Hugging Face names are read as they are)")
+    if "draft_vocab" in mtp:
+        if not get_family(mtp["family"]).draft_vocab:
+            raise PipelineError(f"{path}: mtp.draft_vocab: given, but family {mtp['family']!r} drafts with a head "
+                                f"of its own (only drafters sharing the base's head take a reduced vocabulary)")
+        counts = (path.parent / mtp["draft_vocab"]["counts"]).resolve()
+        if not counts.is_file():
+            raise PipelineError(f"{path}: mtp.draft_vocab.counts: {counts} does not exist")
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -59,6 +59,9 @@ RUNTIME_SPECULATIVE = {
         "drafter_weights": {"type": ["string", "null"], "description": "drafter weights directory inside the package"},
         "drafter_family": {"type": ["string", "null"],
                            "description": "model family of the drafter (e.g. gemma4_assistant)"},
+        "draft_vocab": {"type": ["object", "null"],
+                        "description": "the drafter's reduced vocabulary: size, the drafter parameter holding "
+                                       "the token ids, and the counts file it was taken from"},
     },
 }
 
@@ -85,6 +88,15 @@ MTP = {
                      "description": "YAML file (relative to the config) mapping source tensor names to ours"},
         "architecture": {"type": "string", "minLength": 1,
                          "description": "JSON file (relative to the config): the drafter's config.json content"},
+        "draft_vocab": {
+            "type": "object", "additionalProperties": False, "required": ["counts", "size"],
+            "description": "draft over the base's most frequent generated tokens only (FR-Spec)",
+            "properties": {
+                "counts": {"type": "string", "minLength": 1,
+                           "description": "safetensors file (relative to the config): token ids by frequency"},
+                "size": {"type": "integer", "minimum": 1, "description": "number of tokens drafted over"},
+            },
+        },
     },
 }
 

@@ -97,6 +97,9 @@ class Family:
     - ``architecture``: the JSON schema of the family's architecture file (``model.architecture``
       / ``mtp.architecture``).
     - ``runtime_drafter``: a drafter's runtime class, constructed ``(engine, library, weights)``.
+    - ``draft_vocab``: a drafter that shares its base's tied head and can draft over a reduced
+      vocabulary (``mtp.draft_vocab``; :mod:`pipeline.models.draft_vocab`); its config takes
+      ``draft_vocab_size``.
     """
 
     name: str
@@ -115,6 +118,7 @@ class Family:
     fit_check: str | None = None
     chat_template: str | None = None
     runtime_drafter: str | None = None
+    draft_vocab: bool = False
 
     # --- resolved references ---------------------------------------------------------------
     @property
@@ -257,6 +261,7 @@ _ROWS = (
         config_from_base=True,
         kv_layers="pipeline.models.gemma3_mtp.kv_layout:kv_layers",
         runtime_drafter="pipeline.runtime.drafters.mtp_head:MTPHeadDrafter",
+        draft_vocab=True,
     ),
 )
 

@@ -27,6 +27,7 @@ from safetensors import safe_open
 
 from ...errors import PipelineError
 from .. import importer
+from ..draft_vocab import BUILT_FROM_BASE
 from ..gemma3.loader import hf_transform
 from ..name_map import NameMap
 from ..registry import get_family
@@ -59,8 +60,10 @@ def mtp_name(rest: str) -> str | None:
 
 
 def expected_shapes(config: MTPConfig) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape of the float32 drafter for ``config``, in parameter order."""
-    return importer.expected_shapes(get_family(FAMILY), config)
+    """Parameter name -> shape of the float32 drafter for ``config``, in parameter order, less
+    those the build makes from the base (a reduced drafting vocabulary's rows and ids)."""
+    shapes = importer.expected_shapes(get_family(FAMILY), config)
+    return {name: shape for name, shape in shapes.items() if name not in BUILT_FROM_BASE}
 
 
 def _mtp_layer_index(names: list[str], path: Path) -> int:

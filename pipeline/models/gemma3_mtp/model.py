@@ -33,6 +33,16 @@ Exported functions (names of MLC LLM's EAGLE drafter, ``python/mlc_llm/model/eag
 ``batch_prefill_to_last_hidden_states``, ``batch_decode_to_last_hidden_states``,
 ``create_paged_kv_cache``, plus ``_metadata`` from the build.
 
+**Reduced drafting vocabulary** (``draft_vocab_size`` N > 0; FR-Spec, arXiv 2502.14856): the
+library then also holds ``draft_embed`` (the base's tied-embedding rows of N tokens, stored as the
+base stores them, :mod:`pipeline.models.draft_vocab`) and ``draft_vocab`` (their token ids), and
+exports ``draft_token`` (``o`` -> the argmax token over the N rows) and ``draft_step`` (``o`` and
+the cache -> that token and the next chain output, one block step): a chain of G drafts is G - 1
+``draft_step`` calls and one ``draft_token``, with only token ids leaving the device.  A token
+outside the N is never drafted; verification by the base is unchanged, so the output is too.
+The row of a drafted token is the base's row bit for bit, so ``draft_step``'s embedding equals the
+base's ``embed``.
+
 **How a runtime drives it** (greedy chain; :class:`pipeline.runtime.drafters.mtp_head.MTPDraftChain`
 does exactly this).  State: the drafter's KV cache, whose entry ``j`` holds the pair
 ``(h_j, t_{j+1})``; the output ``o`` of its last exact entry; the number of speculative entries
@@ -59,6 +69,9 @@ only on position differences, so the two agree.
 
 from __future__ import annotations
 
+import math
+
+from tvm import topi
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
@@ -66,7 +79,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 from ...kernels.kv_cache import WindowedKVCacheMixin
 from ..base import cache_spec, packed_method
 from ..gemma3.model import Gemma3DecoderLayer
-from ..layers import RMSNorm
+from ..layers import RMSNorm, TiedEmbedding
 from .config import MTPConfig
 
 
@@ -76,7 +89,9 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):
     Parameters (transformers' ``MtpLayer`` names): ``enorm.weight``, ``hnorm.weight`` ``(hidden,)``;
     ``eh_proj.weight`` ``(hidden, 2 * hidden)``; ``mtp_block.*`` (a Gemma 3 decoder layer);
     ``post_norm.weight`` ``(hidden,)`` when ``use_post_norm``.  RMSNorm weights hold the full
-    multiplier ``1 + w`` (:mod:`pipeline.models.gemma3_mtp.loader` adds the 1).
+    multiplier ``1 + w`` (:mod:`pipeline.models.gemma3_mtp.loader` adds the 1).  With a reduced
+    drafting vocabulary of N tokens: ``draft_embed.weight`` ``(N, hidden)`` and ``draft_vocab``
+    ``(N,)`` int32, made by the build from the base (:mod:`pipeline.models.draft_vocab`).
     """
 
     def __init__(self, config: MTPConfig, dtype: str = "float32"):
@@ -90,6 +105,9 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):
         self.eh_proj = nn.Linear(2 * h, h, bias=False, dtype=dtype)
         self.mtp_block = Gemma3DecoderLayer(config.block_config(), 0, dtype)
         self.post_norm = RMSNorm(h, eps, dtype) if config.use_post_norm else None
+        n = config.draft_vocab_size
+        self.draft_embed = TiedEmbedding(n, h, dtype) if n else None
+        self.draft_vocab = nn.Parameter((n,), "int32") if n else None
 
     def _block(self, hidden_states: Tensor, cache: PagedKVCache) -> Tensor:
         """``(b, s, hidden)`` fused inputs -> ``(b, s, hidden)`` outputs ``o`` (model dtype)."""
@@ -130,6 +148,28 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):
         """``(b, 1, hidden)`` -> ``(b, 1, hidden)`` outputs, and the cache."""
         return self._block(hidden_states, paged_kv_cache), paged_kv_cache
 
+    def draft_token(self, hidden_states: Tensor) -> Tensor:
+        """``(1, hidden)`` chain output ``o`` -> ``(1,)`` int32: the token of the largest logit
+        over the drafting vocabulary (ties: the lowest row; soft-capping, monotonic, is skipped)."""
+        return op.take(self.draft_vocab, self._draft_row(hidden_states), axis=0)
+
+    def draft_step(self, hidden_states: Tensor, paged_kv_cache: PagedKVCache):
+        """``(1, 1, hidden)`` chain output ``o`` -> the token :meth:`draft_token` gives ``(1,)``
+        int32, the next output ``(1, 1, hidden)`` (the block over ``fuse(embed(token), o)``,
+        appending one entry to the cache), and the cache."""
+        h = self.hidden_size
+        o = hidden_states.reshape(1, h)
+        row = self._draft_row(o)
+        embed = self.draft_embed(row) * Tensor.from_const(math.sqrt(h)).astype(self.dtype)
+        fused = self.fuse_embed_hidden_states(embed, o)
+        out = self._block(fused.reshape(1, 1, h), paged_kv_cache)
+        return op.take(self.draft_vocab, row, axis=0), out, paged_kv_cache
+
+    def _draft_row(self, o: Tensor) -> Tensor:
+        """``(1, hidden)`` -> ``(1,)`` int32 row of the largest drafting logit."""
+        logits = self.draft_embed.lm_head_forward(o)
+        return op.tensor_expr_op(lambda x: topi.cast(topi.argmax(x, axis=1), "int32"), "draft_argmax", [logits])
+
     def kv_cache_shape(self) -> tuple[int, int, int, int, int]:
         """``(layers, query heads, KV heads, head_dim, sliding_window)`` of the drafter's one-layer
         paged KV cache (its block's attention shape)."""
@@ -152,4 +192,7 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):
             "batch_decode_to_last_hidden_states": forward_spec(["batch_size", 1, h]),
             "create_paged_kv_cache": WindowedKVCacheMixin.create_spec(),
         }
+        if self.draft_embed is not None:
+            spec["draft_token"] = packed_method(hidden_states=nn.spec.Tensor([1, h], dtype))
+            spec["draft_step"] = forward_spec([1, 1, h])
         return nn.spec.ModuleSpec.from_raw(spec, self)

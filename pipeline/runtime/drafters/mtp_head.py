@@ -27,6 +27,7 @@ import tvm_ffi
 
 from ...errors import PipelineError
 from ...kernels import PAGE_SIZE
+from ...models.draft_vocab import DRAFT_VOCAB
 from ...models.registry import family_of_runtime_drafter
 from ..engine import Engine, load_library
 from .base import Capture, one_hot
@@ -102,7 +103,7 @@ class MTPHeadDrafter:
         """``n`` greedy draft tokens continuing ``history`` and their one-hot distributions
         (float64 ``(n, vocab)``).  ``history[-1]`` is the pending token; the rest is in the cache."""
         self.catch_up(history)
-        tokens = self.chain.draft(n).tokens
+        tokens = self.chain.draft_tokens(n) if self.chain.reduced else self.chain.draft(n).tokens
         return tokens, one_hot(tokens, self.engine.chat_config["vocab_size"])
 
 
@@ -147,6 +148,10 @@ class MTPDraftChain:
         self.prefill_chunk_size = prefill_chunk_size
         metadata = json.loads(str(drafter_vm["_metadata"]()))
         self.dtype = next(p["dtype"] for p in metadata["params"] if p["name"] == "enorm.weight")
+        # a reduced drafting vocabulary (pipeline.models.draft_vocab): its ids, and chains drafted
+        # in the library (draft_step / draft_token) with only token ids coming back
+        index = next((i for i, p in enumerate(metadata["params"]) if p["name"] == DRAFT_VOCAB), None)
+        self.draft_vocab = None if index is None else drafter_params[index].numpy()
         self.cache = None
         self.length = 0  # exact entries
         self.speculative = 0  # entries added by the last chain, popped before the next call
@@ -207,6 +212,42 @@ class MTPDraftChain:
         outputs = np.concatenate(chunks)
         self._last = outputs[-1]
         return outputs
+
+    @property
+    def reduced(self) -> bool:
+        """Whether the library drafts over a reduced vocabulary (:meth:`draft_tokens`)."""
+        return self.draft_vocab is not None
+
+    def draft_tokens(self, n: int) -> list[int]:
+        """Draft ``n`` greedy tokens over the library's reduced vocabulary, each step one call
+        (``draft_step``; the last ``draft_token``) whose only host copy is the token id; leaves
+        ``n - 1`` speculative entries in the cache.  Equal to :meth:`draft` with ``choose``
+        restricted to :attr:`draft_vocab` (up to ties of logits).
+
+        Raises:
+            PipelineError: no reduced vocabulary, nothing accepted yet, or the cache would overflow.
+        """
+        if self.draft_vocab is None:
+            raise PipelineError("draft_tokens: the drafter library has no reduced vocabulary (draft_step)")
+        if self._last is None:
+            raise PipelineError("draft: no exact entry yet (call accept first)")
+        self._check_room(n - 1)
+        self._discard_chain()
+        hidden = tvm.runtime.tensor(np.ascontiguousarray(self._last[None, None], dtype=self.dtype), self.device)
+        builtin = tvm.get_global_func
+        begin, end = builtin("vm.builtin.kv_state_begin_forward"), builtin("vm.builtin.kv_state_end_forward")
+        one, seq = tvm_ffi.Shape((1,)), tvm_ffi.Shape((0,))
+        tokens = []
+        for _ in range(n - 1):
+            begin(self.cache, seq, one)
+            token, hidden, self.cache = self.vm["draft_step"](hidden, self.cache, self.params)
+            end(self.cache)
+            self.speculative += 1
+            tokens.append(int(token.numpy()[0]))
+        if n:
+            token = self.vm["draft_token"](hidden._create_view((1, hidden.shape[-1])), self.params)
+            tokens.append(int(token.numpy()[0]))
+        return tokens
 
     def draft(self, n: int, choose: Callable[[np.ndarray], int] = _greedy) -> DraftChain:
         """Draft ``n`` tokens from the last exact entry; ``choose(logits)`` picks each (argmax by
