@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .draft_length import DraftLength
-from .drafters.base import Drafter
+from .drafters.base import Drafter, one_hot
 from .engine import Engine
 from .generate import GenerationStats, generate
 from .sampling import Sampler, probabilities
@@ -41,6 +41,18 @@ class SpeculativeStats(GenerationStats):
     accepted_at: list[int] = dataclasses.field(default_factory=list)  # per draft position
     proposed_at: list[int] = dataclasses.field(default_factory=list)
     draft_lengths: list[int] = dataclasses.field(default_factory=list)  # the policy's, per step
+    draft_seconds: float = 0.0  # in the drafter's propose
+    verify_seconds: float = 0.0  # in the base's verify pass, the acceptance rule and the roll-back
+
+    @property
+    def ms_per_draft_token(self) -> float:
+        """Mean drafting time per drafted token, ms (a step's catch-up of the drafter included)."""
+        return 1000 * self.draft_seconds / self.drafted if self.drafted else 0.0
+
+    @property
+    def ms_per_verify(self) -> float:
+        """Mean time of one step's verification (base pass, acceptance, roll-back), ms."""
+        return 1000 * self.verify_seconds / self.steps if self.steps else 0.0
 
     def acceptance_rate(self) -> list[float]:
         """Acceptance rate per draft position: of the steps that drafted a token at position
@@ -74,11 +86,12 @@ class SpeculativeStats(GenerationStats):
         self.draft_lengths.append(draft_length)
 
 
-def _accept(logits: np.ndarray, draft: list[int], q: np.ndarray, sampler: Sampler) -> tuple[int, int]:
+def _accept(logits: np.ndarray, draft: list[int], q: np.ndarray | None, sampler: Sampler) -> tuple[int, int]:
     """Number of accepted draft tokens and the token the base model adds after them.
 
     ``logits``: float32 ``(len(draft) + 1, vocab)``, row ``i`` the base model's logits after the
-    first ``i`` draft tokens.
+    first ``i`` draft tokens; ``q``: the draft distributions, float64 ``(len(draft), vocab)``, or
+    None for one-hot rows (a greedy drafter).
     """
     if sampler.temperature == 0:
         for i, token in enumerate(draft):
@@ -88,9 +101,10 @@ def _accept(logits: np.ndarray, draft: list[int], q: np.ndarray, sampler: Sample
         return len(draft), int(np.argmax(logits[len(draft)]))
     for i, token in enumerate(draft):
         p = probabilities(logits[i], sampler.temperature, sampler.top_p)
-        if sampler.rng.random() < min(1.0, p[token] / max(q[i][token], 1e-300)):
+        q_i = q[i] if q is not None else one_hot([token], len(p))[0]
+        if sampler.rng.random() < min(1.0, p[token] / max(q_i[token], 1e-300)):
             continue
-        residual = np.maximum(p - q[i], 0.0)
+        residual = np.maximum(p - q_i, 0.0)
         total = residual.sum()
         residual = residual / total if total > 0 else p
         return i, int(sampler.rng.choice(len(residual), p=residual))
@@ -136,10 +150,14 @@ def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int,
                 return
             pending = step_tokens[-1]  # emitted, not yet in the KV cache
             n = min(policy.current, max_tokens - len(emitted) - 1)  # the step adds at most n + 1 tokens
-            draft, q = drafter.propose(engine.tokens + [pending], n) if n > 0 else ([], np.zeros((0, 0)))
+            clock = time.perf_counter()
+            draft, q = drafter.propose(engine.tokens + [pending], n) if n > 0 else ([], None)
+            verify_start = time.perf_counter()
             logits = engine.verify([pending] + draft)
             accepted, extra = _accept(logits, draft, q, sampler)
             engine.rollback(len(draft) - accepted)
+            stats.draft_seconds += verify_start - clock
+            stats.verify_seconds += time.perf_counter() - verify_start
             stats.record(policy.current, len(draft), accepted)
             policy.update(len(draft), accepted)
             step_tokens = draft[:accepted] + [extra]

@@ -22,6 +22,13 @@ class OracleDrafter:
         return tokens, np.eye(VOCAB)[tokens]
 
 
+class GreedyDrafter(OracleDrafter):
+    """:class:`OracleDrafter` returning ``q`` None, as greedy drafters do (one-hot rows)."""
+
+    def propose(self, history, n):
+        return super().propose(history, n)[0], None
+
+
 class RandomDrafter:
     """Uniformly random tokens; ``q`` is uniform."""
 

@@ -20,7 +20,14 @@ from pipeline.runtime.engine import Engine
 from pipeline.runtime.generate import generate
 from pipeline.runtime.sampling import Sampler, probabilities
 from pipeline.runtime.speculative import SpeculativeStats, speculative_generate
-from tests.helpers.stand_ins import VOCAB, NoisyOracleDrafter, OracleDrafter, RandomDrafter, SelfDrafter
+from tests.helpers.stand_ins import (
+    VOCAB,
+    GreedyDrafter,
+    NoisyOracleDrafter,
+    OracleDrafter,
+    RandomDrafter,
+    SelfDrafter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +44,8 @@ def plain_greedy(engine, prompt, n):
 def make_drafter(kind, prompt, continuation, seed):
     return {"oracle": lambda: OracleDrafter(prompt, continuation),
             "random": lambda: RandomDrafter(seed),
-            "noisy": lambda: NoisyOracleDrafter(prompt, continuation, seed)}[kind]()
+            "noisy": lambda: NoisyOracleDrafter(prompt, continuation, seed),
+            "greedy": lambda: GreedyDrafter(prompt, continuation)}[kind]()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -181,11 +189,12 @@ def test_stop_token_inside_an_accepted_chain_cuts_like_plain_decoding(engine):
     assert spec == plain == free[: free.index(free[5])]
 
 
-@pytest.mark.parametrize("make_drafter", ["random", "noisy"])
-def test_sampled_speculative_output_follows_the_plain_distribution(engine, make_drafter):
+@pytest.mark.parametrize("kind", ["random", "noisy", "greedy"])
+def test_sampled_speculative_output_follows_the_plain_distribution(engine, kind):
     """Chi-square goodness of fit of the second generated token (the first drafted and verified
     one: with max_tokens 3 the step drafts 1) against its exact distribution under plain
-    sampling, significance 0.001."""
+    sampling, significance 0.001.  ``greedy``: the base's greedy chain with ``q`` None (one-hot,
+    as the real drafters return it)."""
     prompt, temperature, top_p, runs = [2, 20, 21, 22], 1.3, 0.9, 1500
     engine.reset()
     first = probabilities(engine.prefill(prompt), temperature, top_p)
@@ -196,7 +205,7 @@ def test_sampled_speculative_output_follows_the_plain_distribution(engine, make_
     greedy_next = plain_greedy(engine, prompt, 3)
     counts = np.zeros(VOCAB)
     for seed in range(runs):
-        drafter = RandomDrafter(seed) if make_drafter == "random" else NoisyOracleDrafter(prompt, greedy_next, seed)
+        drafter = make_drafter(kind, prompt, greedy_next, seed)
         out = list(speculative_generate(engine, prompt, 3, Sampler(temperature, top_p, seed), drafter, 2))
         counts[out[1]] += 1
     expected = exact * runs

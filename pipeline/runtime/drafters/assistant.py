@@ -21,7 +21,7 @@ import numpy as np
 import tvm
 
 from ..engine import Engine, load_library
-from .base import Capture, one_hot
+from .base import Capture
 
 
 class MTPContextCapture(Capture):
@@ -71,9 +71,9 @@ class AssistantDrafter:
         logits, projected = self.vm["draft_step"](*args, self.params)
         return logits.numpy().reshape(-1), projected.numpy().reshape(-1)
 
-    def propose(self, history: list[int], n: int) -> tuple[list[int], np.ndarray]:
-        """``n`` greedy draft tokens continuing ``history`` and their one-hot distributions
-        (float64 ``(n, vocab)``).  ``history[-1]`` is the pending token; the rest is in the cache."""
+    def propose(self, history: list[int], n: int) -> tuple[list[int], None]:
+        """``n`` greedy draft tokens continuing ``history``, and None (their distributions are
+        one-hot rows).  ``history[-1]`` is the pending token; the rest is in the cache."""
         if len(history) != self.engine.length + 1:
             raise RuntimeError(f"history has {len(history)} tokens, the cache {self.engine.length} (expected one more)")
         token, hidden = history[-1], self.context.last_hidden()
@@ -82,4 +82,4 @@ class AssistantDrafter:
             logits, hidden = self.step(token, hidden)
             token = int(np.argmax(logits))
             tokens.append(token)
-        return tokens, one_hot(tokens, self.engine.chat_config["vocab_size"])
+        return tokens, None

@@ -20,11 +20,12 @@ from .context import MTPContext
 
 class Drafter(Protocol):
     """Proposes draft tokens: ``propose(history, n)`` returns ``n`` token ids continuing
-    ``history`` (all tokens so far) and their draft distributions, float64 ``(n, vocab)``
-    (one-hot rows for a greedy drafter)."""
+    ``history`` (all tokens so far) and their draft distributions, float64 ``(n, vocab)``, or
+    None for a greedy drafter (one-hot rows, :func:`one_hot`, made only where sampled
+    verification needs them)."""
 
-    def propose(self, history: list[int], n: int) -> tuple[list[int], np.ndarray]:
-        """``n`` draft tokens and their distributions."""
+    def propose(self, history: list[int], n: int) -> tuple[list[int], np.ndarray | None]:
+        """``n`` draft tokens and their distributions (None: one-hot)."""
 
 
 def one_hot(tokens: list[int], vocab_size: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from ...kernels import PAGE_SIZE
 from ...models.draft_vocab import DRAFT_VOCAB
 from ...models.registry import family_of_runtime_drafter
 from ..engine import Engine, load_library
-from .base import Capture, one_hot
+from .base import Capture
 
 # The ``model_type`` a Gemma 3 MTP head library records in ``_metadata``: its family's name
 # (the config's ``model_type``), found in the registry by this class.
@@ -99,12 +99,12 @@ class MTPHeadDrafter:
         self.chain.accept(self.context.hidden_states(start, length), history[start + 1:length + 1])
         self.seen = list(history)
 
-    def propose(self, history: list[int], n: int) -> tuple[list[int], np.ndarray]:
-        """``n`` greedy draft tokens continuing ``history`` and their one-hot distributions
-        (float64 ``(n, vocab)``).  ``history[-1]`` is the pending token; the rest is in the cache."""
+    def propose(self, history: list[int], n: int) -> tuple[list[int], None]:
+        """``n`` greedy draft tokens continuing ``history``, and None (their distributions are
+        one-hot rows).  ``history[-1]`` is the pending token; the rest is in the cache."""
         self.catch_up(history)
         tokens = self.chain.draft_tokens(n) if self.chain.reduced else self.chain.draft(n).tokens
-        return tokens, one_hot(tokens, self.engine.chat_config["vocab_size"])
+        return tokens, None
 
 
 # --- the compiled head, driven through the VM ---------------------------------------------------
