@@ -141,7 +141,8 @@ def _bench(args) -> None:
 
     run_bench(args.package, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
               threads=args.threads, gguf=args.gguf, model_lib=args.model_lib, repeats=args.repeats,
-              speculative=_speculative_overrides(args), busy_neighbour=args.busy_neighbour)
+              speculative=_speculative_overrides(args), busy_neighbour=args.busy_neighbour,
+              prompts=[] if args.random_prompt else args.prompt)
 
 
 def _inspect(args) -> None:
@@ -224,6 +225,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--busy-neighbour", type=int, default=0, metavar="N",
                    help="run N busy processes (pure-Python spin loops, pinned to no core) through the "
                         "measurements, to measure the engines under contention")
+    p.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="a text prompt of the speculative measurement (repeatable; default: five built-in ones)")
+    p.add_argument("--random-prompt", action="store_true",
+                   help="measure speculation after --prompt-tokens random token ids instead (synthetic: the base "
+                        "continues them with repetitions every draft predicts)")
     _add_speculative(p)
     p.set_defaults(func=_bench)
 

@@ -5,10 +5,13 @@ Each engine runs in its own child process (so peak resident memory is its own), 
 prompt token ids, ``repeats`` times; the table shows medians.  Decode is greedy.
 
 With speculative decoding on (the package's ``speculative`` settings, or ``--speculative mtp``),
-a further child generates the same greedy tokens with speculation off and on, alternately,
-and a second table gives decode tokens/s, the speed-up over speculation off, mean tokens and
-accepted draft tokens per step, and the acceptance rate per draft position (counts summed over
-the repeats).  Stop tokens are ignored there, so every run yields exactly ``decode_tokens``.
+a further child generates greedy tokens after each of a set of text prompts (:data:`TEXT_PROMPTS`,
+or the user's; random ids only on request, labelled synthetic: a base model continues them with
+trivial repetitions that every draft predicts) with speculation off and on, alternately, and
+llama.cpp decodes after the same prompts; the tables give, per prompt and as medians, decode
+tokens/s off, on and llama.cpp's, the speed-ups, tokens per step, the acceptance rate per draft
+position (counts summed over the repeats), and ms per draft token and per verification.  Stop
+tokens are ignored there, so every run yields exactly ``decode_tokens``.
 
 Beside the speeds: a kernel table (:func:`kernel_times`: the library's ``decode``,
 ``batch_verify`` and ``get_logits`` timed on their own, in ms) and a memory table: the bytes a
@@ -132,7 +135,9 @@ def _worker_llama(args) -> dict:
 
 
 def _worker_speculative(args) -> dict:
-    """Greedy generation of ``decode_tokens`` tokens with speculation off and on, in one process."""
+    """Greedy generation of ``decode_tokens`` tokens with speculation off and on, alternately, in
+    one process, after each prompt of ``--prompts-ids`` (default: one of random ids); per prompt
+    the medians of ``repeats`` and the step counts summed over them."""
     from .drafters import draft_length_policy, load_drafter, package_speculative
     from .engine import Engine
     from .sampling import Sampler
@@ -142,31 +147,57 @@ def _worker_speculative(args) -> dict:
     engine.stop_token_ids = set()
     settings = package_speculative(engine.package, engine.runtime_config, json.loads(args.speculative))
     drafter = load_drafter(engine, settings)
-    prompt = json.loads(args.prompt_ids) if args.prompt_ids else _prompt(args.prompt_tokens,
-                                                                          engine.chat_config["vocab_size"])
-    counts = SpeculativeStats()  # step counts of every speculative run, summed
+    prompts = json.loads(args.prompts_ids) if args.prompts_ids else [
+        _prompt(args.prompt_tokens, engine.chat_config["vocab_size"])]
 
-    def run(chosen, tokens: int, stats: SpeculativeStats) -> float:
+    def run(prompt: list[int], chosen, tokens: int, stats: SpeculativeStats) -> float:
         for _ in speculative_generate(engine, prompt, tokens, Sampler(), chosen, draft_length_policy(settings),
                                       stats=stats):
             pass
         return (tokens - 1) / stats.decode_seconds
 
-    def run_plain(tokens: int) -> float:  # as without a drafter: no MTP context kept
+    def run_plain(prompt: list[int], tokens: int) -> float:  # as without a drafter: no MTP context kept
         with engine.plain_forward():
-            return run(None, tokens, SpeculativeStats())
+            return run(prompt, None, tokens, SpeculativeStats())
 
-    run_plain(4)  # warm-up: first calls allocate workspaces
-    run(drafter, 4, SpeculativeStats())
-    plain, speculative = [], []
-    for _ in range(args.repeats):  # alternate, so that drift in the machine's speed hits both alike
-        plain.append(run_plain(args.decode_tokens))
-        speculative.append(run(drafter, args.decode_tokens, counts))
-    return {"plain_decode": statistics.median(plain), "speculative_decode": statistics.median(speculative),
-            "steps": counts.steps, "tokens_per_step": counts.tokens_per_step,
-            "accepted_per_step": counts.accepted_per_step, "proposed_at": counts.proposed_at,
-            "acceptance_rate": counts.acceptance_rate(), "draft_lengths": [min(counts.draft_lengths),
-                                                                         max(counts.draft_lengths)]}
+    run_plain(prompts[0], 4)  # warm-up: first calls allocate workspaces
+    run(prompts[0], drafter, 4, SpeculativeStats())
+    results = []
+    for prompt in prompts:
+        counts = SpeculativeStats()  # step counts of the prompt's speculative runs, summed
+        plain, speculative = [], []
+        for _ in range(args.repeats):  # alternate, so that drift in the machine's speed hits both alike
+            plain.append(run_plain(prompt, args.decode_tokens))
+            speculative.append(run(prompt, drafter, args.decode_tokens, counts))
+        results.append({"plain_decode": statistics.median(plain), "speculative_decode": statistics.median(speculative),
+                        "steps": counts.steps, "drafted": counts.drafted, "accepted": counts.accepted,
+                        "proposed_at": counts.proposed_at, "accepted_at": counts.accepted_at,
+                        "draft_seconds": counts.draft_seconds, "verify_seconds": counts.verify_seconds,
+                        "draft_lengths": [min(counts.draft_lengths), max(counts.draft_lengths)]})
+    return {"prompts": results}
+
+
+def _worker_llama_decode(args) -> dict:
+    """llama.cpp's greedy decode tokens/s after each prompt of ``--prompts-ids`` (median of
+    ``repeats`` each), as the speculative worker decodes them."""
+    import llama_cpp
+
+    prompts = json.loads(args.prompts_ids)
+    llm = llama_cpp.Llama(model_path=str(args.gguf), n_ctx=max(map(len, prompts)) + args.decode_tokens + 16,
+                          n_batch=512, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    llm.eval(prompts[0][:8])
+    speeds = []
+    for prompt in prompts:
+        runs = []
+        for _ in range(args.repeats):
+            llm.reset()
+            llm.eval(prompt)
+            start = time.perf_counter()
+            for _ in range(args.decode_tokens - 1):  # as the speculative worker: the first token is prefill's
+                llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+            runs.append((args.decode_tokens - 1) / (time.perf_counter() - start))
+        speeds.append(statistics.median(runs))
+    return {"decode": speeds}
 
 
 def _worker_memory(args) -> dict:
@@ -174,7 +205,7 @@ def _worker_memory(args) -> dict:
 
 
 WORKERS = {"mlc": _worker_mlc, "llama": _worker_llama, "speculative": _worker_speculative,
-           "memory": _worker_memory}
+           "llama-decode": _worker_llama_decode, "memory": _worker_memory}
 
 
 # --- bytes per decode token and memory bandwidth ---------------------------------------------------
@@ -312,7 +343,8 @@ def _worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--speculative", default="{}", help="speculative overrides, JSON")
-    p.add_argument("--prompt-ids", help="the speculative worker's prompt, JSON token ids (default: random ids)")
+    p.add_argument("--prompts-ids", help="the speculative and llama-decode workers' prompts, JSON lists of token "
+                                         "ids (default: one of random ids)")
     p.add_argument("--memory-mib", type=int, default=1024, help="the memory worker's buffer, MiB")
     return p
 
@@ -340,12 +372,14 @@ def run_in_child(argv: list[str], threads: int) -> dict:
 def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, threads: int | None = None,
               gguf: Path | None = None, model_lib=None, repeats: int = 3, speculative: dict | None = None,
               runner: Callable[[list[str], int], dict] = run_in_child, busy_neighbour: int = 0,
-              memory_mib: int = 1024) -> dict:
+              memory_mib: int = 1024, prompts: list[str] | None = None) -> dict:
     """Measure the package and its llama.cpp peer, and speculative decoding when the package's
     speculative settings with the ``speculative`` overrides (``mode``, ``draft_length``,
     ``adaptive``; None values keep the package's) turn it on; print the tables.  With
     ``busy_neighbour`` > 0, that many busy processes run through every measurement
     (:func:`busy_neighbours`).  ``memory_mib``: the memory-read measurement's buffer.
+    ``prompts``: the speculative measurement's text prompts (default :data:`TEXT_PROMPTS`; ``[]``:
+    one prompt of ``prompt_tokens`` random ids, labelled synthetic).
 
     Returns:
         ``{"rows": [...], "speculative": {...} or None, "memory_read_gbps": float}``: per engine
@@ -353,9 +387,7 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
         :func:`decode_bytes_per_token`; for llama.cpp :func:`gguf_decode_bytes_per_token` and
         its float16 KV) and ``gbps`` (bytes per token x decode tokens/s / 1e9); the package's row
         also ``kernels_ms`` (:func:`kernel_times`) and ``bytes`` (weights, kv, total); for
-        speculation, ``plain_decode`` / ``speculative_decode`` (tokens/s), ``speed_up``,
-        ``tokens_per_step``, ``accepted_per_step``, ``proposed_at`` and ``acceptance_rate`` per
-        draft position, ``draft_lengths`` [min, max] used.
+        speculation, :func:`summarize_speculative`'s dict with the run's ``peak_rss_mib``.
     ``runner(argv, threads)`` runs one worker (:func:`run_worker`'s ``argv``); by default in a
     child process.
 
@@ -401,9 +433,7 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
         memory = runner(["--worker", "memory", *common, "--memory-mib", str(memory_mib)], threads)
         result = None
         if settings["mode"] != "off":
-            result = runner(["--worker", "speculative", *common, "--speculative", json.dumps(speculative or {})],
-                            threads)
-            result["speed_up"] = result["speculative_decode"] / result["plain_decode"]
+            result = measure_speculative(package, common, threads, speculative, prompts, prompt_tokens, gguf, runner)
     for row in rows:
         row["gbps"] = row["bytes_per_token"] * row["decode"] / 1e9
     neighbours = f", {busy_neighbour} busy neighbour process(es)" if busy_neighbour else ""
@@ -416,7 +446,7 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
     print_kernel_table(rows[0]["kernels_ms"], prompt_tokens, max(repeats, KERNEL_CALLS))
     print_memory_table(rows, memory["memory_read_gbps"], memory_mib, threads, context)
     if result is not None:
-        print_speculative_table(result, settings, prompt_tokens, decode_tokens, threads, repeats)
+        print_speculative_table(result, settings, decode_tokens, threads, repeats)
     return {"rows": rows, "speculative": result, "memory_read_gbps": memory["memory_read_gbps"]}
 
 
@@ -448,26 +478,125 @@ def print_memory_table(rows: list[dict], memory_gbps: float, memory_mib: int, th
           f"per token")
 
 
-def print_speculative_table(result: dict, settings: dict, prompt_tokens: int, decode_tokens: int, threads: int,
-                            repeats: int) -> None:
-    """Print speculative decoding's measurements (``result`` as :func:`run_bench` returns them)."""
+# Text prompts of the speculative measurement (none is among the MTP head's training prompts,
+# tools/mtp_prompts.py): prose, a fact, code, a list, a chat turn in Gemma's template.
+TEXT_PROMPTS = ("A good friend is someone who", "The planet Mars has two small moons,", "def quicksort(items):\n",
+                "Here is how to plant a tree:\n1.",
+                "<start_of_turn>user\nWhat is the tallest mountain in the world?<end_of_turn>\n"
+                "<start_of_turn>model\n")
+SYNTHETIC = "random token ids (synthetic)"
+
+
+def _speculative_prompts(package: Path, chat: dict, prompts: list[str] | None,
+                         prompt_tokens: int) -> tuple[list[str], list[list[int]]]:
+    """``(labels, token ids)`` of the speculative measurement's prompts: ``prompts`` (text; default
+    :data:`TEXT_PROMPTS`) tokenized by the package's tokenizer after its BOS token, or, for
+    ``prompts == []``, one prompt of ``prompt_tokens`` random ids (:data:`SYNTHETIC`)."""
+    if prompts == []:
+        return [SYNTHETIC], [_prompt(prompt_tokens, chat["vocab_size"])]
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(package / "tokenizer.json"))
+    texts = list(prompts or TEXT_PROMPTS)
+    return texts, [[chat["bos_token_id"]] + tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+
+
+def measure_speculative(package: Path, common: list[str], threads: int, speculative: dict | None,
+                        prompts: list[str] | None, prompt_tokens: int, gguf: Path | None,
+                        runner: Callable[[list[str], int], dict] = run_in_child) -> dict:
+    """Run the speculative worker (speculation off and on) and, with ``gguf``, llama.cpp's decode
+    after the same prompts (:func:`_speculative_prompts`); ``common``: the workers' shared
+    arguments (package, decode tokens, threads, repeats).  Returns :func:`summarize_speculative`'s
+    dict with the speculative run's ``peak_rss_mib``."""
+    chat = json.loads((package / "mlc-chat-config.json").read_text())
+    labels, ids = _speculative_prompts(package, chat, prompts, prompt_tokens)
+    ids_arg = ["--prompts-ids", json.dumps(ids)]
+    per_prompt = runner(["--worker", "speculative", *common, "--speculative", json.dumps(speculative or {}), *ids_arg],
+                        threads)
+    llama = (runner(["--worker", "llama-decode", *common, "--gguf", str(gguf), *ids_arg], threads)["decode"]
+             if gguf is not None else None)
+    result = summarize_speculative(per_prompt["prompts"], labels, llama)
+    result["peak_rss_mib"] = per_prompt["peak_rss_mib"]
+    return result
+
+
+def summarize_speculative(per_prompt: list[dict], labels: list[str], llama: list[float] | None) -> dict:
+    """The speculative measurement over its prompts: the per-prompt results (the speculative
+    worker's, with ``prompt``, ``speed_up``, ``acceptance_rate``, ``tokens_per_step`` and, with a
+    llama.cpp peer, ``llama_decode`` added) under ``prompts``; medians over the prompts of
+    ``plain_decode``, ``speculative_decode``, ``speed_up`` and ``llama_decode`` (None without the
+    peer) with ``vs_llama``; over all steps of all prompts: ``steps``, ``proposed_at``,
+    ``acceptance_rate`` per draft position, ``tokens_per_step``, ``accepted_per_step``,
+    ``ms_per_draft_token``, ``ms_per_verify``, ``draft_lengths`` [min, max]; and
+    ``draft_share``: ms per draft token over a plain decode step (``1000 / plain_decode``)."""
+    proposed = [0] * max(len(r["proposed_at"]) for r in per_prompt)
+    accepted = list(proposed)
+    for i, r in enumerate(per_prompt):
+        r["prompt"] = labels[i]
+        r["speed_up"] = r["speculative_decode"] / r["plain_decode"]
+        r["acceptance_rate"] = [a / n if n else 0.0 for a, n in zip(r["accepted_at"], r["proposed_at"])]
+        r["tokens_per_step"] = 1 + r["accepted"] / r["steps"] if r["steps"] else 0.0
+        if llama is not None:
+            r["llama_decode"] = llama[i]
+        for k, (n, a) in enumerate(zip(r["proposed_at"], r["accepted_at"])):
+            proposed[k] += n
+            accepted[k] += a
+    steps, drafted = sum(r["steps"] for r in per_prompt), sum(r["drafted"] for r in per_prompt)
+    accepted_total = sum(r["accepted"] for r in per_prompt)
+    median = statistics.median
+    result = {"prompts": per_prompt, "plain_decode": median(r["plain_decode"] for r in per_prompt),
+              "speculative_decode": median(r["speculative_decode"] for r in per_prompt),
+              "speed_up": median(r["speed_up"] for r in per_prompt), "steps": steps, "proposed_at": proposed,
+              "acceptance_rate": [a / n if n else 0.0 for a, n in zip(accepted, proposed)],
+              "accepted_per_step": accepted_total / steps if steps else 0.0,
+              "tokens_per_step": 1 + accepted_total / steps if steps else 0.0,
+              "ms_per_draft_token": 1000 * sum(r["draft_seconds"] for r in per_prompt) / drafted if drafted else 0.0,
+              "ms_per_verify": 1000 * sum(r["verify_seconds"] for r in per_prompt) / steps if steps else 0.0,
+              "draft_lengths": [min(r["draft_lengths"][0] for r in per_prompt),
+                                max(r["draft_lengths"][1] for r in per_prompt)],
+              "llama_decode": None if llama is None else median(llama)}
+    result["vs_llama"] = None if llama is None else result["speculative_decode"] / result["llama_decode"]
+    result["draft_share"] = result["ms_per_draft_token"] * result["plain_decode"] / 1000
+    return result
+
+
+def print_speculative_table(result: dict, settings: dict, decode_tokens: int, threads: int, repeats: int) -> None:
+    """Print speculative decoding's measurements (``result`` as :func:`summarize_speculative` gives them)."""
     policy = (f"adaptive in [{settings['min_draft_length']}, {settings['max_draft_length']}], from "
               if settings["adaptive"] else "fixed at ")
     low, high = result["draft_lengths"]
+    prompts = result["prompts"]
+    peer = result["llama_decode"] is not None
     print(f"\nspeculative decoding ({settings['mode']} drafter, draft length {policy}{settings['draft_length']}; "
-          f"used {low}-{high}): {decode_tokens} greedy tokens after a {prompt_tokens}-token prompt, "
+          f"used {low}-{high}): {decode_tokens} greedy tokens after each of {len(prompts)} prompt(s), "
           f"{threads} threads, median of {repeats}\n")
-    print("| decoding          | decode tok/s | speed-up | tokens/step | accepted/step |")
-    print("|-------------------|--------------|----------|-------------|---------------|")
-    print(f"| {'off':<17} | {result['plain_decode']:12.1f} | {1.0:7.2f}x | {1.0:11.2f} | {'-':>13} |")
-    print(f"| {settings['mode']:<17} | {result['speculative_decode']:12.1f} | {result['speed_up']:7.2f}x | "
+    llama_head = (" llama.cpp tok/s |", "-----------------|") if peer else ("", "")
+    print(f"| {'prompt':<32} | off tok/s | {settings['mode']} tok/s | speed-up | tokens/step | acceptance 1 / 2 / 3 |"
+          + llama_head[0])
+    print(f"|{'-' * 34}|-----------|-----------|----------|-------------|----------------------|" + llama_head[1])
+    for r in prompts:
+        rates = " / ".join(f"{x:.2f}" for x in r["acceptance_rate"][:3])
+        llama = f" {r['llama_decode']:15.1f} |" if peer else ""
+        print(f"| {json.dumps(r['prompt'])[1:-1][:32]:<32} | {r['plain_decode']:9.1f} | {r['speculative_decode']:9.1f} "
+              f"| {r['speed_up']:7.2f}x | {r['tokens_per_step']:11.2f} | {rates:<20} |" + llama)
+    print("\n| decoding (median over prompts) | decode tok/s | speed-up | tokens/step | accepted/step |")
+    print("|--------------------------------|--------------|----------|-------------|---------------|")
+    print(f"| {'off':<30} | {result['plain_decode']:12.1f} | {1.0:7.2f}x | {1.0:11.2f} | {'-':>13} |")
+    print(f"| {settings['mode']:<30} | {result['speculative_decode']:12.1f} | {result['speed_up']:7.2f}x | "
           f"{result['tokens_per_step']:11.2f} | {result['accepted_per_step']:13.2f} |")
+    if peer:
+        print(f"| {'llama.cpp, no speculation':<30} | {result['llama_decode']:12.1f} | "
+              f"{result['llama_decode'] / result['plain_decode']:7.2f}x | {1.0:11.2f} | {'-':>13} |")
+        print(f"\n{settings['mode']} decode / llama.cpp decode: {result['vs_llama']:.2f}x")
     positions = range(1, len(result["proposed_at"]) + 1)
     print("\n| draft position  | " + " | ".join(f"{i:5d}" for i in positions) + " |")
     print("|-----------------|" + "|".join("-------" for _ in positions) + "|")
     print("| proposed        | " + " | ".join(f"{n:5d}" for n in result["proposed_at"]) + " |")
     print("| acceptance rate | " + " | ".join(f"{r:5.3f}" for r in result["acceptance_rate"]) + " |")
-    print(f"\npeak RSS of the speculative run (base model and drafter): {result['peak_rss_mib']:.0f} MiB")
+    print(f"\ndrafting: {result['ms_per_draft_token']:.2f} ms per draft token ({100 * result['draft_share']:.1f}% of "
+          f"a plain decode step); verification: {result['ms_per_verify']:.2f} ms per step (base pass, acceptance, "
+          f"roll-back)")
+    print(f"peak RSS of the speculative run (base model and drafter): {result['peak_rss_mib']:.0f} MiB")
 
 
 def _main() -> None:

@@ -22,10 +22,12 @@ def in_process(argv, threads):
     return run_worker(argv)
 
 
-def measure(package, capsys, busy_neighbour=0, **speculative):
+def measure(package, capsys, busy_neighbour=0, prompts=(), **speculative):
+    """``prompts`` of the speculative measurement: () one of random ids (synthetic; exact step
+    counts for the oracle stand-in), else text prompts."""
     result = run_bench(package, prompt_tokens=16, decode_tokens=13, threads=2, repeats=2,
                        speculative=speculative or None, runner=in_process, busy_neighbour=busy_neighbour,
-                       memory_mib=8)
+                       memory_mib=8, prompts=list(prompts))
     return result, capsys.readouterr().out.splitlines()
 
 
@@ -37,17 +39,53 @@ def test_oracle_drafter_fixed_draft_length(drafter_package, stand_in_mtp, capsys
     assert spec["accepted_per_step"] == 3.0 and spec["tokens_per_step"] == 4.0 and spec["draft_lengths"] == [3, 3]
     assert spec["speed_up"] == spec["speculative_decode"] / spec["plain_decode"] > 0
     assert [row["engine"] for row in result["rows"]] == ["mlc-mtp (q0f32, TVM CPU)"]  # no GGUF: no llama.cpp row
-    start = lines.index("| decoding          | decode tok/s | speed-up | tokens/step | accepted/step |")
-    assert lines[start - 2] == ("speculative decoding (mtp drafter, draft length fixed at 3; used 3-3): "
-                                "13 greedy tokens after a 16-token prompt, 2 threads, median of 2")
-    assert lines[start + 2].startswith("| off               | ") and lines[start + 2].endswith(
+    assert [r["prompt"] for r in spec["prompts"]] == [bench.SYNTHETIC] and spec["llama_decode"] is None
+    heading = lines.index("speculative decoding (mtp drafter, draft length fixed at 3; used 3-3): "
+                          "13 greedy tokens after each of 1 prompt(s), 2 threads, median of 2")
+    assert lines[heading + 4].startswith(f"| {bench.SYNTHETIC:<32} | ") and lines[heading + 4].endswith(
+        "|        4.00 | 1.00 / 1.00 / 1.00   |")
+    start = lines.index("| decoding (median over prompts) | decode tok/s | speed-up | tokens/step | accepted/step |")
+    assert lines[start + 2].startswith(f"| {'off':<30} | ") and lines[start + 2].endswith(
         "|    1.00x |        1.00 |             - |")
-    assert lines[start + 3].startswith("| mtp               | ") and lines[start + 3].endswith(
+    assert lines[start + 3].startswith(f"| {'mtp':<30} | ") and lines[start + 3].endswith(
         "|        4.00 |          3.00 |")
     assert lines[start + 5:start + 9] == ["| draft position  |     1 |     2 |     3 |",
                                           "|-----------------|-------|-------|-------|",
                                           "| proposed        |     6 |     6 |     6 |",
                                           "| acceptance rate | 1.000 | 1.000 | 1.000 |"]
+    assert spec["ms_per_draft_token"] > 0 and spec["ms_per_verify"] > 0
+    assert lines[start + 10].startswith(f"drafting: {spec['ms_per_draft_token']:.2f} ms per draft token "
+                                        f"({100 * spec['draft_share']:.1f}% of a plain decode step)")
+
+
+def test_text_prompts_by_default_one_row_each(drafter_package, stand_in_mtp, capsys, tmp_path):
+    """Text prompts, tokenized by the package's tokenizer after BOS, one row each; the totals sum
+    their step counts (the oracle stand-in accepts every draft); without --prompt the built-in
+    text prompts are used, never random ids."""
+    texts = ["one two three", "hello world"]
+    result, lines = measure(drafter_package, capsys, prompts=texts, mode="mtp", draft_length=3, adaptive=False)
+    spec = result["speculative"]
+    assert [r["prompt"] for r in spec["prompts"]] == texts
+    assert spec["steps"] == sum(r["steps"] for r in spec["prompts"]) == 12
+    assert spec["acceptance_rate"] == [1.0, 1.0, 1.0] and spec["tokens_per_step"] == 4.0
+    assert spec["plain_decode"] == pytest.approx(np.median([r["plain_decode"] for r in spec["prompts"]]))
+    assert any(line.startswith(f"| {'one two three':<32} | ") for line in lines)
+
+    seen = []
+
+    def recording(argv, threads):
+        if "speculative" in argv:
+            seen.append(json.loads(argv[argv.index("--prompts-ids") + 1]))
+        return in_process(argv, threads)
+
+    run_bench(drafter_package, prompt_tokens=16, decode_tokens=3, threads=2, repeats=1, memory_mib=8,
+              speculative={"mode": "mtp"}, runner=recording)
+    chat = json.loads((drafter_package / "mlc-chat-config.json").read_text())
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(drafter_package / "tokenizer.json"))
+    assert seen == [[[chat["bos_token_id"]] + tokenizer.encode(t, add_special_tokens=False).ids
+                     for t in bench.TEXT_PROMPTS]]
 
 
 def test_always_wrong_drafter(drafter_package, stand_in_mtp, capsys):
