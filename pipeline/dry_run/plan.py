@@ -217,6 +217,8 @@ def dry_run(config: PipelineConfig, quantization: str | None = None, targets: li
         content, origin = config.hf_config("mtp")
         if family.config_from_base:  # the drafter's config is the base model's plus its own fields
             overrides = {"base": base_config}
+            if "draft_vocab" in config.mtp:  # the base's rows of that many tokens (the build reads which)
+                overrides["draft_vocab_size"] = config.mtp["draft_vocab"]["size"]
         else:
             overrides = {k: v for k, v in config.overrides.items() if k in ("context_window_size", "max_batch_size")}
         drafter_config = _from_hf(family.name, content, origin, overrides)

@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[3]
 COMPILE_SIDE = ("tvm.relax", "pipeline.compile", "pipeline.models", "pipeline.kernels")
 # Runtime-safe: the model-family registry (lazy references; tests/test_registry.py), in which the runtime
 # looks drafter families up, the layer-type names (two strings, no imports; the config schema's enum), and the
-# kernels package itself (only PAGE_SIZE, the cache page the runtime passes).
-RUNTIME_SAFE = ("pipeline.models", "pipeline.models.registry", "pipeline.models.layer_types", "pipeline.kernels")
+# kernels package itself (only PAGE_SIZE, the cache page the runtime passes), and the reduced drafting
+# vocabulary's names and file readers (numpy and safetensors only).
+RUNTIME_SAFE = ("pipeline.models", "pipeline.models.registry", "pipeline.models.layer_types", "pipeline.kernels",
+                "pipeline.models.draft_vocab")
 
 IMPORTS = """
 import json, sys
