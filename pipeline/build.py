@@ -275,14 +275,13 @@ def _drafter_source(config: PipelineConfig) -> tuple[Family, str, Path, dict[str
     return family, "hf-safetensors", path, {}
 
 
-def _draft_vocab(config: PipelineConfig, family: Family, base: ModelStages):
+def _draft_vocab(config: PipelineConfig, section: dict[str, Any], family: Family, base: ModelStages):
     """``(from_base, size)`` for the drafter's import: the base's tied-embedding rows of the
-    ``mtp.draft_vocab`` tokens (:func:`pipeline.models.draft_vocab.base_rows`).
+    tokens ``section`` (``mtp.draft_vocab``) names (:func:`pipeline.models.draft_vocab.base_rows`).
 
     Raises:
         PipelineError: a bad counts file (:func:`~pipeline.models.draft_vocab.read_token_counts`).
     """
-    section = config.mtp["draft_vocab"]
     counts = (config.path.parent / section["counts"]).resolve()
     ids = read_token_counts(counts, section["size"], base.config.vocab_size, f"{config.path}: mtp.draft_vocab")
     embedding = tied_embedding_name(family.model_cls(base.config))
@@ -327,7 +326,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         overrides_d = {"base": base.config.to_dict()} if family_d.config_from_base else {}
         from_base = None
         if config.mtp and "draft_vocab" in config.mtp:
-            from_base, overrides_d["draft_vocab_size"] = _draft_vocab(config, family, base)
+            from_base, overrides_d["draft_vocab_size"] = _draft_vocab(config, config.mtp["draft_vocab"], family, base)
             speculative = {**speculative, "draft_vocab": {
                 "size": overrides_d["draft_vocab_size"], "param": DRAFT_VOCAB,
                 "counts": Path(config.mtp["draft_vocab"]["counts"]).name}}

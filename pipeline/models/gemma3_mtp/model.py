@@ -160,14 +160,19 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):
         h = self.hidden_size
         o = hidden_states.reshape(1, h)
         row = self._draft_row(o)
-        embed = self.draft_embed(row) * Tensor.from_const(math.sqrt(h)).astype(self.dtype)
+        embed = self._draft_rows()(row) * Tensor.from_const(math.sqrt(h)).astype(self.dtype)
         fused = self.fuse_embed_hidden_states(embed, o)
         out = self._block(fused.reshape(1, 1, h), paged_kv_cache)
         return op.take(self.draft_vocab, row, axis=0), out, paged_kv_cache
 
+    def _draft_rows(self) -> TiedEmbedding:
+        if self.draft_embed is None:
+            raise ValueError("this drafter has no reduced drafting vocabulary (draft_vocab_size 0)")
+        return self.draft_embed
+
     def _draft_row(self, o: Tensor) -> Tensor:
         """``(1, hidden)`` -> ``(1,)`` int32 row of the largest drafting logit."""
-        logits = self.draft_embed.lm_head_forward(o)
+        logits = self._draft_rows().lm_head_forward(o)
         return op.tensor_expr_op(lambda x: topi.cast(topi.argmax(x, axis=1), "int32"), "draft_argmax", [logits])
 
     def kv_cache_shape(self) -> tuple[int, int, int, int, int]:
