@@ -65,6 +65,8 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
     target = preset.tvm_target()
     with target:
         mod, named_params = model.export_tvm(spec=model.get_default_spec())
+        if hasattr(model, "extend_module"):  # functions a family builds from its exported ones
+            mod = model.extend_module(mod)
     params = [(name, [int(x) for x in p.shape], p.dtype) for name, p in named_params]
     metadata = {
         "model_type": family.name,

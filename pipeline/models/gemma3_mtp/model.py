@@ -36,9 +36,11 @@ Exported functions (names of MLC LLM's EAGLE drafter, ``python/mlc_llm/model/eag
 **Reduced drafting vocabulary** (``draft_vocab_size`` N > 0; FR-Spec, arXiv 2502.14856): the
 library then also holds ``draft_embed`` (the base's tied-embedding rows of N tokens, stored as the
 base stores them, :mod:`pipeline.models.draft_vocab`) and ``draft_vocab`` (their token ids), and
-exports ``draft_token`` (``o`` -> the argmax token over the N rows) and ``draft_step`` (``o`` and
-the cache -> that token and the next chain output, one block step): a chain of G drafts is G - 1
-``draft_step`` calls and one ``draft_token``, with only token ids leaving the device.  A token
+exports ``draft_token`` (``o`` -> the argmax token over the N rows), ``draft_step`` (``o`` and
+the cache -> that token and the next chain output, one block step) and ``draft_chain_G`` for
+G = 2..:data:`MAX_CHAIN` (the whole chain of G drafts in one call: G - 1 ``draft_step`` calls, each
+bracketed by the cache's ``kv_state_begin_forward`` / ``kv_state_end_forward``, then
+``draft_token``; ``(G,)`` int32 token ids and the cache come back, nothing else leaves the device).  A token
 outside the N is never drafted; verification by the base is unchanged, so the output is too.
 The row of a drafted token is the base's row bit for bit, so ``draft_step``'s embedding equals the
 base's ``embed``.
@@ -71,7 +73,7 @@ from __future__ import annotations
 
 import math
 
-from tvm import topi
+from tvm import relax, topi
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
@@ -81,6 +83,43 @@ from ..base import cache_spec, packed_method
 from ..gemma3.model import Gemma3DecoderLayer
 from ..layers import RMSNorm, TiedEmbedding
 from .config import MTPConfig
+
+# Longest draft chain exported as one call (``draft_chain_<G>``); longer chains are drafted step by step.
+MAX_CHAIN = 8
+
+
+def add_draft_chains(mod, lengths) -> object:
+    """Add ``draft_chain_<G>`` for each G in ``lengths`` (>= 2) to ``mod``, an exported module with
+    ``draft_step`` and ``draft_token`` (see the module docstring): an impure Relax function
+    ``(hidden_states (1, 1, hidden), paged_kv_cache, packed params) -> ((G,) int32 tokens, cache)``
+    that brackets each ``draft_step`` by the cache's begin/end-forward builtins (with sequence 0,
+    one token), as a runtime does between calls.  Returns the new module."""
+    step = mod["draft_step"]
+    hidden_type, cache_type, params_type = (param.ty for param in step.params)
+    width = hidden_type.shape[-1]
+    builder = relax.BlockBuilder(mod)
+
+    def builtin(name: str, *args):
+        return builder.emit(relax.Call(relax.ExternFunc(name), list(args), ty_args=[relax.ObjectType()]))
+
+    for length in lengths:
+        hidden = relax.Var("hidden_states", hidden_type)
+        cache = relax.Var("paged_kv_cache", cache_type)
+        params = relax.Var("packed_params", params_type)
+        with builder.function(f"draft_chain_{length}", [hidden, cache, params], pure=False):
+            state, kv, tokens = hidden, cache, []
+            for _ in range(length - 1):
+                builtin("vm.builtin.kv_state_begin_forward", kv, relax.ShapeExpr([0]), relax.ShapeExpr([1]))
+                out = builder.emit(relax.Call(mod.get_global_var("draft_step"), [state, kv, params]))
+                tokens.append(builder.emit(relax.TupleGetItem(out, 0)))
+                state = builder.emit(relax.TupleGetItem(out, 1))
+                kv = builder.emit(relax.TupleGetItem(out, 2))
+                builtin("vm.builtin.kv_state_end_forward", kv)
+            last = relax.Call(mod.get_global_var("draft_token"),
+                              [builder.emit(relax.op.reshape(state, [1, width])), params])
+            tokens.append(builder.emit(last))
+            builder.emit_func_output(relax.Tuple([builder.emit(relax.op.concat(tokens, axis=0)), kv]))
+    return builder.get()
 
 
 class Gemma3MTP(WindowedKVCacheMixin, nn.Module):
@@ -174,6 +213,11 @@ class Gemma3MTP(WindowedKVCacheMixin, nn.Module):
         """``(1, hidden)`` -> ``(1,)`` int32 row of the largest drafting logit."""
         logits = self._draft_rows().lm_head_forward(o)
         return op.tensor_expr_op(lambda x: topi.cast(topi.argmax(x, axis=1), "int32"), "draft_argmax", [logits])
+
+    def extend_module(self, mod):
+        """The exported module plus what is built from its functions: the one-call draft chains
+        (:func:`add_draft_chains`) when this drafter has a reduced drafting vocabulary."""
+        return add_draft_chains(mod, range(2, MAX_CHAIN + 1)) if self.draft_embed is not None else mod
 
     def kv_cache_shape(self) -> tuple[int, int, int, int, int]:
         """``(layers, query heads, KV heads, head_dim, sliding_window)`` of the drafter's one-layer

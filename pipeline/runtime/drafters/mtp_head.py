@@ -53,6 +53,15 @@ class HiddenStateCapture(Capture):
         return engine.vm["get_logits"](rows, engine.params).numpy()[None]
 
 
+def _has(vm, name: str) -> bool:
+    """Whether the VM's library exports ``name``."""
+    try:
+        vm[name]
+    except Exception:  # the VM raises for a missing function
+        return False
+    return True
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)
@@ -152,6 +161,7 @@ class MTPDraftChain:
         # in the library (draft_step / draft_token) with only token ids coming back
         index = next((i for i, p in enumerate(metadata["params"]) if p["name"] == DRAFT_VOCAB), None)
         self.draft_vocab = None if index is None else drafter_params[index].numpy()
+        self.chains = {n: drafter_vm[f"draft_chain_{n}"] for n in range(2, 65) if _has(drafter_vm, f"draft_chain_{n}")}
         self.cache = None
         self.length = 0  # exact entries
         self.speculative = 0  # entries added by the last chain, popped before the next call
@@ -219,10 +229,11 @@ class MTPDraftChain:
         return self.draft_vocab is not None
 
     def draft_tokens(self, n: int) -> list[int]:
-        """Draft ``n`` greedy tokens over the library's reduced vocabulary, each step one call
-        (``draft_step``; the last ``draft_token``) whose only host copy is the token id; leaves
-        ``n - 1`` speculative entries in the cache.  Equal to :meth:`draft` with ``choose``
-        restricted to :attr:`draft_vocab` (up to ties of logits).
+        """Draft ``n`` greedy tokens over the library's reduced vocabulary: one call of
+        ``draft_chain_<n>`` where the library has it, else a call per token (``draft_step``, the
+        last ``draft_token``); only the token ids are copied to the host.  Leaves ``n - 1``
+        speculative entries in the cache.  Equal to :meth:`draft` with ``choose`` restricted to
+        :attr:`draft_vocab` (up to ties of logits).
 
         Raises:
             PipelineError: no reduced vocabulary, nothing accepted yet, or the cache would overflow.
@@ -234,6 +245,10 @@ class MTPDraftChain:
         self._check_room(n - 1)
         self._discard_chain()
         hidden = tvm.runtime.tensor(np.ascontiguousarray(self._last[None, None], dtype=self.dtype), self.device)
+        if n in self.chains:
+            ids, self.cache = self.chains[n](hidden, self.cache, self.params)
+            self.speculative += n - 1
+            return [int(t) for t in ids.numpy()]
         builtin = tvm.get_global_func
         begin, end = builtin("vm.builtin.kv_state_begin_forward"), builtin("vm.builtin.kv_state_end_forward")
         one, seq = tvm_ffi.Shape((1,)), tvm_ffi.Shape((0,))

@@ -85,17 +85,28 @@ def test_rows_are_the_base_rows_and_ids_the_most_frequent(vocab_package):
 
 
 def test_library_chain_equals_restricted_argmax(engine_and_drafter):
+    """The one-call chain (``draft_chain_<G>``), the chain of per-token calls and the
+    full-vocabulary chain with numpy's argmax restricted to the ids draft the same tokens, and
+    each leaves G - 1 speculative entries (the next chain, after they are popped, is the same)."""
     engine, drafter = engine_and_drafter
     chain = drafter.chain
     ids = chain.draft_vocab
+    assert sorted(chain.chains) == list(range(2, 9))
+    one_call = dict(chain.chains)
     for prompt in prompts(4, 30):
         engine.reset()
         pending = int(np.argmax(engine.prefill(prompt)))
         drafter.catch_up(engine.tokens + [pending])
-        ours = chain.draft_tokens(4)
-        reference = chain.draft(4, choose=lambda row: int(ids[np.argmax(row[ids])])).tokens
-        assert ours == reference, prompt
-        assert set(ours) <= set(ids.tolist())
+        for length in (1, 2, 4, 8):
+            chain.chains = one_call
+            ours = chain.draft_tokens(length)
+            assert chain.speculative == length - 1
+            chain.chains = {}
+            per_token = chain.draft_tokens(length)
+            reference = chain.draft(length, choose=lambda row: int(ids[np.argmax(row[ids])])).tokens
+            assert ours == per_token == reference, (prompt, length)
+            assert set(ours) <= set(ids.tolist())
+    chain.chains = one_call
 
 
 def test_speculative_output_equals_plain_decoding(engine_and_drafter):
