@@ -7,7 +7,8 @@ child process with greedy tokens after each prompt, speculation off and on alter
 is a GGUF or ``--gguf`` names one) and prints its tables::
 
     python benchmarks/mtp_speed.py dist/gemma3-270m-mtp [--decode-tokens 64] [--threads 2]
-        [--repeats 3] [--draft-length N] [--no-adaptive] [--prompt TEXT ...] [--gguf FILE | --no-peer]
+        [--repeats 3] [--draft-length N] [--no-adaptive] [--max-draft-length N] [--prompt TEXT ...]
+        [--gguf FILE | --no-peer]
 
 The default prompts are bench's :data:`~pipeline.runtime.bench.TEXT_PROMPTS` (none is in the
 head's training prompts).
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--draft-length", type=int)
     parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--max-draft-length", type=int, help="cap of the adaptive draft length")
     parser.add_argument("--prompt", action="append", help="a prompt (repeatable; default: bench's text prompts)")
     parser.add_argument("--gguf", type=Path, help="GGUF for the llama.cpp peer (default: the package's source)")
     parser.add_argument("--no-peer", action="store_true", help="leave llama.cpp out")
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     runtime = json.loads((args.package / "mlc-mtp-config.json").read_text())
     source = runtime.get("source", {})
     gguf = None if args.no_peer else args.gguf or (Path(source["path"]) if source.get("format") == "gguf" else None)
-    overrides = {"mode": "mtp", "draft_length": args.draft_length, "adaptive": args.adaptive}
+    overrides = {"mode": "mtp", "draft_length": args.draft_length, "adaptive": args.adaptive,
+                 "max_draft_length": args.max_draft_length}
     settings = package_speculative(args.package, runtime, overrides)
     common = ["--package", str(args.package), "--decode-tokens", str(args.decode_tokens), "--threads",
               str(args.threads), "--repeats", str(args.repeats)]
