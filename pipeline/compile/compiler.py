@@ -2,7 +2,8 @@
 
 The library carries MLC LLM's entry points plus a ``_metadata`` function returning JSON that
 describes the parameters and sizes (mlc-llm ``interface/compile.py`` attaches the same; its
-runtime reads it to load weights in order).
+runtime reads it to load weights in order), and the functions MLC's engine and WebLLM look up
+beyond the model's own (:mod:`pipeline.compile.mlc_functions`, added by :func:`relax_pipeline`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tvm.s_tir import dlight as dl
 from ..errors import PipelineError
 from ..quantization import QuantScheme, quantize_model
 from .link import find_program, linker, user_link_command
+from .mlc_functions import AttachMLCFunctions, attach_memory_usage
 from .schedules import schedule_rule
 from .targets import GPU_RULES, TargetPreset
 
@@ -81,7 +83,9 @@ def export_model(family, config, scheme: QuantScheme, preset: TargetPreset, mode
         "tensor_parallel_shards": 1,
         "pipeline_parallel_stages": 1,
         "disaggregation": False,
-        "kv_state_kind": "kv_cache",
+        "kv_state_kind": "kv_cache",  # "none" where the model has no cache (mlc_functions)
+        "model_task": "chat",
+        "active_vocab_size": None,  # MLC: None unless the vocabulary is truncated
         "params": [{"name": n, "shape": s, "dtype": d, "preprocs": []} for n, s, d in params],
         "memory_usage": {},
     }
@@ -114,19 +118,27 @@ def schedule_rules(rules: Sequence[str] = GPU_RULES) -> list:
 def relax_pipeline(target, rules: Sequence[str] = GPU_RULES) -> tvm.transform.Pass:
     """TVM's Relax pipeline (the passes of ``relax/backend/cpu_generic/pipeline.py``, which
     ``gpu_generic`` shares but for the schedule) with the schedule rules ``rules``
-    (:func:`schedule_rules`) applied after fusion."""
+    (:func:`schedule_rules`) applied after fusion; first MLC's function set is added to a model
+    library, and its ``memory_usage`` is measured after memory planning
+    (:mod:`.mlc_functions`)."""
     from tvm.relax.backend.cpu_generic import pipeline as generic
 
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
+            finalize = []
+            for step in generic.finalize_passes(target):
+                finalize.append(step)
+                if step.info.name == "StaticPlanBlockMemory":
+                    finalize.append(attach_memory_usage)
             passes = (
-                [relax.transform.FuseTransposeMatmul()]  # x @ W.T without materializing W.T
+                [AttachMLCFunctions(target)]
+                + [relax.transform.FuseTransposeMatmul()]  # x @ W.T without materializing W.T
                 + generic.library_dispatch_passes(target)
                 + generic.legalize_passes(target)
                 + [dl.ApplyDefaultSchedule(*schedule_rules(rules))]
                 + generic.dataflow_lower_passes(target)
-                + generic.finalize_passes(target)
+                + finalize
             )
             return tvm.transform.Sequential(passes)(mod)
 
