@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -43,6 +44,47 @@ def _settings(args, engine) -> None:
         raise PipelineError(f"--max-tokens: {args.max_tokens}, expected >= 1")
 
 
+def _check_flags(args) -> None:
+    """Refuse out-of-range flags before anything is loaded (the package's own values are checked
+    after it is read)."""
+    for flag, value, low in (("--max-tokens", getattr(args, "max_tokens", None), 1),
+                             ("--draft-length", getattr(args, "draft_length", None), 1),
+                             ("--prompt-tokens", getattr(args, "prompt_tokens", None), 1),
+                             ("--decode-tokens", getattr(args, "decode_tokens", None), 1),
+                             ("--threads", getattr(args, "threads", None), 1),
+                             ("--repeats", getattr(args, "repeats", None), 1),
+                             ("--busy-neighbour", getattr(args, "busy_neighbour", None), 0)):
+        if value is not None and value < low:
+            raise PipelineError(f"{flag}: {value}, expected >= {low}")
+    temperature, top_p = getattr(args, "temperature", None), getattr(args, "top_p", None)
+    if temperature is not None and not temperature >= 0:
+        raise PipelineError(f"--temperature: {temperature}, expected >= 0 (0: greedy)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise PipelineError(f"--top-p: {top_p}, expected a value in (0, 1]")
+    if getattr(args, "stop", None) and "" in args.stop:
+        raise PipelineError("--stop: '', expected a non-empty string")
+
+
+def _runtime_imports() -> None:
+    """Import TVM as the runtime needs it, leaving out what only the compiler uses: TVM's runtime
+    library instead of the compiler's (``TVM_USE_RUNTIME_LIB=1``: no ``tvm.relax``, a smaller
+    library to load), and no PyTorch (``tvm_ffi`` imports it when installed, for tensor exchange
+    the runtime never does; installed with the test extras, it took 1.6 s of a 5.7 s ``generate``
+    here).  Does nothing where TVM is already imported or the user set ``TVM_USE_RUNTIME_LIB``.
+    docs/performance.md ("Start-up") has the measurements."""
+    if "tvm" in sys.modules:
+        return
+    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
+    try:
+        import tvm  # noqa: F401
+    finally:
+        if hide_torch and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 def _speculation(args, engine):
     """The drafter (None: plain decoding) and draft-length policy for the package's speculative
     settings as overridden by ``--speculative``, ``--draft-length`` and ``--adaptive``."""
@@ -57,30 +99,6 @@ def _speculative_overrides(args) -> dict:
     return {"mode": args.speculative, "draft_length": args.draft_length, "adaptive": args.adaptive}
 
 
-def _speculative_report(stats) -> str:
-    """One line on the speculative steps of a generation (empty when there were none)."""
-    if not stats.steps:
-        return ""
-    rates = " ".join(f"{rate:.2f}" for rate in stats.acceptance_rate())
-    return (f"; speculative: {stats.steps} steps, {stats.tokens_per_step:.2f} tokens/step, "
-            f"acceptance per draft position {rates}, draft lengths {min(stats.draft_lengths)}-"
-            f"{max(stats.draft_lengths)}")
-
-
-def _stream(tokenizer, tokens) -> None:
-    """Print tokens as text while they arrive, holding back incomplete multi-byte characters."""
-    out_ids: list[int] = []
-    printed = ""
-    for token in tokens:
-        out_ids.append(token)
-        text = tokenizer.decode(out_ids)
-        if not text.endswith("\ufffd"):
-            sys.stdout.write(text[len(printed):])
-            sys.stdout.flush()
-            printed = text
-    sys.stdout.write("\n")
-
-
 def _sampler(args):
     from .runtime.sampling import Sampler
 
@@ -91,33 +109,59 @@ def _sampler(args):
 
 
 def _generate(args) -> None:
-    from .runtime.chat import encode_turn, system_message
-    from .runtime.engine import Engine
-    from .runtime.speculative import SpeculativeStats, speculative_generate
+    from .terminal import context_notice, stats_line, stream
 
     if args.system is not None and not args.chat:
         raise PipelineError("--system: given without --chat, expected --chat too (a system message belongs to "
                             "the chat template, which a plain prompt does not use)")
+    _check_flags(args)
+    _runtime_imports()
+    from .runtime.chat import encode_turn, system_message
+    from .runtime.engine import Engine
+    from .runtime.speculative import SpeculativeStats, speculative_generate
+
     engine = Engine(args.package, model_lib=args.model_lib, target=args.target)
     _settings(args, engine)
+    prompt = _prompt(args, engine)
     sampler = _sampler(args)
-    drafter, draft_length = _speculation(args, engine)
     if args.chat:
         system = system_message(engine.chat_config["conv_template"], args.system)
-        prompt_ids = encode_turn(engine, args.prompt, first=True, system=system)
+        prompt_ids = encode_turn(engine, prompt, first=True, system=system)
     else:
         prompt_ids = [engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(
-            args.prompt, add_special_tokens=False).ids
+            prompt, add_special_tokens=False).ids
+    if len(prompt_ids) > engine.context_window:
+        raise PipelineError(f"--prompt: {len(prompt_ids)} tokens, expected at most the context window of "
+                            f"{engine.context_window} (context_window_size in {args.package / 'mlc-chat-config.json'}"
+                            f"; model.overrides.context_window_size in the build config)")
+    drafter, draft_length = _speculation(args, engine)
     stats = SpeculativeStats()
-    sys.stdout.write(args.prompt if not args.chat else "")
-    _stream(engine.tokenizer, speculative_generate(engine, prompt_ids, args.max_tokens, sampler, drafter,
-                                                   draft_length, tuple(args.stop), stats))
-    print(f"[{stats.prompt_tokens} prompt tokens, prefill {stats.prefill_rate:.1f} tok/s; "
-          f"{stats.generated_tokens} generated, decode {stats.decode_rate:.1f} tok/s; "
-          f"stopped by {stats.stopped_by}{_speculative_report(stats)}]", file=sys.stderr)
+    sys.stdout.write(prompt if not args.chat else "")
+    sys.stdout.flush()
+    stream(engine.tokenizer, speculative_generate(engine, prompt_ids, args.max_tokens, sampler, drafter,
+                                                  draft_length, tuple(args.stop), stats), args.stop)
+    print(stats_line(stats), file=sys.stderr)
+    notice = context_notice(stats, engine.context_window)
+    if notice:
+        print(notice, file=sys.stderr)
+
+
+def _prompt(args, engine) -> str:
+    """``--prompt``, else the package's ``generation.prompt`` (the build config's)."""
+    if args.prompt is not None:
+        return args.prompt
+    prompt = engine.runtime_config.get("generation", {}).get("prompt")
+    if not prompt:
+        raise PipelineError(f"--prompt: not given, and {args.package / 'mlc-mtp-config.json'} has no "
+                            f"generation.prompt; expected --prompt TEXT")
+    return prompt
 
 
 def _chat(args) -> None:
+    from .terminal import chat_loop
+
+    _check_flags(args)
+    _runtime_imports()
     from .runtime.chat import ChatSession
     from .runtime.engine import Engine
 
@@ -125,18 +169,13 @@ def _chat(args) -> None:
     _settings(args, engine)
     drafter, draft_length = _speculation(args, engine)
     session = ChatSession(engine, _sampler(args), args.max_tokens, drafter, draft_length, system=args.system)
-    print("Chatting with", args.package, "- empty line or Ctrl-D to quit.", file=sys.stderr)
-    while True:
-        try:
-            message = input(">>> ")
-        except EOFError:
-            break
-        if not message.strip():
-            break
-        _stream(engine.tokenizer, session.send(message))
+    print(f"Chatting with {args.package} ({engine.context_window}-token context). /help lists the commands; "
+          f"/bye or Ctrl-D quits, Ctrl-C stops a reply.", file=sys.stderr)
+    chat_loop(session, engine.context_window)
 
 
 def _bench(args) -> None:
+    _check_flags(args)
     from .runtime.bench import run_bench
 
     run_bench(args.package, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
@@ -199,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="continue a prompt with a packaged model")
     p.add_argument("package", type=Path)
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", default=None, help="default: the config's generation.prompt")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     _add_system(p)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable; default: the config's)")
@@ -241,19 +280,38 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status: 0, 2 for bad input (one ``error:`` line), 130 when
+    interrupted (Ctrl-C: one line; outputs are written atomically, so nothing is half-written)."""
+    from .terminal import SIGINT
+
     if hasattr(signal, "SIGPIPE"):  # `mlc-mtp inspect F | head` ends quietly, like other CLIs
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    SIGINT.seen = False
+    try:
+        previous = signal.signal(signal.SIGINT, SIGINT.handler)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         args.func(args)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt) or SIGINT.seen:  # also an error a library made of Ctrl-C
+            sys.stdout.flush()
+            print(f"{args.command}: interrupted{_INTERRUPTED.get(args.command, '')}", file=sys.stderr)
+            return 130
+        if isinstance(err, PipelineError):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return 0
+
+
+# What an interrupted command leaves behind.
+_INTERRUPTED = {"build": " (the package and the stage cache are as before; stages that finished stay cached)"}
 
 
 if __name__ == "__main__":

@@ -131,6 +131,10 @@ def test_inspect_reports_a_gguf(capsys, tmp_path):
     path = write_gguf(tmp_path / "tiny.gguf", layers=2)
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
+    assert "architecture gemma3" in out and "tensors (28, 300.8 KiB): 28 F32; --tensors lists them" in out
+    assert "blk.1.ffn_down.weight" not in out  # the summary only, unless --tensors
+    assert main(["inspect", str(path), "--tensors"]) == 0
+    out = capsys.readouterr().out
     assert "architecture gemma3" in out and "blk.1.ffn_down.weight" in out and "[64, 128]" in out
 
 
@@ -162,9 +166,8 @@ def run_cli(capsys, *argv):
     ("chat", ["--speculative", "mtp"], ["speculative mode 'mtp' needs a drafter"]),
     ("generate", ["--draft-length", "4"], ["with draft_length=4", "speculative.mode: 'off', expected 'mtp'"]),
     ("bench", ["--no-adaptive"], ["with adaptive=False", "speculative.mode: 'off', expected 'mtp'"]),
-    ("generate", ["--speculative", "mtp", "--draft-length", "0"], ["speculative.draft_length: 0", "minimum of 1"]),
 ], ids=["generate-no-drafter", "bench-no-drafter", "chat-no-drafter", "draft-length-while-off",
-        "adaptive-while-off", "draft-length-zero"])
+        "adaptive-while-off"])
 def test_bad_speculative_settings_on_the_command_line(capsys, tiny_package, command, flags, needles):
     package = tiny_package[0]
     extra = ["--prompt", "w4"] if command == "generate" else []
@@ -177,6 +180,22 @@ def test_bad_speculative_settings_on_the_command_line(capsys, tiny_package, comm
 def test_max_tokens_below_one(capsys, tiny_package):
     status, err = run_cli(capsys, "generate", str(tiny_package[0]), "--prompt", "w4", "--max-tokens", "0")
     assert status == 2 and err == ["error: --max-tokens: 0, expected >= 1"]
+
+
+@pytest.mark.parametrize("command, flags, line", [
+    ("generate", ["--prompt", "w4", "--max-tokens", "0"], "--max-tokens: 0, expected >= 1"),
+    ("generate", ["--prompt", "w4", "--speculative", "mtp", "--draft-length", "0"], "--draft-length: 0, expected >= 1"),
+    ("chat", ["--draft-length", "-1"], "--draft-length: -1, expected >= 1"),
+    ("bench", ["--draft-length", "0"], "--draft-length: 0, expected >= 1"),
+    ("bench", ["--decode-tokens", "0"], "--decode-tokens: 0, expected >= 1"),
+    ("generate", ["--prompt", "w4", "--temperature", "-1"], "--temperature: -1.0, expected >= 0 (0: greedy)"),
+    ("chat", ["--top-p", "0"], "--top-p: 0.0, expected a value in (0, 1]"),
+    ("generate", ["--prompt", "w4", "--stop", ""], "--stop: '', expected a non-empty string"),
+])
+def test_flags_are_checked_before_the_package_is_read(capsys, tmp_path, command, flags, line):
+    """A bad flag is blamed on the flag, before anything is loaded (the package here does not even exist)."""
+    status, err = run_cli(capsys, command, str(tmp_path / "absent"), *flags)
+    assert status == 2 and err == [f"error: {line}"]
 
 
 def test_build_refuses_speculation_without_a_drafter(capsys, tmp_path, out):

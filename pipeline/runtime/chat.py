@@ -71,21 +71,55 @@ class ChatSession:
         self.engine, self.sampler, self.max_tokens = engine, sampler, max_tokens
         self.system = system_message(engine.chat_config["conv_template"], system)
         self.drafter, self.draft_length = drafter, draft_length
-        self.pending: list[int] = []  # tokens generated but not yet in the KV cache
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the conversation: the next :meth:`send` starts a new one (with the system message)."""
+        self.pending: list[int] = []  # tokens of the conversation not yet in the KV cache
         self.started = False
+        self.turns = 0
+
+    @property
+    def context_used(self) -> int:
+        """Tokens the conversation holds so far (in the KV cache or pending), of the context window."""
+        return (len(self.engine.tokens) if self.started else 0) + len(self.pending)
 
     def send(self, message: str, stats: SpeculativeStats | None = None):
-        """Yield the reply's token ids for ``message``."""
+        """Yield the reply's token ids for ``message``.
+
+        A reply cut short by closing the generator (Ctrl-C in the chat) stays in the conversation
+        as far as it was yielded.  Set ``stats.stopped_by`` before closing to say why.
+
+        Raises:
+            PipelineError: the turn does not fit the context window (checked before any prefill;
+                the conversation is left as it was).
+        """
         first = not self.started
-        prompt = self.pending + encode_turn(self.engine, message, first, self.system if first else "")
+        before = list(self.engine.tokens) if self.started else []
+        sent = before + self.pending + encode_turn(self.engine, message, first, self.system if first else "")
         stats = stats if stats is not None else SpeculativeStats()
-        last = None
-        for last in speculative_generate(self.engine, prompt, self.max_tokens, self.sampler, self.drafter,
-                                         self.draft_length, stats=stats, continue_sequence=self.started):
-            yield last
-        self.started = True
-        stopped = stats.stopped_by == "stop_token"  # the end-of-turn token is in the cache already
-        close = self.engine.tokenizer.encode(turn_end(self.engine.chat_config["conv_template"], stopped),
+        reply: list[int] = []
+        try:
+            for token in speculative_generate(self.engine, sent[len(before):], self.max_tokens, self.sampler,
+                                              self.drafter, self.draft_length, stats=stats,
+                                              continue_sequence=self.started):
+                reply.append(token)
+                yield token
+        finally:
+            if len(self.engine.tokens) > len(before):  # the turn was prefilled
+                self._settle(sent + reply, stats.stopped_by == "stop_token")
+
+    def _settle(self, conversation: list[int], stopped: bool) -> None:
+        """After a reply: leave in the KV cache a prefix of ``conversation`` (every token sent and
+        generated; a speculative step cut short may hold more), the end-of-turn token when the
+        model emitted it (``stopped``), and keep the rest plus the turn's closing text pending."""
+        engine = self.engine
+        extra = len(engine.tokens) - len(conversation) - int(stopped)
+        if extra > 0:
+            engine.rollback(extra)
+        in_cache = stopped and len(engine.tokens) == len(conversation) + 1
+        close = self.engine.tokenizer.encode(turn_end(engine.chat_config["conv_template"], in_cache),
                                              add_special_tokens=False).ids
-        # cut otherwise (max_tokens, a stop string): the last token is not in the cache yet
-        self.pending = close if stopped else ([last] if last is not None else []) + close
+        self.pending = ([] if in_cache else conversation[len(engine.tokens):]) + close
+        self.started = True
+        self.turns += 1

@@ -279,9 +279,18 @@ class Engine:
         return logits[0]
 
     def prefill(self, token_ids: list[int]) -> np.ndarray:
-        """Append ``token_ids`` (in chunks of ``prefill_chunk_size``); float32 ``(vocab,)`` logits of the last."""
+        """Append ``token_ids`` (in chunks of ``prefill_chunk_size``); float32 ``(vocab,)`` logits of the last.
+
+        Raises:
+            PipelineError: an empty prompt, or one that does not fit the context window (checked
+                before the first chunk runs).
+        """
         if not token_ids:
             raise PipelineError("cannot prefill an empty prompt")
+        if self.length + len(token_ids) > self.context_window:
+            held = f" after the {self.length} already in the sequence" if self.length else ""
+            raise PipelineError(f"prompt of {len(token_ids)} tokens{held} does not fit the context window "
+                                f"({self.context_window} tokens, context_window_size of {self.package})")
         if self.kv_cache is None:
             self.reset()
         starts = range(0, len(token_ids), self.prefill_chunk)

@@ -39,8 +39,13 @@ def generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sa
     """Yield up to ``max_tokens`` new token ids continuing ``prompt_ids``.
 
     Stops early, without yielding it, at a stop token (the package's eos / end-of-turn ids),
-    and after the token that completes a stop string.  With ``continue_sequence`` the prompt is
-    appended to the engine's current sequence (chat turns); otherwise a new sequence starts.
+    after the token that completes a stop string, and when the KV cache is full (the last token
+    yielded would not fit: ``stats.stopped_by`` is ``context_window``).  With
+    ``continue_sequence`` the prompt is appended to the engine's current sequence (chat turns);
+    otherwise a new sequence starts.
+
+    Raises:
+        PipelineError: the prompt does not fit the context window (before any prefill).
     """
     stats = stats if stats is not None else GenerationStats()
     if not continue_sequence:
@@ -55,7 +60,8 @@ def generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sa
         token = sampler(logits)
         if token in engine.stop_token_ids:
             stats.stopped_by = "stop_token"
-            engine.decode(token)  # keep the end-of-turn in the cache for the next chat turn
+            if engine.length < engine.context_window:
+                engine.decode(token)  # keep the end-of-turn in the cache for the next chat turn
             break
         stats.generated_tokens += 1
         text_ids.append(token)
@@ -66,5 +72,8 @@ def generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sa
                 stats.stopped_by = "stop_string"
                 break
         if i + 1 < max_tokens:
+            if engine.length >= engine.context_window:
+                stats.stopped_by = "context_window"
+                break
             logits = engine.decode(token)
     stats.decode_seconds = time.perf_counter() - start

@@ -124,7 +124,8 @@ def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int,
     completes a stop string; with ``continue_sequence`` the prompt extends the engine's sequence.
     Between steps the KV cache holds every emitted token but the last (``pending``); each step
     verifies ``[pending] + draft`` and pops the rejected entries.  On return the cache is as plain
-    decoding leaves it: every emitted token but the last, and the stop token when one ended the output.
+    decoding leaves it: every emitted token but the last, and the stop token when one ended the output
+    (where the context window has room for it); a full cache ends the output (``context_window``).
     """
     stats = stats if stats is not None else SpeculativeStats()
     if drafter is None:
@@ -149,7 +150,11 @@ def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int,
                 _settle_cache(engine, step_tokens, end, stopped_by)
                 return
             pending = step_tokens[-1]  # emitted, not yet in the KV cache
-            n = min(policy.current, max_tokens - len(emitted) - 1)  # the step adds at most n + 1 tokens
+            room = engine.context_window - engine.length - 1  # the verify pass adds pending + n tokens
+            if room < 0:
+                stats.stopped_by = "context_window"
+                return
+            n = min(policy.current, max_tokens - len(emitted) - 1, room)  # the step adds at most n + 1 tokens
             clock = time.perf_counter()
             draft, q = drafter.propose(engine.tokens + [pending], n) if n > 0 else ([], None)
             verify_start = time.perf_counter()
@@ -191,6 +196,7 @@ def _settle_cache(engine: Engine, step_tokens: list[int], end: int, stopped_by: 
     keep = end + 1 if stopped_by == "stop_token" else end - 1
     in_cache = len(step_tokens) - 1
     if keep > in_cache:
-        engine.decode(step_tokens[in_cache])
+        if engine.length < engine.context_window:  # a full cache cannot take the stop token
+            engine.decode(step_tokens[in_cache])
     else:
         engine.rollback(in_cache - keep)

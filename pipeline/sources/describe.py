@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,13 +92,22 @@ def inspect_file(path: str | Path, *, section_tensors: bool = False, all_tensors
     Args:
         section_tensors: for ``.litertlm`` files, also list the tensors of each TFLite section
             (by default only their counts).
-        all_tensors: for TFLite models, also list tensors without data (activations, inputs).
+        all_tensors: for TFLite models, also list tensors without data (activations, inputs); for
+            GGUF and safetensors files, list every tensor (by default their count per type).
+
+    A package directory, or a file inside one, gets the package's report
+    (:func:`pipeline.package.describe.package_report`).
 
     Raises:
         PipelineError: unknown kind, a LiteRT-LM or TFLite file without the ``litert`` extra, or a
             file its reader rejects (see :func:`detect_kind` and the readers).  Problems inside one
             section of a ``.litertlm`` file are reported in its lines instead.
     """
+    from ..package.describe import package_of, package_report
+
+    package = package_of(path)
+    if package is not None:
+        return package_report(package, focus=path)
     kind = detect_kind(path)
     if kind in ("litertlm", "tflite"):
         require_extra("litert", f"{path}: reading a {'LiteRT-LM' if kind == 'litertlm' else 'TFLite'} file")
@@ -110,8 +120,8 @@ def inspect_file(path: str | Path, *, section_tensors: bool = False, all_tensors
             size = Path(path).stat().st_size
             return "\n".join([f"TFLite model {path} ({_size(size)})", *_tflite_lines(model, "", all_tensors)]) + "\n"
     if kind == "gguf":
-        return _gguf_report(Path(path))
-    return _safetensors_report(Path(path))
+        return _gguf_report(Path(path), all_tensors)
+    return _safetensors_report(Path(path), all_tensors)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +231,7 @@ def _litertlm_report(path: Path, section_tensors: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _gguf_report(path: Path) -> str:
+def _gguf_report(path: Path, tensors: bool) -> str:
     from .gguf_file import GGUFSource
 
     source = GGUFSource(path)
@@ -229,8 +239,11 @@ def _gguf_report(path: Path) -> str:
     lines = [f"GGUF file {path} ({_size(path.stat().st_size)}), architecture {source.architecture or '?'}",
              f"metadata ({len(source.metadata)} keys):"]
     lines += [f"  {key} = {_short(value)}" for key, value in source.metadata.items()]
-    lines.append(f"tensors ({len(names)}):")
-    for name in names:
+    types = Counter(source.tensor_info(name)[1] for name in names)
+    lines.append(f"tensors ({len(names)}, {_size(sum(source.tensor_nbytes(n) for n in names))}): "
+                 + ", ".join(f"{n} {t}" for t, n in types.most_common())
+                 + ("" if tensors else "; --tensors lists them"))
+    for name in names if tensors else ():
         shape, ggml_type = source.tensor_info(name)
         lines.append(f"  {name}  shape {list(shape)}  {ggml_type}")
     return "\n".join(lines) + "\n"
@@ -250,7 +263,7 @@ def _safetensors_tensors(file: Path) -> list[tuple[str, list[int], str]]:
         raise PipelineError(f"{file}: unreadable safetensors file ({type(err).__name__}: {err})") from None
 
 
-def _safetensors_report(path: Path) -> str:
+def _safetensors_report(path: Path, tensors: bool) -> str:
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
     lines = []
     if path.is_dir():
@@ -264,7 +277,10 @@ def _safetensors_report(path: Path) -> str:
             except (ValueError, OSError) as err:
                 lines.append(f"config.json: unreadable ({err})")
     for file in files:
-        tensors = _safetensors_tensors(file)
-        lines.append(f"safetensors file {file} ({_size(file.stat().st_size)}): {len(tensors)} tensors")
-        lines += [f"  {name}  shape {shape}  {dtype}" for name, shape, dtype in tensors]
+        found = _safetensors_tensors(file)
+        dtypes = Counter(dtype for _, _, dtype in found)
+        lines.append(f"safetensors file {file} ({_size(file.stat().st_size)}): {len(found)} tensors ("
+                     + ", ".join(f"{n} {t}" for t, n in dtypes.most_common()) + ")"
+                     + ("" if tensors else "; --tensors lists them"))
+        lines += [f"  {name}  shape {shape}  {dtype}" for name, shape, dtype in (found if tensors else ())]
     return "\n".join(lines) + "\n"

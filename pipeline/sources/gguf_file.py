@@ -29,6 +29,23 @@ class GGUFFormatError(PipelineError, ValueError):
     end of the file), or GGUF content a reader cannot use; one line naming the file."""
 
 
+class _Reader(gguf.GGUFReader):
+    """gguf's reader, parsing over a plain ``ndarray`` view of its memory map instead of the
+    ``np.memmap`` itself.  The reader slices the map once per metadata value and array element
+    (Gemma 3's 262,144-token vocabulary: about 786,000 fields parts); every slice of an
+    ``np.memmap`` runs its Python ``__array_finalize__``, which made opening the 241 MiB Gemma 3
+    270M GGUF take 24 s here; over the plain view it takes 6 s.  Same bytes, still mapped (the
+    view's base is the map), nothing read into memory."""
+
+    @property  # type: ignore[override]
+    def data(self) -> np.ndarray:
+        return self._plain
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._plain = value.view(np.ndarray)
+
+
 class GGUFSource:
     """An opened GGUF file: ``metadata`` (key -> value), the typed ``fields`` and float32 tensors
     by name.  The file is opened and checked once here; readers of its parts (the tokenizer,
@@ -50,7 +67,7 @@ class GGUFSource:
         if magic != b"GGUF":
             raise GGUFFormatError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
         try:
-            self._reader = gguf.GGUFReader(str(self.path))
+            self._reader = _Reader(str(self.path))
         except Exception as err:  # the reader raises ValueError/IndexError/struct errors alike
             raise GGUFFormatError(f"{self.path}: corrupt or truncated GGUF ({type(err).__name__}: {err})") from None
         self._tensors = {t.name: t for t in self._reader.tensors}

@@ -109,6 +109,7 @@ def test_a_chat_session_caches_what_gemmas_template_renders(gemma3, monkeypatch,
         yield from reply
 
     monkeypatch.setattr(chat, "speculative_generate", fake_generate)
+    monkeypatch.setattr(engine, "tokens", cache, raising=False)  # what the session reads of the KV cache
     session = chat.ChatSession(engine, Sampler(), 16, system=system)
     for user in users:
         list(session.send(user))
@@ -169,7 +170,7 @@ def test_the_cli_takes_a_system_message(tiny_package, tmp_path, monkeypatch, cap
         assert main([*generate, "--chat", *flags]) == 0
         assert prompts[-1] == expected(system)
     assert {7, 8} <= set(expected("w7 w8")) and not {7, 8} & set(expected(""))
-    messages = iter([" w4 w5", ""])
+    messages = iter([" w4 w5", "/bye"])
     monkeypatch.setattr("builtins.input", lambda _prompt: next(messages))
     assert main(["chat", str(package), "--max-tokens", "2", "--system", "w7 w8"]) == 0
     assert prompts[-1] == expected("w7 w8")

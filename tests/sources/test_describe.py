@@ -97,7 +97,10 @@ def test_tflite_report(files):
 
 
 def test_gguf_report(files):
-    report = inspect_file(files["gguf"])
+    summary = inspect_file(files["gguf"])
+    assert "shape" not in summary and summary.splitlines()[-1].startswith("tensors (3, ")
+    assert summary.splitlines()[-1].endswith(": 1 F32, 1 F16, 1 Q8_0; --tensors lists them")
+    report = inspect_file(files["gguf"], all_tensors=True)
     assert "architecture gemma3" in report
     assert "gemma3.context_length = 128" in report and "general.name = 'tiny'" in report
     assert "tokenizer.ggml.tokens = [10 items: 't0', 't1', 't2', 't3', ...]" in report
@@ -107,13 +110,15 @@ def test_gguf_report(files):
 
 
 def test_safetensors_reports(files):
-    report = inspect_file(files["st_dir"])
+    summary = inspect_file(files["st_dir"])
+    assert "shape" not in summary and "2 tensors (1 F32, 1 F16); --tensors lists them" in summary
+    report = inspect_file(files["st_dir"], all_tensors=True)
     assert f"safetensors directory {files['st_dir']}: 2 file(s)" in report
     assert "config.json: model_type gemma3_text, architectures ['Gemma3ForCausalLM']" in report
     assert "model.embed_tokens.weight  shape [5, 3]  F32" in report
     assert "model.norm.weight  shape [3]  F16" in report
     assert "lm_head.weight  shape [5, 3]  I8" in report
-    single = inspect_file(files["st_dir"] / "model-00002-of-00002.safetensors")
+    single = inspect_file(files["st_dir"] / "model-00002-of-00002.safetensors", all_tensors=True)
     assert ": 1 tensors" in single and "lm_head.weight  shape [5, 3]  I8" in single
 
 
