@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = package_speculative(engine.package, engine.runtime_config, {"mode": "mtp"})
     drafter = load_drafter(engine, settings)
     vocab = engine.chat_config["vocab_size"]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    from safetensors import safe_open
+
+    with safe_open(str(args.counts), framework="numpy") as handle:
+        listed = handle.get_slice("ids").get_shape()[0]
+    sizes = [int(s) for s in args.sizes.split(",") if int(s) <= listed]  # the file ranks `listed` tokens
     prompts = [[engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(t, add_special_tokens=False).ids
                for t in args.prompt or TEXT_PROMPTS]
     plain = [list(generate(engine, p, args.decode_tokens, Sampler())) for p in prompts]
