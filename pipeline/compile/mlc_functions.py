@@ -91,7 +91,7 @@ def _dtype(ty) -> str:
 
 def _alias_kv_cache_creator(bb: relax.BlockBuilder, mod: tvm.IRModule) -> None:
     source = mod["create_paged_kv_cache"]
-    params = [relax.Var(p.name_hint, relax.ShapeType([tirx.Var(p.name_hint, "int64")])) for p in source.params]
+    params = [relax.Var(p.name, relax.ShapeType([tirx.Var(p.name, "int64")])) for p in source.params]
     with bb.function("create_tir_paged_kv_cache", params):
         out = bb.emit(relax.Call(mod.get_global_var("create_paged_kv_cache"), params), "paged_kv_cache")
         bb.emit_func_output(out)
@@ -115,6 +115,14 @@ def _batch_select_last_hidden_states(bb: relax.BlockBuilder, get_logits: relax.F
         bb.emit_func_output(out)
 
 
+def _vocab_size(mod: tvm.IRModule) -> list[int]:
+    """``[the model's vocabulary]`` (the last dimension of ``get_logits``' output) when static, else ``[]``."""
+    if "get_logits" not in {gv.name_hint for gv in mod.get_global_vars()}:
+        return []
+    last = mod["get_logits"].ret_ty.shape[-1]
+    return [int(last)] if isinstance(last, tirx.IntImm) else []
+
+
 def attach_mlc_functions(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     """``mod`` with MLC's function set added (module docstring) for ``target``; a module without
     ``_metadata`` is returned as it is."""
@@ -127,7 +135,7 @@ def attach_mlc_functions(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
         _alias_kv_cache_creator(bb, mod)
     for name, func in logit_processors(target).items():
         bb.add_func(func, name)
-    attach_sampling_functions(bb, target)
+    attach_sampling_functions(bb, target, *_vocab_size(mod))
     if "embed" in names:
         _alloc_embedding_tensor(bb, mod["embed"], int(metadata["prefill_chunk_size"]))
     if "get_logits" in names and "batch_select_last_hidden_states" not in names:

@@ -16,7 +16,8 @@ rules (threads across the vocabulary) and the element-wise steps by its fallback
   ``exp(x - max)`` (or the count of maxima), then per chunk again the normalized values, each
   chunk one block of threads on a GPU.
 - ``argsort_probs(probs (b, V)) -> (sorted_probs (b, V), sorted_indices (b, V) int32)``,
-  descending.
+  descending (on WebGPU a bitonic network of our own, :mod:`.bitonic_sort`, up to the model's
+  vocabulary).
 - ``sample_with_top_p(sorted_probs, sorted_indices, uniform_samples (n,), sample_indices (n,)
   int32, top_p (b,)) -> (n,) int32``: for sample ``k`` in row ``r = sample_indices[k]``, with the
   running sums ``c`` of ``sorted_probs[r]`` and ``c_p`` the first of them reaching ``top_p[r]``,
@@ -43,9 +44,11 @@ from tvm.script import tirx as T
 from tvm.target import Target
 
 from ..presets import is_gpu_kind
+from .bitonic_sort import emit_bitonic_argsort, sort_width
 from .logit_processor import threads_per_block
 
 SOFTMAX_CHUNK = 4096  # vocabulary entries per block in softmax_with_temperature
+DEFAULT_VOCAB = 262144  # WebGPU's sort width where the module does not say its vocabulary (Gemma's)
 GREEDY_TEMPERATURE = 1e-5  # at or below: the greedy (one-hot over the maxima) row of MLC's softmax
 WEBGPU_SAMPLERS = ("argsort_probs", "sample_with_top_p")
 ALL_SAMPLERS = ("argsort_probs", "sample_with_top_p", "multinomial_from_uniform", "renormalize_by_top_p",
@@ -252,13 +255,17 @@ def attach_softmax_with_temperature(bb: relax.BlockBuilder, target: Target) -> r
 
 
 # --- sampling ------------------------------------------------------------------------------------
-def _argsort_probs(bb: relax.BlockBuilder) -> relax.GlobalVar:
+def _argsort_probs(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
     batch, vocab = _vars("batch_size", "vocab_size")
     probs = relax.Var("probs", relax.TensorType([batch, vocab], "float32"))
     with bb.function("argsort_probs", [probs]):
         with bb.dataflow():
-            indices = bb.emit(relax.op.argsort(probs, axis=-1, descending=True, dtype="int32"))
-            values = bb.emit(relax.op.gather_elements(probs, indices, axis=1))
+            if target.kind.name == "webgpu":  # TVM's GPU argsort is a shader SwiftShader cannot compile
+                values, indices = emit_bitonic_argsort(bb, probs, batch, vocab, sort_width(vocab_size),
+                                                       threads_per_block(target))
+            else:
+                indices = bb.emit(relax.op.argsort(probs, axis=-1, descending=True, dtype="int32"))
+                values = bb.emit(relax.op.gather_elements(probs, indices, axis=1))
             out = bb.emit_output(relax.Tuple([values, indices]))
         return bb.emit_func_output(out)
 
@@ -271,7 +278,8 @@ def _running_sum(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
     return bb.emit(relax.op.add(bb.emit(relax.op.cumsum(x, axis=1, exclusive=True)), x))
 
 
-def _sample_with_top_p(bb: relax.BlockBuilder) -> relax.GlobalVar:
+def _sample_with_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
+    del target, vocab_size  # the same kernels for every target and vocabulary
     batch, n, vocab = _vars("batch_size", "num_samples", "vocab_size")
     sorted_probs = relax.Var("sorted_probs", relax.TensorType([batch, vocab], "float32"))
     sorted_indices = relax.Var("sorted_indices", relax.TensorType([batch, vocab], "int32"))
@@ -306,7 +314,8 @@ def _sample_with_top_p(bb: relax.BlockBuilder) -> relax.GlobalVar:
         return bb.emit_func_output(out)
 
 
-def _multinomial_from_uniform(bb: relax.BlockBuilder) -> relax.GlobalVar:
+def _multinomial_from_uniform(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
+    del target, vocab_size  # the same kernels for every target and vocabulary
     batch, n, vocab = _vars("batch_size", "num_samples", "vocab_size")
     probs = relax.Var("probs", relax.TensorType([batch, vocab], "float32"))
     uniform = relax.Var("uniform_samples", relax.TensorType([n], "float32"))
@@ -319,7 +328,8 @@ def _multinomial_from_uniform(bb: relax.BlockBuilder) -> relax.GlobalVar:
         return bb.emit_func_output(out)
 
 
-def _renormalize_by_top_p(bb: relax.BlockBuilder) -> relax.GlobalVar:
+def _renormalize_by_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
+    del target, vocab_size  # the same kernels for every target and vocabulary
     batch, vocab = _vars("batch_size", "vocab_size")
     probs = relax.Var("probs", relax.TensorType([batch, vocab], "float32"))
     top_p = relax.Var("top_p", relax.TensorType([batch], "float32"))
@@ -352,7 +362,8 @@ def _renormalize_by_top_p(bb: relax.BlockBuilder) -> relax.GlobalVar:
         return bb.emit_func_output(out)
 
 
-def _sampler_take_probs(bb: relax.BlockBuilder) -> relax.GlobalVar:
+def _sampler_take_probs(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
+    del target, vocab_size  # the same kernels for every target and vocabulary
     batch, n, m, vocab = _vars("batch_size", "num_samples", "num_positions", "vocab_size")
     probs = relax.Var("unsorted_probs", relax.TensorType([batch, vocab], "float32"))
     sorted_indices = relax.Var("sorted_indices", relax.TensorType([batch, vocab], "int32"))
@@ -386,11 +397,13 @@ _BUILDERS = {"argsort_probs": _argsort_probs, "sample_with_top_p": _sample_with_
              "sampler_take_probs": _sampler_take_probs}
 
 
-def attach_sampling_functions(bb: relax.BlockBuilder, target: Target) -> list[str]:
+def attach_sampling_functions(bb: relax.BlockBuilder, target: Target, vocab_size: int = DEFAULT_VOCAB) -> list[str]:
     """Add ``softmax_with_temperature`` and the samplers of :func:`sampler_names` for ``target``
-    to the module ``bb`` builds; returns the names added, in order."""
+    to the module ``bb`` builds; returns the names added, in order.  ``vocab_size``: the model's
+    vocabulary, the longest row WebGPU's ``argsort_probs`` sorts (:mod:`.bitonic_sort`; other
+    targets take any length)."""
     attach_softmax_with_temperature(bb, target)
     names = sampler_names(target.kind.name)
     for name in names:
-        _BUILDERS[name](bb)
+        _BUILDERS[name](bb, target, vocab_size)
     return ["softmax_with_temperature", *names]

@@ -89,6 +89,44 @@ def test_library_exports_mlc_entry_points_and_metadata(engine):
     assert [p["name"] for p in meta["params"]][0] == "model.embed_tokens.weight"
 
 
+def test_library_exports_mlc_function_set(engine, hf_model):
+    """What MLC's engine and WebLLM look up beyond the entry points (pipeline/compile/mlc_functions.py),
+    the metadata they read, and a cache made through MLC's creator name serving a prefill."""
+    import tvm_ffi
+
+    from pipeline.kernels import PAGE_SIZE
+
+    def look(name):  # MLC's lookup: the VM's functions, then the library's TIR functions
+        return engine.vm.module.get_function(name, True)
+
+    for name in ("create_tir_paged_kv_cache", "apply_logit_bias_inplace", "apply_penalty_inplace",
+                 "apply_bitmask_inplace", "softmax_with_temperature", "argsort_probs", "sample_with_top_p",
+                 "multinomial_from_uniform", "renormalize_by_top_p", "sampler_take_probs", "alloc_embedding_tensor",
+                 "batch_select_last_hidden_states", "gather_probs", "scatter_probs", "gather_hidden_states",
+                 "scatter_hidden_states", "get_logits", "prefill_to_last_hidden_states",
+                 "batch_verify_to_last_hidden_states"):
+        assert look(name) is not None, name
+    meta = engine.metadata
+    config = hf_model.config
+    assert meta["kv_cache"] == {"num_hidden_layers": config.num_hidden_layers,
+                                "num_attention_heads": config.num_attention_heads,
+                                "num_key_value_heads": config.num_key_value_heads, "head_dim": config.head_dim}
+    assert meta["model_task"] == "chat" and meta["active_vocab_size"] is None
+    assert meta["memory_usage"]["prefill"] > 0 and meta["memory_usage"]["decode"] > 0
+    assert look("alloc_embedding_tensor")().shape == (meta["prefill_chunk_size"], config.hidden_size)
+
+    ids = np.random.default_rng(13).integers(4, 96, size=20).tolist()
+    engine.reset()
+    shape = tvm_ffi.Shape
+    engine.kv_cache = look("create_tir_paged_kv_cache")(
+        shape((1,)), shape((engine.context_window,)), shape((engine.prefill_chunk,)), shape((PAGE_SIZE,)), shape((0,)))
+    import tvm
+
+    tvm.get_global_func("vm.builtin.kv_state_add_sequence")(engine.kv_cache, 0)
+    np.testing.assert_allclose(engine.prefill(ids), reference_logits(hf_model, ids)[-1], atol=ATOL, rtol=0)
+    engine.reset()
+
+
 def test_batch_prefill_and_batch_decode_agree_with_prefill_and_decode(engine):
     import tvm
     import tvm_ffi
