@@ -16,6 +16,7 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend import nn
 
+from pipeline.errors import PipelineError
 from pipeline.models.gemma4_assistant.config import Gemma4AssistantConfig
 from pipeline.models.gemma4_assistant.model import MaskedEmbedder, assistant_head
 from pipeline.models.layers import TiedEmbedding
@@ -70,6 +71,19 @@ def test_four_step_draft_chain_matches_transformers(built):
     tokens, q = drafter.propose(ids + [first], 4)
     assert tokens == [int(np.argmax(r[1])) for r in reference]
     assert q is None  # greedy: one-hot draft distributions, made only where sampling needs them
+
+
+def test_a_library_with_the_dense_draft_step_is_refused_in_one_line(built, monkeypatch):
+    """A drafter library built before the sparse head (``draft_step`` -> logits, state) is named,
+    with what was expected."""
+    engine, drafter, _, _ = built
+    engine.reset()
+    engine.prefill([5, 6, 7])
+    dense = tvm.runtime.tensor(np.zeros((1, 1, 96), np.float32))
+    monkeypatch.setattr(drafter, "vm", {"draft_step": lambda *args: [dense, dense]})
+    with pytest.raises(PipelineError, match=r"draft_step returns 2 values, expected 4 .*rebuild it$") as err:
+        drafter.propose(engine.tokens + [8], 2)
+    assert str(drafter.library) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_context_follows_verify_and_rollback(built):

@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 import tvm
 
+from ...errors import PipelineError
 from ..engine import Engine, load_library
 from .base import Capture
 
@@ -68,7 +69,7 @@ class AssistantDrafter:
     """
 
     def __init__(self, engine: Engine, library: Path, weights: Path):
-        self.engine = engine
+        self.engine, self.library = engine, library
         self.context = engine.attach(MTPContextCapture()).context
         self.vm, self.metadata, self.params = load_library(library, weights, engine.device)
         self.window = engine.chat_config["model_config"]["sliding_window"] + 1
@@ -93,11 +94,18 @@ class AssistantDrafter:
     def step(self, token: int, hidden, context: list | None = None) -> DraftStep:
         """One draft step after ``token`` from ``hidden`` (``(backbone_hidden,)`` numpy, or the
         device tensor of the previous step's :attr:`DraftStep.hidden`); ``context``:
-        :meth:`context_tensors`, made here when not given."""
+        :meth:`context_tensors`, made here when not given.
+
+        Raises:
+            PipelineError: the library's ``draft_step`` is an older one (two outputs, dense logits).
+        """
         if isinstance(hidden, np.ndarray):
             hidden = self._tensor(hidden.reshape(1, 1, -1))
-        drafted, ids, logits, projected = self.vm["draft_step"](
-            self.embed(token), hidden, *(context or self.context_tensors()), self.params)
+        out = self.vm["draft_step"](self.embed(token), hidden, *(context or self.context_tensors()), self.params)
+        if len(out) != 4:
+            raise PipelineError(f"{self.library}: draft_step returns {len(out)} values, expected 4 (token, kept ids, "
+                                "their logits, state): a library built before the sparse centroid head; rebuild it")
+        drafted, ids, logits, projected = out
         return DraftStep(int(drafted.numpy()[0]), ids, logits, projected)
 
     def propose(self, history: list[int], n: int) -> tuple[list[int], None]:
