@@ -20,7 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.models.gemma4_assistant.config import Gemma4AssistantConfig
 from pipeline.models.gemma4_assistant.model import MaskedEmbedder, assistant_head
 from pipeline.models.layers import TiedEmbedding
-from pipeline.quantization.formats import Q8G32, decode, encode
+from pipeline.quantization.formats import Q8G32, decode, encode, q4_symmetric
 from pipeline.quantization.group_quant import GroupQuantEmbedding
 from pipeline.runtime.drafters.assistant import AssistantDrafter
 from pipeline.runtime.engine import Engine
@@ -181,11 +181,12 @@ def head_case(seed: int = 3):
     return hidden, embedding, centroids, ordering.astype(np.int32), tied
 
 
-@pytest.mark.parametrize("fmt", [None, Q8G32], ids=["float32", "q8g32"])
+@pytest.mark.parametrize("fmt", [None, Q8G32, q4_symmetric("float32")], ids=["float32", "q8g32", "q4g32"])
 @pytest.mark.parametrize("ordered", [True, False], ids=["centroid", "dense"])
 def test_head_reads_the_chosen_clusters_rows_and_breaks_ties_to_the_lowest_id(fmt, ordered):
     """The centroid head keeps ``top_k * per_cluster`` ids (clusters best first, each in the
-    checkpoint's order) with logits equal to numpy's from the (dequantized) rows; the drafted
+    checkpoint's order; the dense head: every id in order) with logits equal to numpy's from the
+    (dequantized) rows; the drafted
     token is numpy's argmax over the dense masked row (transformers' layout): of two equal
     largest logits, the lower token id, though the ordering lists the higher one first."""
     hidden, embedding, centroids, ordering, tied = head_case()
