@@ -77,9 +77,12 @@ def test_litertlm_drafter_chain_matches_transformers(built):
     engine.reset()
     chain, token, hidden = [], int(np.argmax(engine.prefill(ids))), drafter.context.last_hidden()
     while len(chain) < len(reference):
-        logits, hidden = drafter.step(token, hidden)
-        chain.append((token, logits, hidden))
-        token = int(np.argmax(logits))
+        step = drafter.step(token, hidden)
+        np.testing.assert_array_equal(step.ids.numpy(), np.arange(TEXT["vocab_size"]))  # the dense head
+        logits = step.logits.numpy()
+        assert step.token == int(np.argmax(logits))
+        chain.append((token, logits, step.hidden.numpy().reshape(-1)))
+        token, hidden = step.token, step.hidden
     assert [step[0] for step in chain] == [step[0] for step in reference]
     for index, what in ((1, "logits"), (2, "projected hidden state")):
         ours, theirs = np.stack([step[index] for step in chain]), np.stack([step[index] for step in reference])

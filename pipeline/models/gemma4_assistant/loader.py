@@ -2,11 +2,10 @@
 (other namings reach these through a name map, :mod:`pipeline.models.name_map`).
 
 Our names are those of transformers' ``Gemma4AssistantForCausalLM`` (``pre_projection.weight``,
-``model.layers.N.self_attn.q_proj.weight``, ...), except that the centroid head's
-``masked_embedding.token_ordering`` (a permutation of the vocabulary, clusters laid out one after
-another) is stored as its inverse ``masked_embedding.token_rank``: the place of each token in the
-ordering, ``token_rank[token_ordering[i]] = i``, so that a token's cluster is
-``token_rank[t] // (vocab / num_centroids)``.
+``model.layers.N.self_attn.q_proj.weight``, ...); the head ``lm_head.weight`` is the embedding
+(tied).  The centroid head's ``masked_embedding.token_ordering`` (a permutation of the vocabulary,
+the token ids of cluster ``c`` at ``c * vocab / num_centroids`` onwards) is checked and kept as
+int32, the ids the drafter gathers embedding rows by.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import numpy as np
 
 from ...errors import PipelineError
 
-ORDERING, RANK = "masked_embedding.token_ordering", "masked_embedding.token_rank"
+ORDERING = "masked_embedding.token_ordering"
 # The name map a ``litertlm`` drafter is read with when the config names none: the tensor names
 # of the tf_lite_mtp_drafter model in Google's Gemma 4 LiteRT-LM exports (evidence in its header).
 # Shipped in the package (pyproject.toml's package-data), beside the community extraction's map;
@@ -29,23 +28,21 @@ def hf_name(source_name: str) -> str | None:
     """Our name for a Hugging Face tensor name, or ``None`` for ``lm_head.weight`` (tied)."""
     if source_name == "lm_head.weight":
         return None
-    return RANK if source_name == ORDERING else source_name
+    return source_name
 
 
 def hf_transform(our_name: str, array: np.ndarray) -> np.ndarray:
-    """``token_ordering`` -> its inverse permutation, int32 ``token_rank``; others unchanged.
+    """``token_ordering`` -> int32 (checked to be a permutation); others unchanged.
 
     Raises:
         PipelineError: ``token_ordering`` is not a permutation of the vocabulary.
     """
-    if our_name != RANK:
+    if our_name != ORDERING:
         return array
     ordering = np.asarray(array).astype(np.int64).reshape(-1)
     if not np.array_equal(np.sort(ordering), np.arange(ordering.size)):
         raise PipelineError(f"{ORDERING}: not a permutation of 0..{ordering.size - 1}")
-    rank = np.empty(ordering.size, np.int32)
-    rank[ordering] = np.arange(ordering.size, dtype=np.int32)
-    return rank
+    return ordering.astype(np.int32)
 
 
 def config_from_gguf(source, **_overrides):

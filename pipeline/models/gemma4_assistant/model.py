@@ -14,16 +14,24 @@ Follows transformers 5.24 ``models/gemma4_assistant/modeling_gemma4_assistant.py
    whole context, sliding layers its last ``sliding_window + 1`` entries (transformers'
    bidirectional sliding mask, flipped to look back);
 3. final norm; logits from the head tied to the drafter's own embedding, or (``use_ordered_embeddings``)
-   the centroid-masked head: the ``centroid_intermediate_top_k`` best of ``num_centroids``
-   clusters keep their tokens' logits, all other tokens get ``min(kept) - 1``;
+   the centroid head: ``centroids`` scores ``num_centroids`` clusters, the ``centroid_intermediate_top_k``
+   best are kept, and only their tokens' logits are computed, from those tokens' rows of the tied
+   embedding (gathered by the checkpoint's ``token_ordering``, whose ``c``-th run of
+   ``per_cluster = vocab / num_centroids`` ids is cluster ``c``);
 4. ``post_projection`` of the normed hidden state is the ``h`` of the next step.
 
 The drafter holds no KV cache of its own: its state is the base model's context K/V, so rolling
 back the base model rolls back the drafter.
 
-The masked head is computed densely (every token's logit, then the mask), which equals the
-reference's sparse gather; ``token_rank`` (the inverse of the checkpoint's ``token_ordering``
-permutation, made at import) gives each token's cluster, ``token_rank[v] // (vocab / num_centroids)``.
+``draft_step`` returns the drafted token (the argmax over the kept logits, the lowest token id on
+ties, computed on the device), the kept ids and their logits, and the projected state; no
+vocabulary-sized tensor is made with the centroid head.  Its head reads ``top_k * per_cluster``
+embedding rows (4,096 of 262,144 for E2B/E4B: 32 of 2,048 clusters of 128) instead of ``vocab``,
+quantized or not (:class:`~pipeline.quantization.group_quant.GroupQuantEmbedding` dequantizes only
+the gathered rows), plus the ``num_centroids x hidden`` centroid scores.  transformers scatters the
+kept logits into a ``(vocab,)`` row filled with ``min(kept) - 1``; numpy's argmax over that row
+is the token returned here.  Without the centroid head every token's logit is computed and the
+kept ids are ``0..vocab-1``.
 """
 
 from __future__ import annotations
@@ -112,35 +120,64 @@ class AssistantLayer(Gemma4LayerBody):
         return self.after_attention(x, self.self_attn(self.input_layernorm(x), position, context), None)
 
 
+def drafted_token(logits: Tensor, ids: Tensor) -> Tensor:
+    """Float32 ``(n,)`` logits of the int32 ``(n,)`` token ``ids`` -> int32 ``(1,)``: the id of the
+    largest logit, the lowest such id on ties (numpy's ``argmax`` over the vocabulary's logits in
+    token order, whatever order ``ids`` come in)."""
+    def compute(lt: te.Tensor, it: te.Tensor):
+        n = lt.shape[0]
+        r = te.reduce_axis((0, n), name="r")
+        best = te.compute((1,), lambda _: te.max(lt[r], axis=r), name="kept_max")
+        s = te.reduce_axis((0, n), name="s")
+        return te.compute((1,), lambda _: te.min(
+            tirx.Select(lt[s] == best[0], it[s], tirx.max_value("int32")), axis=s), name="drafted_token")
+
+    return op.tensor_expr_op(compute, "drafted_token", [logits, ids])
+
+
 class MaskedEmbedder(nn.Module):
-    """Centroid mask of the head (``Gemma4AssistantMaskedEmbedder``, see the module docstring)."""
+    """The centroid head (``Gemma4AssistantMaskedEmbedder``, see the module docstring).
+
+    Parameters: ``centroids.weight`` ``(num_centroids, hidden)``; ``token_ordering`` int32
+    ``(vocab,)``, the checkpoint's permutation of the vocabulary whose ``c``-th run of
+    ``vocab / num_centroids`` entries holds cluster ``c``'s token ids.
+    """
 
     def __init__(self, config: Gemma4AssistantConfig, dtype: str):
         self.top_k = config.centroid_intermediate_top_k
+        self.num_centroids = config.num_centroids
         self.centroids = nn.Linear(config.hidden_size, config.num_centroids, bias=False, dtype=dtype)
         self.per_cluster = config.vocab_size // config.num_centroids
-        self.token_rank = nn.Parameter((config.vocab_size,), "int32")
+        self.token_ordering = nn.Parameter((config.vocab_size,), "int32")
 
-    def forward(self, hidden: Tensor, logits: Tensor) -> Tensor:
-        """``(1, 1, hidden)``, float32 ``(1, 1, vocab)`` -> float32 ``(1, 1, vocab)`` masked."""
+    def forward(self, hidden: Tensor) -> Tensor:
+        """``(1, 1, hidden)`` -> int32 ``(top_k * per_cluster,)``: the token ids of the ``top_k``
+        clusters of the largest centroid logits, cluster by cluster (best first), each in the
+        checkpoint's order."""
         _, chosen = op.topk(self.centroids(hidden).astype("float32"), self.top_k, axis=-1,
                             ret_type="both", largest=True, dtype="int32")
+        clusters = op.reshape(self.token_ordering, (self.num_centroids, self.per_cluster))
+        return op.reshape(op.take(clusters, op.reshape(chosen, (self.top_k,)), axis=0),
+                          (self.top_k * self.per_cluster,))
 
-        per_cluster = self.per_cluster
 
-        def compute(lt: te.Tensor, ct: te.Tensor, rank: te.Tensor):
-            vocab, k = lt.shape[2], ct.shape[2]
-            j = te.reduce_axis((0, k), name="j")
-            kept = te.compute((vocab,), lambda t: te.max(tirx.Select(
-                ct[0, 0, j] == tirx.floordiv(rank[t], per_cluster), tirx.const(1, "int32"), tirx.const(0, "int32")),
-                axis=j), name="kept")
-            t = te.reduce_axis((0, vocab), name="t")
-            floor = te.compute((1,), lambda _: te.min(
-                tirx.Select(kept[t] > 0, lt[0, 0, t], tirx.max_value("float32")), axis=t), name="kept_min")
-            return te.compute(lt.shape, lambda a, b, v: tirx.Select(
-                kept[v] > 0, lt[a, b, v], floor[0] - tirx.const(1.0, "float32")), name="masked_logits")
+def assistant_head(hidden: Tensor, embedding: TiedEmbedding, masked: MaskedEmbedder | None):
+    """The drafter's head (module docstring, step 3) on the final-normed ``(1, 1, hidden)`` state.
 
-        return op.tensor_expr_op(compute, "centroid_mask", [logits, chosen, self.token_rank])
+    ``embedding``: the tied embedding (:class:`~pipeline.models.layers.TiedEmbedding` or its
+    quantized twin); ``masked``: the centroid head, or ``None`` for the dense head.  Returns int32
+    ``(1,)`` the drafted token (:func:`drafted_token`), int32 ``(kept,)`` the kept ids and float32
+    ``(kept,)`` their logits (``kept``: ``top_k * per_cluster`` or ``vocab``).
+    """
+    if masked is not None:
+        ids = masked(hidden)
+        rows = embedding(ids)  # (kept, hidden): only the kept tokens' rows are read
+        logits = op.matmul(op.reshape(hidden, (1, embedding.hidden_size)), op.permute_dims(rows))
+    else:
+        ids = op.arange(0, embedding.vocab_size, dtype="int32")
+        logits = embedding.lm_head_forward(hidden)
+    logits = op.reshape(logits.astype("float32"), (ids.shape[0],))
+    return drafted_token(logits, ids), ids, logits
 
 
 class Gemma4AssistantModel(nn.Module):
@@ -179,7 +216,10 @@ class Gemma4AssistantForCausalLM(nn.Module):
                 full layer; ``n`` is the position of the last token.
 
         Returns:
-            float32 ``(1, 1, vocab)`` logits and ``(1, 1, backbone_hidden)`` projected state.
+            int32 ``(1,)`` the drafted token (:func:`drafted_token` over the kept tokens); int32
+            ``(kept,)`` the kept token ids and float32 ``(kept,)`` their logits (``kept`` is
+            ``top_k * vocab / num_centroids`` with the centroid head, in its order, else ``vocab``
+            in token order); ``(1, 1, backbone_hidden)`` the projected state.
         """
         position = position_of_next(k_full)
         context = {True: (k_sliding, v_sliding), False: (k_full, v_full)}
@@ -187,10 +227,9 @@ class Gemma4AssistantForCausalLM(nn.Module):
         for layer in self.model.layers:
             x = layer(x, position, context)
         hidden = self.model.norm(x)
-        logits = self.model.embed_tokens.lm_head_forward(hidden)
-        if self.config.use_ordered_embeddings:
-            logits = self.masked_embedding(hidden, logits)
-        return logits, self.post_projection(hidden)
+        masked = self.masked_embedding if self.config.use_ordered_embeddings else None
+        token, ids, logits = assistant_head(hidden, self.model.embed_tokens, masked)
+        return token, ids, logits, self.post_projection(hidden)
 
     def get_default_spec(self) -> nn.spec.ModuleSpec:
         """The export spec: symbolic context lengths, params packed as in MLC."""

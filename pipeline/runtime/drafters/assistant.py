@@ -8,18 +8,24 @@ embedded by the **base** library's ``embed``; the first step takes the base's fi
 of the last cached token, later steps the previous step's projected state; every step reads the
 same context (all cached positions of the last full layer, the last ``sliding_window + 1`` of the
 last sliding layer) and keeps its position.  Draft tokens are the argmax of each step (greedy
-drafting, as LiteRT-LM does); their distributions are one-hot rows, which keeps sampled
-verification lossless (:mod:`pipeline.runtime.speculative`).
+drafting, as LiteRT-LM does), taken by the library's ``draft_step``; their distributions are
+one-hot rows, which keeps sampled verification lossless (:mod:`pipeline.runtime.speculative`).
+
+Host traffic per chain: the context K/V go to the device once; per step only the drafted token id
+comes back (4 bytes).  The embedding, the projected state and the kept tokens' logits stay on the
+device.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import tvm
 
+from ...errors import PipelineError
 from ..engine import Engine, load_library
 from .base import Capture
 
@@ -38,6 +44,22 @@ class MTPContextCapture(Capture):
         return logits
 
 
+@dataclass(frozen=True)
+class DraftStep:
+    """What one ``draft_step`` gives; all but ``token`` stay on the device (``tvm.runtime.Tensor``).
+
+    ``token``: the drafted token id; ``ids``: int32 ``(kept,)`` the tokens whose logits the head
+    computed (the chosen clusters' tokens with the centroid head, else the whole vocabulary in
+    order); ``logits``: float32 ``(kept,)`` theirs; ``hidden``: ``(1, 1, backbone_hidden)`` the
+    projected state the next step starts from.
+    """
+
+    token: int
+    ids: tvm.runtime.Tensor
+    logits: tvm.runtime.Tensor
+    hidden: tvm.runtime.Tensor
+
+
 class AssistantDrafter:
     """Drafts for ``engine`` (a Gemma 4 base) with the drafter library and weights of its package.
 
@@ -47,7 +69,7 @@ class AssistantDrafter:
     """
 
     def __init__(self, engine: Engine, library: Path, weights: Path):
-        self.engine = engine
+        self.engine, self.library = engine, library
         self.context = engine.attach(MTPContextCapture()).context
         self.vm, self.metadata, self.params = load_library(library, weights, engine.device)
         self.window = engine.chat_config["model_config"]["sliding_window"] + 1
@@ -56,30 +78,45 @@ class AssistantDrafter:
     def _tensor(self, array: np.ndarray):
         return tvm.runtime.tensor(np.ascontiguousarray(array), self.engine.device)
 
-    def embed(self, token: int) -> np.ndarray:
-        """``(1, 1, backbone_hidden)`` base embedding of ``token`` (scaled, per-layer part dropped)."""
-        ids = tvm.runtime.tensor(np.array([token], np.int32), self.engine.device)
-        return self.engine.vm["embed"](ids, self.engine.params).numpy()[:, :self.backbone].reshape(1, 1, -1)
-
-    def step(self, token: int, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One draft step: float32 ``(vocab,)`` logits and the ``(backbone_hidden,)`` next state."""
-        kv = self.context.kv
-        args = [self._tensor(self.embed(token)), self._tensor(hidden.reshape(1, 1, -1)),
-                self._tensor(kv["k_sliding"].view(self.context.length - self.window)),
-                self._tensor(kv["v_sliding"].view(self.context.length - self.window)),
+    def context_tensors(self) -> list:
+        """The context every step of a chain reads, on the device: ``k_sliding``, ``v_sliding``
+        (the last ``sliding_window + 1`` cached positions), ``k_full``, ``v_full`` (all of them)."""
+        kv, start = self.context.kv, self.context.length - self.window
+        return [self._tensor(kv["k_sliding"].view(start)), self._tensor(kv["v_sliding"].view(start)),
                 self._tensor(kv["k_full"].view()), self._tensor(kv["v_full"].view())]
-        logits, projected = self.vm["draft_step"](*args, self.params)
-        return logits.numpy().reshape(-1), projected.numpy().reshape(-1)
+
+    def embed(self, token: int):
+        """``(1, 1, backbone_hidden)`` base embedding of ``token`` (scaled, per-layer part dropped),
+        on the device: a view of the first ``backbone_hidden`` values of the base's ``embed`` row."""
+        ids = tvm.runtime.tensor(np.array([token], np.int32), self.engine.device)
+        return self.engine.vm["embed"](ids, self.engine.params)._create_view((1, 1, self.backbone))
+
+    def step(self, token: int, hidden, context: list | None = None) -> DraftStep:
+        """One draft step after ``token`` from ``hidden`` (``(backbone_hidden,)`` numpy, or the
+        device tensor of the previous step's :attr:`DraftStep.hidden`); ``context``:
+        :meth:`context_tensors`, made here when not given.
+
+        Raises:
+            PipelineError: the library's ``draft_step`` is an older one (two outputs, dense logits).
+        """
+        if isinstance(hidden, np.ndarray):
+            hidden = self._tensor(hidden.reshape(1, 1, -1))
+        out = self.vm["draft_step"](self.embed(token), hidden, *(context or self.context_tensors()), self.params)
+        if len(out) != 4:
+            raise PipelineError(f"{self.library}: draft_step returns {len(out)} values, expected 4 (token, kept ids, "
+                                "their logits, state): a library built before the sparse centroid head; rebuild it")
+        drafted, ids, logits, projected = out
+        return DraftStep(int(drafted.numpy()[0]), ids, logits, projected)
 
     def propose(self, history: list[int], n: int) -> tuple[list[int], None]:
         """``n`` greedy draft tokens continuing ``history``, and None (their distributions are
         one-hot rows).  ``history[-1]`` is the pending token; the rest is in the cache."""
         if len(history) != self.engine.length + 1:
             raise RuntimeError(f"history has {len(history)} tokens, the cache {self.engine.length} (expected one more)")
-        token, hidden = history[-1], self.context.last_hidden()
+        token, hidden, context = history[-1], self.context.last_hidden(), self.context_tensors()
         tokens = []
         for _ in range(n):
-            logits, hidden = self.step(token, hidden)
-            token = int(np.argmax(logits))
+            result = self.step(token, hidden, context)
+            token, hidden = result.token, result.hidden
             tokens.append(token)
         return tokens, None
