@@ -273,9 +273,17 @@ class Engine:
         self.tokens.extend(int(t) for t in token_ids)
         return out
 
+    def host(self, tensor) -> np.ndarray:
+        """A library output as a numpy array: on the CPU a view of the tensor's own memory (no
+        copy; the tensor stays alive while the view does, and the VM never writes a live tensor),
+        on other devices a copy to the host."""
+        if self.device.dlpack_device_type() == tvm.cpu(0).dlpack_device_type():
+            return np.from_dlpack(tensor)
+        return tensor.numpy()
+
     def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
         out = self.run_forward(token_ids, function)
-        logits = out.numpy() if self.capture is None else self.capture.read(self, out, function == "prefill")
+        logits = self.host(out) if self.capture is None else self.capture.read(self, out, function == "prefill")
         return logits[0]
 
     def prefill(self, token_ids: list[int]) -> np.ndarray:

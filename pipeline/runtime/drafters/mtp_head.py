@@ -47,10 +47,10 @@ class HiddenStateCapture(Capture):
         "batch_verify": "batch_verify_to_last_hidden_states"}
 
     def read(self, engine, out, last_only: bool) -> np.ndarray:
-        hidden = out.numpy()[0]
+        hidden = engine.host(out)[0]
         self.context.append(hidden, [])
         rows = tvm.runtime.tensor(np.ascontiguousarray(hidden[-1:] if last_only else hidden), engine.device)
-        return engine.vm["get_logits"](rows, engine.params).numpy()[None]
+        return engine.host(engine.vm["get_logits"](rows, engine.params))[None]
 
 
 def _has(vm, name: str) -> bool:
