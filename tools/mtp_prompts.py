@@ -5,9 +5,9 @@ Two sets, disjoint in topics and in kinds of text:
 
 - :func:`train_prompts` (the data the head is trained on): openings of plain text across
   domains (the Gemma 3 270M GGUF is the pre-trained model, so most prompts are text to continue),
-  topic templates (encyclopedic, how-to, lists, Q&A, essays, stories, news), code in ten
-  languages (Python, JavaScript, TypeScript, C, C++, Java, Go, Rust, SQL, shell) as openings and
-  as chat requests, chat turns in Gemma's template (single and multi-turn), and random-token
+  topic templates (encyclopedic, how-to, lists, Q&A, essays, stories, news), code (Python,
+  JavaScript, TypeScript, C, C++, Java, Go, Rust, SQL, shell, HTML/CSS) as openings and as chat
+  requests, chat turns in Gemma's template (single and multi-turn), and random-token
   prefixes (``mlc-mtp bench``'s prompt is random token ids; these are other draws, seeds 1000
   and up, never the bench's seed 0).  Version 1 of this list (the first head's 472 prompts) is
   kept in it unchanged.

@@ -11,38 +11,47 @@ and predicts ``t_{i+d+1}``, attending, as at run time, to the depth-1 entries of
 is KL(base || head) against the base's own next-token distribution at position ``i + d``
 (self-distillation: the targets are the base's distributions, not the sampled tokens).
 
-Data: the base continues the prompts of :mod:`tools.mtp_prompts` greedily, sampled, and
-greedily after a sampled start; every tenth prompt is held out, and the report gives the head's
-top-1 agreement with the base's greedy next-next token on the held-out greedy continuations (per
-depth, and chained: all depths up to ``d`` right), with float weights and with the weights
-rounded as the ``q4f32_1`` and ``qsrcf32`` schemes store them.
+Data: the base continues the prompts of :mod:`tools.mtp_prompts` greedily, greedily after a
+sampled start, sampled, and (``--long`` training prompts) after a long sampled document, so that
+contexts reach 1-2 k tokens; the held-out prompts (kinds and topics the training prompts lack) get
+the greedy kinds only.  The token ids of the training split's generated continuations are counted
+into ``OUT/token-counts.safetensors`` (the base's own token frequencies, for a reduced drafting
+vocabulary).  The report gives the head's top-1 agreement with the base's greedy next-next token
+on the held-out prompts' continuations and, for comparison, on 256 training prompts' (per depth,
+and chained: all depths up to ``d`` right; anchors whose target is a generated token, all of them
+and the first ``--eval-first``), with float weights and rounded as the ``q4f32_1`` and
+``qsrcf32`` schemes store them.  ``tools/mtp_acceptance.py`` measures a built package's head with
+this project's runtime.
 
 Two steps:
 
 ``prepare`` (this project's machine; needs the project and a built base package)::
 
     python tools/train_mtp_head.py prepare --package dist/gemma3-270m --out .mtp-train \
-        [--wheel transformers-5.24.0-py3-none-any.whl --wheel regex-...whl] [--parts 3] [--probe-tokens 24]
+        [--wheel transformers-5.24.0-py3-none-any.whl --wheel regex-...whl] [--part-mib 45] [--probe-tokens 24]
 
-  writes ``prompts.json`` (token ids and split of every prompt), ``probe.json`` (our runtime's
-  greedy tokens and logits on two prompts, which the GPU run checks its base against) and
-  ``base.tar`` (the package's weights, ``mlc-chat-config.json`` and optional wheels, for a machine
-  whose transformers is older), cut into ``--parts`` files ``base.tar.partN`` small enough to
-  travel one per call.
+  writes ``prompts.json`` (token ids, split and kind of every prompt), ``probe.json`` (our
+  runtime's greedy tokens and logits on two prompts, which the GPU run checks its base against)
+  and ``base.tar`` (the package's weights, ``mlc-chat-config.json`` and optional wheels, for a
+  machine whose transformers is older), cut into files ``base.tar.partN`` of ``--part-mib`` MiB,
+  small enough to travel one per call.
 
 ``train`` (any CUDA machine with torch and transformers >= 5.24, or the CPU for a smoke test)::
 
     python tools/train_mtp_head.py train --data .mtp-train --out OUT \
         [--layer-type sliding_attention] [--depth 3] [--depth-weights 1,0.5,0.25] \
-        [--samples 4] [--sampled-prefix 3] [--new-tokens 256] [--gen-batch 512] \
-        [--gen-seconds 180] [--train-seconds 300] [--batch 16] [--lr 1e-3] [--seed 0] [--device cuda] \
-        [--reuse-data OUT/data.json] [--max-prompts N]
+        [--samples 4] [--sampled-prefix 3] [--new-tokens 256] [--prefix-tokens 32] [--gen-batch 512] \
+        [--long 256] [--long-tokens 1024] [--gen-seconds 180] [--train-seconds 300] [--batch-tokens 4096] \
+        [--lr 1e-3] [--warmup 50] [--seed 0] [--device cuda] [--reuse-data DATA.json] [--data-out DATA.json] \
+        [--max-prompts N] [--init-head EARLIER/mtp.safetensors] [--coverage-of EARLIER/token-counts.safetensors]
 
   reads ``base.tar.part*`` (or an unpacked ``base/``), rebuilds the base in float32 from the
   package's stored weights (quantized ones decoded: the base the package runs),
-  generates the data, trains until ``--train-seconds`` have passed (cosine learning rate over that
-  time), evaluates, and writes ``OUT/mtp.safetensors`` (bf16, names ``layers.0.*``),
-  ``OUT/mtp-architecture.json`` (for the config's ``mtp.architecture``) and ``OUT/report.json``.
+  generates the data (sampling seeded by ``--seed``), writes the token counts, trains until
+  ``--train-seconds`` have passed (cosine learning rate over that time; a checkpoint every
+  ``--save-every`` seconds), evaluates, and writes ``OUT/mtp.safetensors`` (bf16, names
+  ``layers.0.*``), ``OUT/mtp-architecture.json`` (for the config's ``mtp.architecture``),
+  ``OUT/report.json`` and ``OUT/token-counts.safetensors``.
 """
 
 from __future__ import annotations
@@ -300,12 +309,13 @@ def make_data(base, records: list[dict], args, log) -> dict[str, list[dict]]:
     return data
 
 
-def token_counts(data: dict[str, list[dict]], out: Path, base_name: str, log) -> dict:
+def token_counts(data: dict[str, list[dict]], out: Path, base_name: str, log, coverage_of: str | None = None) -> dict:
     """Count the token ids of every generated continuation of the training split (greedy and
     sampled) and write ``out/token-counts.safetensors``: ``ids`` (int32, by count descending, ties
     by id ascending, only ids seen), ``counts`` (int64), metadata ``source``, ``tokens``, ``base``.
     Returns the held-out coverage: the fraction of the held-out split's generated tokens inside
-    the top ``N`` ids, for N = 4096, 8192, 16384, 32768."""
+    the top ``N`` ids, for N = 4096, 8192, 16384, 32768 (also under ``coverage_of``, an earlier
+    counts file)."""
     from safetensors.numpy import save_file
 
     def generated(split):
@@ -328,6 +338,15 @@ def token_counts(data: dict[str, list[dict]], out: Path, base_name: str, log) ->
                 for n in (4096, 8192, 16384, 32768)}
     result = {"train_tokens": int(tokens.size), "distinct_ids": int(ids.size), "heldout_tokens": int(held.size),
               "heldout_coverage_top_n": coverage}
+    if coverage_of:  # the same coverage under an earlier run's counts
+        from safetensors.numpy import load_file
+
+        earlier = load_file(coverage_of)["ids"]
+        rank = np.full(max(int(held.max(initial=0)) + 1, int(earlier.max()) + 1), np.iinfo(np.int64).max)
+        rank[earlier] = np.arange(earlier.size)
+        result["heldout_coverage_top_n_of_" + Path(coverage_of).name] = {
+            str(n): round(float((rank[held] < n).mean()), 4) if held.size else None
+            for n in (4096, 8192, 16384, 32768)}
     log(f"token counts: {result}")
     return result
 
@@ -558,7 +577,8 @@ def train(args) -> None:
                       for split, seqs in data.items()}
     if args.data_out:
         Path(args.data_out).write_text(json.dumps(data))
-    report["token_counts"] = token_counts(data, out, f"{args.base_name} {chat['quantization']}", log)
+    report["token_counts"] = token_counts(data, out, f"{args.base_name} {chat['quantization']}", log,
+                                          args.coverage_of)
     (out / "report.json").write_text(json.dumps(report, indent=1))
 
     torch.backends.cuda.matmul.allow_tf32 = True  # the data came from the float32 base; TF32 for the teacher
@@ -566,6 +586,15 @@ def train(args) -> None:
     scale = hidden_rms(base, [s["ids"] for s in data["train"][:16]], args.device)
     head = build_head(base, args.layer_type, seed=args.seed, output_scale=scale)
     report["init"] = {"post_norm_scale": scale}
+    if args.init_head:  # continue from a saved head (its bf16 weights) instead of the identity-like start
+        from safetensors.torch import load_file
+
+        saved = {k: v.float() for k, v in load_file(args.init_head).items()}
+        odd = sorted(set(saved) ^ set(head_state(head)))
+        if odd:
+            raise SystemExit(f"{args.init_head}: tensors {odd} do not fit the head")
+        head.load_state_dict(saved, strict=False)
+        report["init"]["from"] = args.init_head
     params = [p for p in head.layers.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     rng = random.Random(args.seed)
@@ -701,7 +730,7 @@ def save(head, args, out: Path, report: dict) -> None:
     architecture = {"layer_type": args.layer_type, "use_post_norm": True, "hidden_states_first": False}
     save_file(state, str(out / "mtp.safetensors"), metadata={k: json.dumps(v) for k, v in architecture.items()})
     (out / "mtp-architecture.json").write_text(json.dumps(
-        {"_comment": "MTP head trained by tools/train_mtp_head.py (pipeline.models.gemma3_mtp.model.MTPConfig fields)",
+        {"_comment": "MTP head trained by tools/train_mtp_head.py (pipeline.models.gemma3_mtp.config.MTPConfig fields)",
          **architecture}, indent=2) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=1))
 
@@ -734,6 +763,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--long", type=int, default=256, help="training prompts that get a long sampled document")
     t.add_argument("--long-tokens", type=int, default=1024, help="tokens of each long sampled document")
     t.add_argument("--data-out", help="also write the generated data (JSON) here")
+    t.add_argument("--coverage-of", help="an earlier token-counts.safetensors: report held-out coverage under it too")
+    t.add_argument("--init-head", help="an mtp.safetensors this script saved: train on from its weights")
     t.add_argument("--base-name", default="gemma3-270m", help="the base's name in token-counts' metadata")
     t.add_argument("--save-every", type=float, default=90, help="seconds between checkpoints while training")
     t.add_argument("--eval-first", type=int, default=64, help="the evaluation's second window: first N generated")
