@@ -11,38 +11,47 @@ and predicts ``t_{i+d+1}``, attending, as at run time, to the depth-1 entries of
 is KL(base || head) against the base's own next-token distribution at position ``i + d``
 (self-distillation: the targets are the base's distributions, not the sampled tokens).
 
-Data: the base continues the prompts of :mod:`tools.mtp_prompts` greedily, sampled, and
-greedily after a sampled start; every tenth prompt is held out, and the report gives the head's
-top-1 agreement with the base's greedy next-next token on the held-out greedy continuations (per
-depth, and chained: all depths up to ``d`` right), with float weights and with the weights
-rounded as the ``q4f32_1`` and ``qsrcf32`` schemes store them.
+Data: the base continues the prompts of :mod:`tools.mtp_prompts` greedily, greedily after a
+sampled start, sampled, and (``--long`` training prompts) after a long sampled document, so that
+contexts reach 1-2 k tokens; the held-out prompts (kinds and topics the training prompts lack) get
+the greedy kinds only.  The token ids of the training split's generated continuations are counted
+into ``OUT/token-counts.safetensors`` (the base's own token frequencies, for a reduced drafting
+vocabulary).  The report gives the head's top-1 agreement with the base's greedy next-next token
+on the held-out prompts' continuations and, for comparison, on 256 training prompts' (per depth,
+and chained: all depths up to ``d`` right; anchors whose target is a generated token, all of them
+and the first ``--eval-first``), with float weights and rounded as the ``q4f32_1`` and
+``qsrcf32`` schemes store them.  ``tools/mtp_acceptance.py`` measures a built package's head with
+this project's runtime.
 
 Two steps:
 
 ``prepare`` (this project's machine; needs the project and a built base package)::
 
     python tools/train_mtp_head.py prepare --package dist/gemma3-270m --out .mtp-train \
-        [--wheel transformers-5.24.0-py3-none-any.whl --wheel regex-...whl] [--parts 3] [--probe-tokens 24]
+        [--wheel transformers-5.24.0-py3-none-any.whl --wheel regex-...whl] [--part-mib 45] [--probe-tokens 24]
 
-  writes ``prompts.json`` (token ids and split of every prompt), ``probe.json`` (our runtime's
-  greedy tokens and logits on two prompts, which the GPU run checks its base against) and
-  ``base.tar`` (the package's weights, ``mlc-chat-config.json`` and optional wheels, for a machine
-  whose transformers is older), cut into ``--parts`` files ``base.tar.partN`` small enough to
-  travel one per call.
+  writes ``prompts.json`` (token ids, split and kind of every prompt), ``probe.json`` (our
+  runtime's greedy tokens and logits on two prompts, which the GPU run checks its base against)
+  and ``base.tar`` (the package's weights, ``mlc-chat-config.json`` and optional wheels, for a
+  machine whose transformers is older), cut into files ``base.tar.partN`` of ``--part-mib`` MiB,
+  small enough to travel one per call.
 
 ``train`` (any CUDA machine with torch and transformers >= 5.24, or the CPU for a smoke test)::
 
     python tools/train_mtp_head.py train --data .mtp-train --out OUT \
         [--layer-type sliding_attention] [--depth 3] [--depth-weights 1,0.5,0.25] \
-        [--samples 4] [--sampled-prefix 3] [--new-tokens 256] [--gen-batch 512] \
-        [--gen-seconds 180] [--train-seconds 300] [--batch 16] [--lr 1e-3] [--seed 0] [--device cuda] \
-        [--reuse-data OUT/data.json] [--max-prompts N]
+        [--samples 4] [--sampled-prefix 3] [--new-tokens 256] [--prefix-tokens 32] [--gen-batch 512] \
+        [--long 256] [--long-tokens 1024] [--gen-seconds 180] [--train-seconds 300] [--batch-tokens 4096] \
+        [--lr 1e-3] [--warmup 50] [--seed 0] [--device cuda] [--reuse-data DATA.json] [--data-out DATA.json] \
+        [--max-prompts N] [--init-head EARLIER/mtp.safetensors] [--coverage-of EARLIER/token-counts.safetensors]
 
   reads ``base.tar.part*`` (or an unpacked ``base/``), rebuilds the base in float32 from the
   package's stored weights (quantized ones decoded: the base the package runs),
-  generates the data, trains until ``--train-seconds`` have passed (cosine learning rate over that
-  time), evaluates, and writes ``OUT/mtp.safetensors`` (bf16, names ``layers.0.*``),
-  ``OUT/mtp-architecture.json`` (for the config's ``mtp.architecture``) and ``OUT/report.json``.
+  generates the data (sampling seeded by ``--seed``), writes the token counts, trains until
+  ``--train-seconds`` have passed (cosine learning rate over that time; a checkpoint every
+  ``--save-every`` seconds), evaluates, and writes ``OUT/mtp.safetensors`` (bf16, names
+  ``layers.0.*``), ``OUT/mtp-architecture.json`` (for the config's ``mtp.architecture``),
+  ``OUT/report.json`` and ``OUT/token-counts.safetensors``.
 """
 
 from __future__ import annotations
@@ -80,11 +89,17 @@ def prepare(args) -> None:
     chat = json.loads((package / "mlc-chat-config.json").read_text())
     tokenizer = Tokenizer.from_file(str(package / "tokenizer.json"))
     bos = chat["bos_token_id"]
-    prompts = [[bos] + tokenizer.encode(text, add_special_tokens=False).ids for text in mtp_prompts.text_prompts()]
-    prompts += mtp_prompts.random_prefixes(chat["vocab_size"])
-    records = [{"ids": ids, "split": mtp_prompts.split_of(k)} for k, ids in enumerate(prompts)]
+
+    def record(kind: str, text: str, split: str) -> dict:
+        return {"ids": [bos] + tokenizer.encode(text, add_special_tokens=False).ids, "split": split, "kind": kind}
+
+    records = [record(kind, text, "train") for kind, text in mtp_prompts.train_prompts()]
+    records += [{"ids": ids, "split": "train", "kind": "random"}
+                for ids in mtp_prompts.random_prefixes(chat["vocab_size"])]
+    records += [record(kind, text, "heldout") for kind, text in mtp_prompts.eval_prompts()]
     (out / "prompts.json").write_text(json.dumps(records))
-    (out / "probe.json").write_text(json.dumps(_probe(package, [prompts[0], prompts[9]], args.probe_tokens)))
+    (out / "probe.json").write_text(json.dumps(_probe(package, [records[0]["ids"], records[9]["ids"]],
+                                                      args.probe_tokens)))
     with tarfile.open(out / "base.tar", "w") as tar:
         for name in TARGET_NAMES:
             tar.add(package / name, arcname=f"base/{name}")
@@ -93,12 +108,13 @@ def prepare(args) -> None:
         for wheel in args.wheel or []:
             tar.add(wheel, arcname=f"wheels/{Path(wheel).name}")
     data = (out / "base.tar").read_bytes()
-    step = -(-len(data) // args.parts)
-    for k in range(args.parts):
+    step = int(args.part_mib * 2**20)
+    parts = -(-len(data) // step)
+    for k in range(parts):
         (out / f"base.tar.part{k}").write_bytes(data[k * step:(k + 1) * step])
     (out / "base.tar").unlink()
     print(f"prepare: {len(records)} prompts ({sum(r['split'] == 'heldout' for r in records)} held out), "
-          f"base archive {len(data) / 2**20:.1f} MiB in {args.parts} parts under {out}")
+          f"base archive {len(data) / 2**20:.1f} MiB in {parts} parts under {out}")
 
 
 def _probe(package: Path, prompts: list[list[int]], new_tokens: int) -> list[dict]:
@@ -250,32 +266,89 @@ def generate(base, prompts: list[list[int]], new_tokens: int, batch: int, device
 
 
 def make_data(base, records: list[dict], args, log) -> dict[str, list[dict]]:
-    """Sequences per split: greedy, sampled, and greedy after a sampled start of every prompt."""
+    """Sequences per split.  Every prompt: one greedy continuation and, within ``--gen-seconds``,
+    greedy continuations after a sampled start; training prompts also sampled continuations
+    (temperature 0.7 / 1.0, top-p 0.95) and, for ``--long`` of them, a long sampled document
+    (``--long-tokens``, temperature 0.8) continued greedily: contexts of 1-2 k tokens."""
+    import torch
+
+    torch.manual_seed(args.seed)  # the sampled sequences
     start = time.perf_counter()
     data = {"train": [], "heldout": []}
-    prompts = [r["ids"] for r in records]
+    train = [r for r in records if r["split"] == "train"]
 
-    def add(kind: str, sequences: list[list[int]], temperature: float = 0.0) -> None:
-        for record, seq in zip(records, sequences):
-            data[record["split"]].append({"kind": kind, "temperature": temperature, "prompt_len": len(record["ids"]),
-                                          "ids": seq})
+    def add(kind: str, chosen: list[dict], sequences: list[list[int]], temperature: float = 0.0) -> None:
+        for record, seq in zip(chosen, sequences):
+            data[record["split"]].append({"kind": kind, "prompt_kind": record.get("kind", ""),
+                                          "temperature": temperature, "prompt_len": len(record["ids"]), "ids": seq})
         log(f"data: {kind} (temperature {temperature}): {len(sequences)} sequences, "
-            f"{time.perf_counter() - start:.0f} s")
+            f"{sum(len(s) for s in sequences)} tokens, {time.perf_counter() - start:.0f} s")
 
-    add("greedy", generate(base, prompts, args.new_tokens, args.gen_batch, args.device, sample=False))
-    for _ in range(args.sampled_prefix):
+    def gen(chosen, prompts, new_tokens, **kwargs):
+        return generate(base, prompts or [r["ids"] for r in chosen], new_tokens, args.gen_batch, args.device, **kwargs)
+
+    add("greedy", records, gen(records, None, args.new_tokens, sample=False))
+    if args.long and time.perf_counter() - start < args.gen_seconds:
+        rng = random.Random(args.seed)
+        chosen = rng.sample([r for r in train if r.get("kind") != "random"], min(args.long, len(train)))
+        docs = gen(chosen, None, args.long_tokens, sample=True, temperature=0.8, top_p=0.95)
+        kept = [(r, d) for r, d in zip(chosen, docs)  # long enough, and not ended by an eos
+                if len(d) >= len(r["ids"]) + args.long_tokens // 2 and d[-1] not in (1, 106)]
+        add("long-sampled-greedy", [r for r, _ in kept], gen(None, [d for _, d in kept], args.new_tokens, sample=False))
+    for k in range(max(args.sampled_prefix, args.samples)):
         if time.perf_counter() - start > args.gen_seconds:
             break
-        starts = generate(base, prompts, args.prefix_tokens, args.gen_batch, args.device, sample=True)
-        add("sampled-prefix-greedy", generate(base, starts, args.new_tokens - args.prefix_tokens, args.gen_batch,
-                                            args.device, sample=False))
-    for k in range(args.samples):
-        if time.perf_counter() - start > args.gen_seconds:
-            break
-        temperature = (0.7, 1.0)[k % 2]
-        add("sampled", generate(base, prompts, args.new_tokens, args.gen_batch, args.device, sample=True,
-                                temperature=temperature, top_p=0.95), temperature)
+        if k < args.sampled_prefix:
+            starts = gen(records, None, args.prefix_tokens, sample=True, temperature=0.9, top_p=0.95)
+            add("sampled-prefix-greedy", records,
+                gen(records, starts, args.new_tokens - args.prefix_tokens, sample=False))
+        if k < args.samples:
+            temperature = (0.7, 1.0)[k % 2]
+            add("sampled", train, gen(train, None, args.new_tokens, sample=True, temperature=temperature, top_p=0.95),
+                temperature)
     return data
+
+
+def token_counts(data: dict[str, list[dict]], out: Path, base_name: str, log, coverage_of: str | None = None) -> dict:
+    """Count the token ids of every generated continuation of the training split (greedy and
+    sampled) and write ``out/token-counts.safetensors``: ``ids`` (int32, by count descending, ties
+    by id ascending, only ids seen), ``counts`` (int64), metadata ``source``, ``tokens``, ``base``.
+    Returns the held-out coverage: the fraction of the held-out split's generated tokens inside
+    the top ``N`` ids, for N = 4096, 8192, 16384, 32768 (also under ``coverage_of``, an earlier
+    counts file)."""
+    from safetensors.numpy import save_file
+
+    def generated(split):
+        rows = [np.asarray(s["ids"][s["prompt_len"]:], np.int64) for s in data[split]]
+        return np.concatenate(rows or [np.zeros(0, np.int64)])
+
+    tokens = generated("train")
+    counts = np.bincount(tokens)
+    ids = np.nonzero(counts)[0]
+    order = np.lexsort((ids, -counts[ids]))  # count descending, then id ascending
+    ids, sorted_counts = ids[order].astype(np.int32), counts[ids[order]].astype(np.int64)
+    save_file({"ids": ids, "counts": sorted_counts}, str(out / "token-counts.safetensors"), metadata={
+        "source": "tools/train_mtp_head.py: generated continuations (greedy, sampled, greedy after a sampled start, "
+                  "long sampled then greedy) of the training prompts of tools/mtp_prompts.py",
+        "tokens": str(int(tokens.size)), "base": base_name})
+    held = generated("heldout")
+    rank = np.full(max(int(held.max(initial=0)) + 1, counts.size), np.iinfo(np.int64).max)  # unseen: never
+    rank[ids] = np.arange(ids.size)
+    coverage = {str(n): round(float((rank[held] < n).mean()), 4) if held.size else None
+                for n in (4096, 8192, 16384, 32768)}
+    result = {"train_tokens": int(tokens.size), "distinct_ids": int(ids.size), "heldout_tokens": int(held.size),
+              "heldout_coverage_top_n": coverage}
+    if coverage_of:  # the same coverage under an earlier run's counts
+        from safetensors.numpy import load_file
+
+        earlier = load_file(coverage_of)["ids"]
+        rank = np.full(max(int(held.max(initial=0)) + 1, int(earlier.max()) + 1), np.iinfo(np.int64).max)
+        rank[earlier] = np.arange(earlier.size)
+        result["heldout_coverage_top_n_of_" + Path(coverage_of).name] = {
+            str(n): round(float((rank[held] < n).mean()), 4) if held.size else None
+            for n in (4096, 8192, 16384, 32768)}
+    log(f"token counts: {result}")
+    return result
 
 
 # --- the head ----------------------------------------------------------------------------------
@@ -401,7 +474,7 @@ def stored_round_trip(head, fmt: GroupFormat) -> dict:
 
     state = {}
     for name, value in head_state(head).items():
-        value = value.to(torch.bfloat16).float()  # as saved
+        value = value.detach().cpu().to(torch.bfloat16).float()  # as saved
         if value.ndim == 2 and value.shape[1] % fmt.group_size == 0:
             value = torch.as_tensor(decode(encode(value.numpy(), fmt), fmt))
         state[name] = value
@@ -409,13 +482,26 @@ def stored_round_trip(head, fmt: GroupFormat) -> dict:
 
 
 # --- training ----------------------------------------------------------------------------------
-def batches(sequences: list[list[int]], size: int, rng: random.Random, device: str):
-    """Endless random batches ``(ids (b, t), lengths (b,))``, right-padded with 0."""
+def batches(sequences: list[list[int]], tokens: int, rng: random.Random, device: str):
+    """Endless random batches ``(ids (b, t), lengths (b,))``, right-padded with 0, of at most
+    ``tokens`` padded tokens each (sequences of similar length batched together: each shuffled
+    group of 256 is sorted by length, cut into batches, and the batches shuffled)."""
     while True:
         order = list(range(len(sequences)))
         rng.shuffle(order)
-        for start in range(0, len(order) - size + 1, size):
-            yield pad([sequences[k] for k in order[start:start + size]], device)
+        chunks = []
+        for start in range(0, len(order), 256):
+            group = sorted(order[start:start + 256], key=lambda k: len(sequences[k]))
+            batch = []
+            for k in group:
+                if batch and (len(batch) + 1) * len(sequences[k]) > tokens:
+                    chunks.append(batch)
+                    batch = []
+                batch.append(k)
+            chunks.append(batch)
+        rng.shuffle(chunks)
+        for batch in chunks:
+            yield pad([sequences[k][:tokens] for k in batch], device)
 
 
 def pad(sequences: list[list[int]], device: str):
@@ -485,21 +571,37 @@ def train(args) -> None:
         log(f"data: reused {args.reuse_data}")
     else:
         data = make_data(base, records, args, log)
-    report["data"] = {split: {"sequences": len(seqs), "tokens": sum(len(s["ids"]) for s in seqs)}
+    report["data"] = {split: {"sequences": len(seqs), "tokens": sum(len(s["ids"]) for s in seqs),
+                              "by_kind": {kind: sum(s["kind"] == kind for s in seqs) for kind in
+                                          sorted({s["kind"] for s in seqs})}}
                       for split, seqs in data.items()}
-    (out / "data.json").write_text(json.dumps(data))
+    if args.data_out:
+        Path(args.data_out).write_text(json.dumps(data))
+    report["token_counts"] = token_counts(data, out, f"{args.base_name} {chat['quantization']}", log,
+                                          args.coverage_of)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
 
     torch.backends.cuda.matmul.allow_tf32 = True  # the data came from the float32 base; TF32 for the teacher
     weights = [float(w) for w in args.depth_weights.split(",")][:args.depth]
-    scale = hidden_rms(base, [s["ids"] for s in data["train"][:args.batch]], args.device)
+    scale = hidden_rms(base, [s["ids"] for s in data["train"][:16]], args.device)
     head = build_head(base, args.layer_type, seed=args.seed, output_scale=scale)
     report["init"] = {"post_norm_scale": scale}
+    if args.init_head:  # continue from a saved head (its bf16 weights) instead of the identity-like start
+        from safetensors.torch import load_file
+
+        saved = {k: v.float() for k, v in load_file(args.init_head).items()}
+        odd = sorted(set(saved) ^ set(head_state(head)))
+        if odd:
+            raise SystemExit(f"{args.init_head}: tensors {odd} do not fit the head")
+        head.load_state_dict(saved, strict=False)
+        report["init"]["from"] = args.init_head
     params = [p for p in head.layers.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     rng = random.Random(args.seed)
-    stream = batches([s["ids"] for s in data["train"]], args.batch, rng, args.device)
+    stream = batches([s["ids"] for s in data["train"]], args.batch_tokens, rng, args.device)
     autocast = args.device.startswith("cuda")
     start, step, history = time.perf_counter(), 0, []
+    last_save = start
     while time.perf_counter() - start < args.train_seconds:
         progress = (time.perf_counter() - start) / args.train_seconds
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -516,56 +618,86 @@ def train(args) -> None:
         if step % args.log_every == 0 or step == 1:
             row = {"step": step, "seconds": round(time.perf_counter() - start, 1), "lr": lr,
                    "loss": float(loss.detach()), "kl": [round(float(r[0]), 4) for r in results],
-                   "top1": [round(r[1] / max(r[2], 1), 4) for r in results]}
+                   "top1": [round(r[1] / max(r[2], 1), 4) for r in results], "batch": list(ids.shape)}
+            if args.device.startswith("cuda"):
+                row["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
             history.append(row)
             log(f"train: {row}")
+        if time.perf_counter() - last_save > args.save_every:  # a head survives a run cut short
+            last_save = time.perf_counter()
+            report["train"] = {"steps": step, "seconds": last_save - start, "history": history, "partial": True}
+            save(head, args, out, report)
+            head.train()
     report["train"] = {"steps": step, "seconds": time.perf_counter() - start, "history": history,
-                       "sequences_per_step": args.batch, "depth_weights": weights}
+                       "tokens_per_step": args.batch_tokens, "depth_weights": weights}
     head.eval()
     save(head, args, out, report)  # kept if the evaluation does not finish
-    report["heldout"] = evaluate(base, head, data["heldout"], args)
+    report["heldout"] = evaluate(base, head, eval_groups(data, args.seed), args)
     log(f"held-out: {json.dumps(report['heldout'])}")
     save(head, args, out, report)
     log(f"saved {out / 'mtp.safetensors'}")
 
 
-def evaluate(base, head, sequences: list[dict], args) -> dict:
-    """Top-1 agreement of the head with the base on held-out sequences, per kind of sequence:
-    per depth, and chained (every depth up to ``d`` right), float weights and rounded as each
+def eval_groups(data: dict[str, list[dict]], seed: int, train_sample: int = 256) -> dict[str, list[dict]]:
+    """The sequence groups :func:`evaluate` reports: the held-out prompts' greedy continuations
+    (all, new kinds, new topics, code) and greedy after a sampled start, and for comparison the
+    greedy continuations of ``train_sample`` training prompts (seen in training)."""
+    held = data["heldout"]
+    greedy = [s for s in held if s["kind"] == "greedy"]
+    seen = [s for s in data["train"] if s["kind"] == "greedy"]
+    seen = random.Random(seed).sample(seen, min(train_sample, len(seen)))
+    return {"heldout/greedy": greedy,
+            "heldout/greedy/new-kind": [s for s in greedy if s.get("prompt_kind", "").startswith("new-kind/")],
+            "heldout/greedy/new-topic": [s for s in greedy if s.get("prompt_kind", "").startswith("new-topic/")],
+            "heldout/greedy/code": [s for s in greedy if "code" in s.get("prompt_kind", "")],
+            "heldout/sampled-prefix-greedy": [s for s in held if s["kind"] == "sampled-prefix-greedy"],
+            "train-prompts/greedy": seen,
+            "train-prompts/greedy/code": [s for s in seen if "code" in s.get("prompt_kind", "")]}
+
+
+def evaluate(base, head, groups: dict[str, list[dict]], args) -> dict:
+    """Top-1 agreement of the head with the base's greedy choice per group of sequences, over the
+    anchors whose targets are generated tokens (all of them, and the first ``--eval-first``): per
+    depth, and chained (every depth up to ``d`` right), with float weights and rounded as each
     scheme of :data:`ROUNDED_AS` stores them."""
     import torch
 
-    results = {}
-    float_state = {k: v.clone() for k, v in head_state(head).items()}
     from pipeline.quantization import get_scheme
 
+    results = {}
+    float_state = {k: v.clone() for k, v in head_state(head).items()}
     rounded = {f"{name}-rounded": stored_round_trip(head, get_scheme(name).tensor_format()) for name in ROUNDED_AS}
     for variant, state in (("float", float_state), *rounded.items()):
         head.load_state_dict(state, strict=False)
-        for kind in sorted({s["kind"] for s in sequences}):
-            chosen = [s for s in sequences if s["kind"] == kind]
-            per_depth = np.zeros(args.depth)
-            chained = np.zeros(args.depth)
-            counts = np.zeros(args.depth)
-            kl = np.zeros(args.depth)
-            for start in range(0, len(chosen), args.batch):
-                ids, lengths = pad([s["ids"] for s in chosen[start:start + args.batch]], args.device)
-                with torch.no_grad():
-                    agree_all, valid_all, kls = _agreement(base, head, ids, lengths, args.depth)
-                for d in range(args.depth):
-                    per_depth[d] += float(agree_all[d].sum())
-                    chained[d] += float(torch.stack(agree_all[:d + 1]).all(0)[valid_all[d]].sum())
-                    counts[d] += float(valid_all[d].sum())
-                    kl[d] += kls[d]
-            results[f"{variant}/{kind}"] = {
-                "anchors": counts.tolist(), "top1": (per_depth / counts).round(4).tolist(),
-                "chained": (chained / counts).round(4).tolist(), "kl": (kl / counts).round(4).tolist()}
+        for group, chosen in groups.items():
+            if not chosen or (variant != "float" and group.count("/") > 1):
+                continue
+            for window, limit in (("generated", 0), (f"first{args.eval_first}", args.eval_first)):
+                per_depth, chained, counts, kl = (np.zeros(args.depth) for _ in range(4))
+                for start in range(0, len(chosen), args.batch):
+                    batch = chosen[start:start + args.batch]
+                    ids, lengths = pad([s["ids"] for s in batch], args.device)
+                    prompt_lens = torch.tensor([s["prompt_len"] for s in batch], device=args.device)
+                    with torch.no_grad():
+                        agree_all, valid_all, kls = _agreement(base, head, ids, lengths, args.depth, prompt_lens, limit)
+                    for d in range(args.depth):
+                        per_depth[d] += float(agree_all[d].sum())
+                        chained[d] += float(torch.stack(agree_all[:d + 1]).all(0)[valid_all[d]].sum())
+                        counts[d] += float(valid_all[d].sum())
+                        kl[d] += kls[d]
+                counts = np.maximum(counts, 1)
+                results[f"{variant}/{group}/{window}"] = {
+                    "sequences": len(chosen), "anchors": counts.tolist(),
+                    "top1": (per_depth / counts).round(4).tolist(),
+                    "chained": (chained / counts).round(4).tolist(), "kl": (kl / counts).round(4).tolist()}
     head.load_state_dict(float_state, strict=False)
     return results
 
 
-def _agreement(base, head, ids, lengths, depth: int):
-    """Per depth: bool ``(b, t - 1)`` top-1 agreement (false where invalid), validity, summed KL."""
+def _agreement(base, head, ids, lengths, depth: int, prompt_lens=None, limit: int = 0):
+    """Per depth: bool ``(b, t - 1)`` top-1 agreement (false where invalid), validity, summed KL.
+    With ``prompt_lens``, only anchors whose target is a generated token are valid (with
+    ``limit``, one of the first ``limit`` generated tokens)."""
     import torch
     import torch.nn.functional as F
 
@@ -576,6 +708,10 @@ def _agreement(base, head, ids, lengths, depth: int):
     agree, valid, kls = [], [], []
     for d, out in enumerate(chain_forward(head, hidden, ids, depth), 1):
         ok = anchors + d <= lengths[:, None] - 1
+        if prompt_lens is not None:  # the target of anchor i at depth d is token i + d + 1
+            ok &= anchors + d + 1 >= prompt_lens[:, None]
+            if limit:
+                ok &= anchors + d + 1 < prompt_lens[:, None] + limit
         target = F.pad(teacher[:, d:d + n], (0, 0, 0, max(0, d + n - teacher.shape[1])))[:, :n]
         student = head.shared_head(out).float()
         kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(target, -1), log_target=True, reduction="none").sum(-1)
@@ -594,7 +730,7 @@ def save(head, args, out: Path, report: dict) -> None:
     architecture = {"layer_type": args.layer_type, "use_post_norm": True, "hidden_states_first": False}
     save_file(state, str(out / "mtp.safetensors"), metadata={k: json.dumps(v) for k, v in architecture.items()})
     (out / "mtp-architecture.json").write_text(json.dumps(
-        {"_comment": "MTP head trained by tools/train_mtp_head.py (pipeline.models.gemma3_mtp.model.MTPConfig fields)",
+        {"_comment": "MTP head trained by tools/train_mtp_head.py (pipeline.models.gemma3_mtp.config.MTPConfig fields)",
          **architecture}, indent=2) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=1))
 
@@ -606,7 +742,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--package", required=True, help="built base package (mlc-mtp build)")
     p.add_argument("--out", required=True, help="directory to write (carried to the GPU machine)")
     p.add_argument("--wheel", action="append", help="a wheel to ship inside the archive (repeatable)")
-    p.add_argument("--parts", type=int, default=3, help="number of archive parts")
+    p.add_argument("--part-mib", type=float, default=45, help="size of each archive part (MiB)")
     p.add_argument("--probe-tokens", type=int, default=24, help="greedy tokens per probe prompt")
     t = sub.add_parser("train", help="generate data, train, evaluate, save (CUDA machine)")
     t.add_argument("--data", required=True, help="the directory prepare wrote")
@@ -622,7 +758,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--gen-batch", type=int, default=512, help="sequences per generate call")
     t.add_argument("--gen-seconds", type=float, default=180, help="start no generation round after this")
     t.add_argument("--train-seconds", type=float, default=300, help="training time (cosine schedule over it)")
-    t.add_argument("--batch", type=int, default=16, help="sequences per training step")
+    t.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per training step")
+    t.add_argument("--batch", type=int, default=16, help="sequences per evaluation batch")
+    t.add_argument("--long", type=int, default=256, help="training prompts that get a long sampled document")
+    t.add_argument("--long-tokens", type=int, default=1024, help="tokens of each long sampled document")
+    t.add_argument("--data-out", help="also write the generated data (JSON) here")
+    t.add_argument("--coverage-of", help="an earlier token-counts.safetensors: report held-out coverage under it too")
+    t.add_argument("--init-head", help="an mtp.safetensors this script saved: train on from its weights")
+    t.add_argument("--base-name", default="gemma3-270m", help="the base's name in token-counts' metadata")
+    t.add_argument("--save-every", type=float, default=90, help="seconds between checkpoints while training")
+    t.add_argument("--eval-first", type=int, default=64, help="the evaluation's second window: first N generated")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--warmup", type=int, default=50, help="warm-up steps")
     t.add_argument("--seed", type=int, default=0)
