@@ -15,9 +15,9 @@ Two sets, disjoint in topics and in kinds of text:
   Lua, PHP and Haskell code, YAML/JSON/CSV data, reviews, screenplays, sports reports, forecasts,
   diaries, riddles, support chats, ...) on topics it does not name.
 
-The prompts of ``tests/runtime/test_mtp_real.py`` and ``benchmarks/mtp_speed.py`` (friendship,
-the moons of Mars, quicksort, planting a tree, the tallest mountain) are in neither set, nor are
-their topics.
+The prompts of ``tests/runtime/test_mtp_real.py`` and ``benchmarks/mtp_speed.py`` are in neither
+set, and no prompt is about friendship, the moons of Mars, sorting, planting trees or mountains
+(version 1 does have the solar system and a list of the planets).
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@ assets/gemma3-270m-mtp), built by the pipeline: greedy speculative decoding with
 settings (draft length 3, adaptive in [1, 8]) emits plain decoding's tokens, and the head's
 drafts are accepted at draft position 0 at least :data:`MIN_ACCEPTANCE_0` of the time.
 
-Prompts are not from the training set (tools/mtp_prompts.py).  Measured 2026-11-30 on this
-project's machine: position-0 acceptance 0.641 (91 of 142 steps), 2.19 tokens per step; per
-prompt 0.73, 0.81, 0.36 (code), 0.81, 0.77.  Greedy decoding is deterministic, but another CPU's
-rounding can flip near-ties, hence the margin.
+Prompts are not from the training set (tools/mtp_prompts.py).  Measured 2026-12-07 on this
+project's machine with the head retrained on the qsrcf32 base: position-0 acceptance 0.576 (83
+of 144 steps), 2.16 tokens per step; per prompt 0.65, 0.58, 0.56 (code), 0.43, 1.00 (the first
+head over its q4f32_1 base: 0.641).  Greedy decoding is deterministic, but another CPU's rounding
+can flip near-ties, hence the margin.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pipeline.runtime.speculative import SpeculativeStats, speculative_generate
 
 pytestmark = pytest.mark.slow
 
-MIN_ACCEPTANCE_0 = 0.55  # measured 0.641
+MIN_ACCEPTANCE_0 = 0.55  # measured 0.576 (2026-12-07)
 NEW_TOKENS = 64
 PROMPTS = ["A good friend is someone who", "The planet Mars has two small moons,", "def quicksort(items):\n",
            "Here is how to plant a tree:\n1.",
