@@ -44,6 +44,11 @@ from .sources.gguf_tokenizer import write_tokenizer_json
 log = logging.getLogger(__name__)
 SOURCE_TYPES = "source-types.json"  # import stage: our name -> the type the source stored
 SOURCE_GROUPS = "source-groups.safetensors"  # import stage: <name>.scale / <name>.min of block types
+# model.overrides that size the runtime's buffers and leave the weights as they are: the import
+# stage neither reads nor keys them (changing the context window does not re-import a GGUF); they
+# are applied to the imported config, as the loaders apply every override (``values.update``).
+RUNTIME_OVERRIDES = ("context_window_size", "prefill_chunk_size", "max_batch_size")
+PACKAGE_RECORD = ".mlc-mtp-build.json"  # in the package: its build key and its files' sizes
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 
@@ -133,13 +138,16 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
     ``import_options`` (architecture, name map), all of which key the stage."""
     code = _code_digest()
     import_options = import_options or {}
-    import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path), overrides,
-                         import_options)
+    runtime_overrides = {k: v for k, v in overrides.items() if k in RUNTIME_OVERRIDES}
+    import_overrides = {k: v for k, v in overrides.items() if k not in RUNTIME_OVERRIDES}
+    import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path),
+                         import_overrides, import_options)
 
     def do_import(tmp: Path) -> None:
         source_info: dict[str, dict[str, Any]] = {}
         model_config, weights = family.formats[source_format].import_weights(
-            family, source_format, source_path, overrides, progress, source_info=source_info, **import_options)
+            family, source_format, source_path, import_overrides, progress, source_info=source_info,
+            **import_options)
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
         save_file(weights, str(tmp / "weights.safetensors"))
         (tmp / SOURCE_TYPES).write_text(json.dumps(source_info.get("types", {}), indent=1, sort_keys=True))
@@ -151,7 +159,8 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
 
     reports.append(_stage(role + "import", import_key, force, do_import, say))
     imported = reports[-1].path
-    model_config = family.config_cls(**json.loads((imported / "model-config.json").read_text()))
+    model_config = family.config_cls(**{**json.loads((imported / "model-config.json").read_text()),
+                                        **runtime_overrides})
 
     # convert: weights in the stored (quantized) form, as MLC's tensor cache.
     convert_key = _digest(role + "convert", code, import_key, scheme.name)
@@ -222,6 +231,25 @@ def _import_tokenizer(source_format: str, source_path: Path, directory: Path) ->
         raise PipelineError(f"{source_path}: no tokenizer files ({', '.join(HF_TOKENIZER_FILES)})")
 
 
+def _check_tokenizer(directory: Path, vocab_size: int, source: Path) -> None:
+    """Refuse a tokenizer with more tokens than the model's vocabulary: ids past the embedding would
+    index outside it at run time (TVM's ``take`` does not check).  A tokenizer without
+    ``tokenizer.json`` (only ``tokenizer.model``) is not checked.
+
+    Raises:
+        PipelineError: naming the source, both sizes and the key.
+    """
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        return
+    from tokenizers import Tokenizer
+
+    tokens = Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    if tokens > vocab_size:
+        raise PipelineError(f"{source}: tokenizer of {tokens} tokens, expected at most the model's vocab_size "
+                            f"of {vocab_size} (ids past it would index outside the embedding)")
+
+
 def _drafter_source(config: PipelineConfig) -> tuple[Family, str, Path, dict[str, Any]] | None:
     """The ``mtp`` section's ``(family, format, path, import options)``; None without one.
 
@@ -287,6 +315,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     reports: list[StageReport] = []
     base = _model_stages("", family, config.source_format, source_path, config.overrides, scheme, presets,
                          config.name, force, progress, say, reports)
+    _check_tokenizer(base.imported / "tokenizer", base.config.vocab_size, source_path)
     drafter = None
     if drafter_source is not None:
         family_d, format_d, path_d, options_d = drafter_source
@@ -295,6 +324,14 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
                                 f"{config.name}-drafter", force, progress, say, reports, options_d)
 
     by_name = {preset.name: preset for preset in presets}
+    package_key = _digest("package", _code_digest(), [r.key for r in reports], config.name, family.name,
+                          config.source_format, str(source_path), config.generation, config.speculative,
+                          {name: preset.resolved_target() for name, preset in by_name.items()},
+                          None if drafter_source is None else drafter_source[0].name)
+    if not force and _package_intact(output, package_key):
+        say(f"package: {output} already holds this build ({package_key}); left as it is")
+        record = json.loads((output / PACKAGE_RECORD).read_text())
+        return BuildResult(output, reports, record["model_lib"])
     libraries, entries = write_package(
         output, model_config=base.config, family=family.name, quantization=scheme.name,
         base=PackagedModel(base.converted, base.libraries), tokenizer=base.imported / "tokenizer",
@@ -305,8 +342,34 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         drafter_family=None if drafter_source is None else drafter_source[0].name)
     report_unlinked(entries, {name: preset.link["command"][0] for name, preset in by_name.items() if preset.link},
                     output, say)
+    _record_package(output, package_key, libraries)
     say(f"package: wrote {output}")
     return BuildResult(output, reports, libraries)
+
+
+def _package_files(output: Path) -> dict[str, int]:
+    return {str(p.relative_to(output)): p.stat().st_size for p in sorted(output.rglob("*"))
+            if p.is_file() and p.name != PACKAGE_RECORD}
+
+
+def _record_package(output: Path, key: str, libraries: dict[str, str]) -> None:
+    """Note in the package the build key it was written for and its files' sizes (what
+    :func:`_package_intact` compares); written after the package itself, so a package without a
+    complete note is written again."""
+    record = {"key": key, "model_lib": libraries, "files": _package_files(output)}
+    tmp = output / f"{PACKAGE_RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, output / PACKAGE_RECORD)
+
+
+def _package_intact(output: Path, key: str) -> bool:
+    """Whether ``output`` holds the package of build ``key`` with every file at its recorded size
+    (an up-to-date build then leaves it as it is)."""
+    try:
+        record = json.loads((output / PACKAGE_RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("key") == key and record.get("files") == _package_files(output)
 
 
 def _tvm_version() -> str:
