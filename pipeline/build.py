@@ -9,15 +9,18 @@ and renamed into place at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,11 @@ SOURCE_GROUPS = "source-groups.safetensors"  # import stage: <name>.scale / <nam
 # stage neither reads nor keys them (changing the context window does not re-import a GGUF); they
 # are applied to the imported config, as the loaders apply every override (``values.update``).
 RUNTIME_OVERRIDES = ("context_window_size", "prefill_chunk_size", "max_batch_size")
+# TVM logs this once per ``take`` it lowers in its default "fast" mode (the embedding lookup, the
+# logit positions): out-of-range indices are not checked.  Token ids stay below the vocabulary
+# (the build refuses a larger tokenizer, :func:`_check_tokenizer`) and logit positions come from the
+# sequence itself, so the warning tells a user nothing; the build drops it from its stderr.
+TAKE_WARNING = "Fast mode segfaults when there are out-of-bounds indices"
 PACKAGE_RECORD = ".mlc-mtp-build.json"  # in the package: its build key and its files' sizes
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
@@ -210,12 +218,40 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
                               find_program(preset.link["command"][0]) if preset.link else None)  # linked or not
 
         def do_compile(tmp: Path, preset=preset, lib=lib) -> None:
-            mod, _, _ = export_model(family, model_config, scheme, preset, lib_stem, source_types)
-            write_outputs(tmp, compile_module(mod, preset, tmp / lib, system_lib_prefix(lib_stem, scheme.name)))
+            with _stderr_without(TAKE_WARNING):
+                mod, _, _ = export_model(family, model_config, scheme, preset, lib_stem, source_types)
+                write_outputs(tmp, compile_module(mod, preset, tmp / lib, system_lib_prefix(lib_stem, scheme.name)))
 
         reports.append(_stage(f"{role}compile[{preset.name}]", compile_key, force, do_compile, say))
         libraries[preset.name] = reports[-1].path
     return ModelStages(model_config, imported, converted, libraries)
+
+
+@contextlib.contextmanager
+def _stderr_without(needle: str) -> Iterator[None]:
+    """Within the block, drop the lines of file descriptor 2 (stderr, where TVM's C++ code logs)
+    that contain ``needle``; every other line passes through unchanged."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if needle.encode() not in line:
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the pump reads to its end
+        thread.join(timeout=10)
+        os.close(saved)
 
 
 def _import_tokenizer(source_format: str, source_path: Path, directory: Path) -> None:

@@ -161,3 +161,16 @@ def test_generate_takes_the_configs_prompt_when_none_is_given(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("w7 w8")
     assert main(["generate", str(tmp_path / "pkg"), "--prompt", "w9"]) == 0
     assert capsys.readouterr().out.startswith("w9")
+
+
+def test_the_build_drops_tvms_take_warning_and_keeps_other_stderr(tiny_config, tmp_path, capfd):
+    import os
+
+    from pipeline.build import TAKE_WARNING, _stderr_without
+
+    with _stderr_without("drop me"):
+        os.write(2, b"keep 1\ndrop me please\nkeep 2\n")
+    assert capfd.readouterr().err == "keep 1\nkeep 2\n"
+    build(tiny_config, output=tmp_path / "t", force=True, progress=False, say=lambda _: None)
+    err = capfd.readouterr().err
+    assert TAKE_WARNING not in err
