@@ -118,6 +118,8 @@ def _stage(name: str, key: str, force: bool, produce: Callable[[Path], None],
         say(f"{name}: up to date ({key}), nothing to do")
         return StageReport(name, key, True, path)
     start = time.perf_counter()
+    if name.startswith(("compile", "drafter-compile")):  # minutes for a real model, with no bar of its own
+        say(f"{name}: compiling with TVM {_tvm_version()} (minutes for a real model on a small CPU) ...")
     with atomic_directory(path) as tmp:
         produce(tmp)
     seconds = time.perf_counter() - start
@@ -156,6 +158,8 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
         model_config, weights = family.formats[source_format].import_weights(
             family, source_format, source_path, import_overrides, progress, source_info=source_info,
             **import_options)
+        if progress:  # the bar counted the tensors read; saving them and the tokenizer take a while yet
+            say(f"{role}import: tensors read; writing them{'' if role else ' and the tokenizer'} ...")
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
         save_file(weights, str(tmp / "weights.safetensors"))
         (tmp / SOURCE_TYPES).write_text(json.dumps(source_info.get("types", {}), indent=1, sort_keys=True))

@@ -152,5 +152,6 @@ def test_the_chat_stats_line_reports_the_speculative_steps(capsys, drafter_packa
     err = capsys.readouterr().err.strip().splitlines()
     replies = [line for line in err if line.startswith("[") and "prefill" in line]
     assert len(replies) == 2  # the reply's line and /stats repeating it; the empty line did nothing
-    assert "speculative:" in replies[0] and "tokens/step" in replies[0] and "acceptance per draft position" in replies[0]
+    assert "speculative:" in replies[0] and "tokens/step" in replies[0]
+    assert "acceptance per draft position" in replies[0]
     assert "context: " in replies[1] and "used, 1 turn" in replies[1]
