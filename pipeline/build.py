@@ -9,15 +9,18 @@ and renamed into place at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,16 @@ from .sources.gguf_tokenizer import write_tokenizer_json
 log = logging.getLogger(__name__)
 SOURCE_TYPES = "source-types.json"  # import stage: our name -> the type the source stored
 SOURCE_GROUPS = "source-groups.safetensors"  # import stage: <name>.scale / <name>.min of block types
+# model.overrides that size the runtime's buffers and leave the weights as they are: the import
+# stage neither reads nor keys them (changing the context window does not re-import a GGUF); they
+# are applied to the imported config, as the loaders apply every override (``values.update``).
+RUNTIME_OVERRIDES = ("context_window_size", "prefill_chunk_size", "max_batch_size")
+# TVM logs this once per ``take`` it lowers in its default "fast" mode (the embedding lookup, the
+# logit positions): out-of-range indices are not checked.  Token ids stay below the vocabulary
+# (the build refuses a larger tokenizer, :func:`_check_tokenizer`) and logit positions come from the
+# sequence itself, so the warning tells a user nothing; the build drops it from its stderr.
+TAKE_WARNING = "Fast mode segfaults when there are out-of-bounds indices"
+PACKAGE_RECORD = ".mlc-mtp-build.json"  # in the package: its build key and its files' sizes
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 
@@ -106,6 +119,8 @@ def _stage(name: str, key: str, force: bool, produce: Callable[[Path], None],
         say(f"{name}: up to date ({key}), nothing to do")
         return StageReport(name, key, True, path)
     start = time.perf_counter()
+    if name.startswith(("compile", "drafter-compile")):  # minutes for a real model, with no bar of its own
+        say(f"{name}: compiling with TVM {_tvm_version()} (minutes for a real model on a small CPU) ...")
     with atomic_directory(path) as tmp:
         produce(tmp)
     seconds = time.perf_counter() - start
@@ -138,13 +153,16 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
     ``key`` (which keys the stage) names what they were made from."""
     code = _code_digest()
     import_options = import_options or {}
-    import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path), overrides,
-                         import_options, from_base[0] if from_base else None)
+    runtime_overrides = {k: v for k, v in overrides.items() if k in RUNTIME_OVERRIDES}
+    import_overrides = {k: v for k, v in overrides.items() if k not in RUNTIME_OVERRIDES}
+    import_key = _digest(role + "import", code, family.name, source_format, _file_digest(source_path),
+                         import_overrides, import_options, from_base[0] if from_base else None)
 
     def do_import(tmp: Path) -> None:
         source_info: dict[str, dict[str, Any]] = {}
         model_config, weights = family.formats[source_format].import_weights(
-            family, source_format, source_path, overrides, progress, source_info=source_info, **import_options)
+            family, source_format, source_path, import_overrides, progress, source_info=source_info,
+            **import_options)
         if from_base is not None:
             extra, extra_types, extra_groups = from_base[1]()
             weights.update(extra)
@@ -153,6 +171,8 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
                 weight, part = name.rsplit(".", 1)
                 pair = source_info.setdefault("groups", {}).get(weight, (None, None))
                 source_info["groups"][weight] = (array, pair[1]) if part == "scale" else (pair[0], array)
+        if progress:  # the bar counted the tensors read; saving them and the tokenizer take a while yet
+            say(f"{role}import: tensors read; writing them{'' if role else ' and the tokenizer'} ...")
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))
         save_file(weights, str(tmp / "weights.safetensors"))
         (tmp / SOURCE_TYPES).write_text(json.dumps(source_info.get("types", {}), indent=1, sort_keys=True))
@@ -164,7 +184,8 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
 
     reports.append(_stage(role + "import", import_key, force, do_import, say))
     imported = reports[-1].path
-    model_config = family.config_cls(**json.loads((imported / "model-config.json").read_text()))
+    model_config = family.config_cls(**{**json.loads((imported / "model-config.json").read_text()),
+                                        **runtime_overrides})
 
     # convert: weights in the stored (quantized) form, as MLC's tensor cache.
     convert_key = _digest(role + "convert", code, import_key, scheme.name)
@@ -214,12 +235,44 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
                               find_program(preset.link["command"][0]) if preset.link else None)  # linked or not
 
         def do_compile(tmp: Path, preset=preset, lib=lib) -> None:
-            mod, _, _ = export_model(family, model_config, scheme, preset, lib_stem, source_types)
-            write_outputs(tmp, compile_module(mod, preset, tmp / lib, system_lib_prefix(lib_stem, scheme.name)))
+            with _stderr_without(TAKE_WARNING):
+                mod, _, _ = export_model(family, model_config, scheme, preset, lib_stem, source_types)
+                write_outputs(tmp, compile_module(mod, preset, tmp / lib, system_lib_prefix(lib_stem, scheme.name)))
 
         reports.append(_stage(f"{role}compile[{preset.name}]", compile_key, force, do_compile, say))
         libraries[preset.name] = reports[-1].path
     return ModelStages(model_config, imported, converted, libraries)
+
+
+@contextlib.contextmanager
+def _stderr_without(needle: str) -> Iterator[None]:
+    """Within the block, drop the lines of file descriptor 2 (stderr, where TVM's C++ code logs)
+    that contain ``needle``; every other line passes through unchanged."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if needle.encode() not in line:
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the pump reads to its end
+        thread.join(timeout=10)
+        os.close(saved)
 
 
 def _import_tokenizer(source_format: str, source_path: Path, directory: Path) -> None:
@@ -233,6 +286,25 @@ def _import_tokenizer(source_format: str, source_path: Path, directory: Path) ->
             shutil.copy(source_path / name, directory / name)
     if not any(directory.iterdir()):
         raise PipelineError(f"{source_path}: no tokenizer files ({', '.join(HF_TOKENIZER_FILES)})")
+
+
+def _check_tokenizer(directory: Path, vocab_size: int, source: Path) -> None:
+    """Refuse a tokenizer with more tokens than the model's vocabulary: ids past the embedding would
+    index outside it at run time (TVM's ``take`` does not check).  A tokenizer without
+    ``tokenizer.json`` (only ``tokenizer.model``) is not checked.
+
+    Raises:
+        PipelineError: naming the source, both sizes and the key.
+    """
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        return
+    from tokenizers import Tokenizer
+
+    tokens = Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    if tokens > vocab_size:
+        raise PipelineError(f"{source}: tokenizer of {tokens} tokens, expected at most the model's vocab_size "
+                            f"of {vocab_size} (ids past it would index outside the embedding)")
 
 
 def _drafter_source(config: PipelineConfig) -> tuple[Family, str, Path, dict[str, Any]] | None:
@@ -319,6 +391,7 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
     reports: list[StageReport] = []
     base = _model_stages("", family, config.source_format, source_path, config.overrides, scheme, presets,
                          config.name, force, progress, say, reports)
+    _check_tokenizer(base.imported / "tokenizer", base.config.vocab_size, source_path)
     drafter = None
     speculative = config.speculative
     if drafter_source is not None:
@@ -334,6 +407,14 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
                                 f"{config.name}-drafter", force, progress, say, reports, options_d, from_base)
 
     by_name = {preset.name: preset for preset in presets}
+    package_key = _digest("package", _code_digest(), [r.key for r in reports], config.name, family.name,
+                          config.source_format, str(source_path), config.generation, config.speculative,
+                          {name: preset.resolved_target() for name, preset in by_name.items()},
+                          None if drafter_source is None else drafter_source[0].name)
+    if not force and _package_intact(output, package_key):
+        say(f"package: {output} already holds this build ({package_key}); left as it is")
+        record = json.loads((output / PACKAGE_RECORD).read_text())
+        return BuildResult(output, reports, record["model_lib"])
     libraries, entries = write_package(
         output, model_config=base.config, family=family.name, quantization=scheme.name,
         base=PackagedModel(base.converted, base.libraries), tokenizer=base.imported / "tokenizer",
@@ -344,8 +425,34 @@ def build(config: PipelineConfig, targets: list[str] | None = None, output: Path
         drafter_family=None if drafter_source is None else drafter_source[0].name)
     report_unlinked(entries, {name: preset.link["command"][0] for name, preset in by_name.items() if preset.link},
                     output, say)
+    _record_package(output, package_key, libraries)
     say(f"package: wrote {output}")
     return BuildResult(output, reports, libraries)
+
+
+def _package_files(output: Path) -> dict[str, int]:
+    return {str(p.relative_to(output)): p.stat().st_size for p in sorted(output.rglob("*"))
+            if p.is_file() and p.name != PACKAGE_RECORD}
+
+
+def _record_package(output: Path, key: str, libraries: dict[str, str]) -> None:
+    """Note in the package the build key it was written for and its files' sizes (what
+    :func:`_package_intact` compares); written after the package itself, so a package without a
+    complete note is written again."""
+    record = {"key": key, "model_lib": libraries, "files": _package_files(output)}
+    tmp = output / f"{PACKAGE_RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, output / PACKAGE_RECORD)
+
+
+def _package_intact(output: Path, key: str) -> bool:
+    """Whether ``output`` holds the package of build ``key`` with every file at its recorded size
+    (an up-to-date build then leaves it as it is)."""
+    try:
+        record = json.loads((output / PACKAGE_RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("key") == key and record.get("files") == _package_files(output)
 
 
 def _tvm_version() -> str:

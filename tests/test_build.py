@@ -111,3 +111,66 @@ def test_generate_runs_the_packages_only_library_on_its_recorded_device(float32_
     assert main(["generate", str(package), "--prompt", "w4", "--model-lib", str(fake)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {fake}: TVM 0.26.0 cannot load it here: ") and "tvmjs" in err[0]
+
+
+def test_an_up_to_date_build_leaves_the_package_as_it_is(tiny_config, tmp_path):
+    """A re-run with nothing changed writes nothing; a package whose files changed is written again."""
+    first = build(tiny_config, output=tmp_path / "u", progress=False, say=lambda _: None)
+    stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in first.output.rglob("*") if p.is_file()}
+    said = []
+    again = build(tiny_config, output=tmp_path / "u", progress=False, say=said.append)
+    assert said[-1].startswith(f"package: {tmp_path / 'u'} already holds this build (")
+    assert said[-1].endswith("); left as it is")
+    assert again.libraries == first.libraries
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in first.output.rglob("*") if p.is_file()} == stamps
+    (first.output / "tokenizer.json").write_text("{}")  # damaged: written again
+    said.clear()
+    build(tiny_config, output=tmp_path / "u", progress=False, say=said.append)
+    assert said[-1] == f"package: wrote {tmp_path / 'u'}" and Engine(first.output).tokenizer is not None
+
+
+def test_changing_the_context_window_reuses_the_import(tiny_config, tmp_path):
+    import dataclasses
+
+    base = build(tiny_config, output=tmp_path / "w1", progress=False, say=lambda _: None)
+    wider = dataclasses.replace(tiny_config, overrides={**tiny_config.overrides, "context_window_size": 512})
+    other = build(wider, output=tmp_path / "w2", progress=False, say=lambda _: None)
+    assert [r.cached for r in other.stages] == [True, True, False]  # import and convert reused, compiled again
+    assert other.stages[0].key == base.stages[0].key
+    assert Engine(other.output).context_window == 512 and Engine(base.output).context_window == 256
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path, capsys):
+    from tests.helpers.gemma3 import write_word_tokenizer
+
+    make_tiny_gemma3(tmp_path / "hf", seed=3, shard=False)
+    write_word_tokenizer(tmp_path / "hf", 120)  # the model's vocabulary has 96 entries
+    config = write_config(tmp_path / "c.yaml", tmp_path / "hf", output=str(tmp_path / "pkg"))
+    capsys.readouterr()  # transformers' progress bars while the model was saved
+    status = main(["build", str(config), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err == [f"error: {tmp_path / 'hf'}: tokenizer of 120 tokens, expected at most the "
+                                   f"model's vocab_size of 96 (ids past it would index outside the embedding)"]
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_generate_takes_the_configs_prompt_when_none_is_given(tmp_path, capsys):
+    make_tiny_gemma3(tmp_path / "hf", seed=2, shard=False)
+    build_package(tmp_path, tmp_path / "hf", generation={"max_tokens": 2, "prompt": "w7 w8"})
+    assert main(["generate", str(tmp_path / "pkg")]) == 0
+    assert capsys.readouterr().out.startswith("w7 w8")
+    assert main(["generate", str(tmp_path / "pkg"), "--prompt", "w9"]) == 0
+    assert capsys.readouterr().out.startswith("w9")
+
+
+def test_the_build_drops_tvms_take_warning_and_keeps_other_stderr(tiny_config, tmp_path, capfd):
+    import os
+
+    from pipeline.build import TAKE_WARNING, _stderr_without
+
+    with _stderr_without("drop me"):
+        os.write(2, b"keep 1\ndrop me please\nkeep 2\n")
+    assert capfd.readouterr().err == "keep 1\nkeep 2\n"
+    build(tiny_config, output=tmp_path / "t", force=True, progress=False, say=lambda _: None)
+    err = capfd.readouterr().err
+    assert TAKE_WARNING not in err

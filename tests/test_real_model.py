@@ -221,9 +221,9 @@ def test_cli_chat_answers_each_turn(packages):
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "chat", str(packages["q4f32_1"].output),
-                           "--max-tokens", "12"], input="What color is the sky?\nAnd grass?\n\n",
+                           "--max-tokens", "12"], input="What color is the sky?\nAnd grass?\n\n/bye\n",
                           capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr
     turns = proc.stdout.split(">>> ")
-    assert len(turns) == 4  # two answered prompts, then the empty line that ends the chat
+    assert len(turns) == 5  # two answered prompts, an empty line (ignored), then /bye that ends the chat
     assert all(t.strip() for t in turns[1:3]), proc.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -321,7 +322,10 @@ def load_config(path: str | Path) -> PipelineConfig:
         if section.get("format") in FORMAT_EXTRAS:
             require_extra(FORMAT_EXTRAS[section["format"]], f"{path}: {key}.format: {section['format']!r}")
     generation = {**GENERATION_DEFAULTS, **raw.get("generation", {})}
-    output = Path(raw.get("output", f"dist/{raw['name']}"))  # relative to the working directory
+    # output: like every path in the file, relative to it; left out, dist/<name> in the working
+    # directory (as --output, a command-line path, is)
+    output = (Path(os.path.normpath(path.parent / raw["output"])) if "output" in raw
+              else Path("dist") / raw["name"])
     return PipelineConfig(
         path=path,
         name=raw["name"],

@@ -52,7 +52,8 @@ def write_package(output: Path, *, model_config: Any, family: str, quantization:
         tokenizer: a directory of tokenizer files, copied into the package.
         tvm_targets: preset name -> its resolved TVM target dict (listed per library).
         source: ``{"format", "path"}`` of the base weights, recorded.
-        generation: generation defaults (``temperature``, ``top_p``, ``max_tokens``, ``stop``).
+        generation: generation defaults (``temperature``, ``top_p``, ``max_tokens``, ``stop``, and
+            ``prompt``: ``generate``'s when none is given).
         speculative: the config's speculative settings; the drafter's files are added to them.
         drafter_family: the drafter's family name (recorded as ``speculative.drafter_family``).
 
@@ -83,7 +84,7 @@ def write_package(output: Path, *, model_config: Any, family: str, quantization:
             "model_lib": model_lib,
             "libraries": entries,
             "source": source,
-            "generation": {k: generation[k] for k in ("max_tokens", "stop")},
+            "generation": {k: generation[k] for k in ("max_tokens", "stop", "prompt") if k in generation},
             "speculative": speculative,
         }
         (tmp / RUNTIME_CONFIG).write_text(json.dumps(runtime, indent=2))

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PipelineError
+from ..extras import install_hint, missing_modules
 from ..package.chat_config import RUNTIME_CONFIG
 
 
@@ -417,8 +418,11 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
     context = prompt_tokens + decode_tokens // 2  # the KV cache's mean length over the decode steps
     source = runtime_config.get("source", {})
     gguf = gguf or (Path(source["path"]) if source.get("format") == "gguf" else None)
+    peer_missing = missing_modules("bench")
     if gguf is None:
         print("no GGUF for the llama.cpp peer: pass --gguf", file=sys.stderr)
+    elif peer_missing:  # measure our engine anyway; say at the end how to add the peer
+        gguf = None
     with busy_neighbours(busy_neighbour):
         rows = [{"engine": f"mlc-mtp ({chat['quantization']}, TVM CPU)",
                  **runner(["--worker", "mlc", *common], threads)}]
@@ -447,6 +451,10 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
     print_memory_table(rows, memory["memory_read_gbps"], memory_mib, threads, context)
     if result is not None:
         print_speculative_table(result, settings, decode_tokens, threads, repeats)
+    if peer_missing:
+        print(f"\nllama.cpp peer left out: llama-cpp-python is not installed ({install_hint('bench')}; it builds "
+              f"from source: `bash scripts/venv.sh bench` builds its wheel once into ~/.cache/mlc-mtp-wheels)",
+              file=sys.stderr)
     return {"rows": rows, "speculative": result, "memory_read_gbps": memory["memory_read_gbps"]}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import load_config
@@ -147,3 +149,23 @@ def test_bad_drafter_files_are_one_line(tmp_path, names, arch, needles):
 def test_missing_drafter_weights(tmp_path):
     with pytest.raises(PipelineError, match=r"c.yaml: mtp.path: .*d.safetensors does not exist"):
         load_config(with_drafter(tmp_path)).mtp_path()
+
+
+def test_output_is_relative_to_the_yaml_like_the_source_and_defaults_to_dist(tmp_path, monkeypatch):
+    """``output`` is read like every path in the file (relative to it), so a build writes the same
+    place from any working directory; left out it is ``dist/<name>`` where the command runs."""
+    from pipeline.config import load_config
+
+    (tmp_path / "configs").mkdir()
+    text = "name: x\nmodel: {family: gemma3}\nsource: {format: gguf, path: m.gguf}\n"
+    (tmp_path / "configs" / "a.yaml").write_text(text + "output: ../dist/x\n")
+    (tmp_path / "configs" / "b.yaml").write_text(text)
+    (tmp_path / "configs" / "c.yaml").write_text(text + f"output: {tmp_path / 'abs'}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(Path("configs/a.yaml")).output == Path("dist/x")
+    assert load_config(Path("configs/b.yaml")).output == Path("dist/x")
+    assert load_config(Path("configs/c.yaml")).output == tmp_path / "abs"
+    monkeypatch.chdir(tmp_path / "configs")
+    assert load_config(Path("a.yaml")).output.resolve() == tmp_path / "dist" / "x"
+    (tmp_path / "configs" / "m.gguf").write_bytes(b"GGUF")
+    assert load_config(Path("a.yaml")).source_path() == tmp_path / "configs" / "m.gguf"

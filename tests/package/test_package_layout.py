@@ -3,6 +3,7 @@ and no partial output when packaging fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -38,8 +39,10 @@ def test_failed_packaging_leaves_the_previous_output_and_no_temporaries(tiny_con
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(write_module, "chat_config", explode)
+    # other generation defaults: the package is written again (an unchanged build leaves it as it is)
+    changed = dataclasses.replace(tiny_config, generation={**tiny_config.generation, "max_tokens": 7})
     with pytest.raises(RuntimeError):
-        build(tiny_config, output=out, progress=False, say=lambda _: None)
+        build(changed, output=out, progress=False, say=lambda _: None)
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

@@ -252,3 +252,23 @@ def test_busy_neighbours_are_reaped_even_on_error():
 def test_negative_busy_neighbour_count(tiny_package):
     with pytest.raises(PipelineError, match=r"--busy-neighbour: -1, expected a count >= 0"):
         run_bench(tiny_package[0], busy_neighbour=-1, runner=in_process)
+
+
+def test_without_llama_cpp_the_bench_prints_its_own_table_and_names_the_extra(tiny_package, capsys, monkeypatch,
+                                                                               tmp_path):
+    """The llama.cpp peer's module missing: our engine is measured and printed all the same, then
+    one line says how to install the peer; the peer is not run."""
+    peers = []
+    monkeypatch.setattr(bench, "missing_modules", lambda extra: ["llama_cpp"] if extra == "bench" else [])
+
+    def runner(argv, threads):
+        peers.append(argv[1])
+        return in_process(argv, threads)
+
+    result = run_bench(tiny_package[0], prompt_tokens=16, decode_tokens=13, threads=2, repeats=2,
+                       gguf=tmp_path / "peer.gguf", runner=runner, memory_mib=8)
+    captured = capsys.readouterr()
+    assert "llama" not in peers and len(result["rows"]) == 1 and result["rows"][0]["decode"] > 0
+    assert any(line.startswith("| mlc-mtp (q0f32, TVM CPU)") for line in captured.out.splitlines())
+    assert captured.err.strip().splitlines()[-1].startswith(
+        "llama.cpp peer left out: llama-cpp-python is not installed (pip install 'mlc-mtp[bench]'")

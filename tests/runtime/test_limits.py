@@ -142,3 +142,16 @@ def test_a_turn_that_does_not_fit_leaves_the_conversation_as_it_was(tiny_package
     assert engine.tokens == tokens and session.pending == pending and session.turns == 1
     session.reset()
     assert session.context_used == 0 and session.turns == 0
+
+
+def test_the_chat_stats_line_reports_the_speculative_steps(capsys, drafter_package, stand_in_mtp, monkeypatch):
+    """With speculation each reply's stats line carries tokens per step and the acceptance."""
+    messages = iter(["w4 w5", "", "/stats", "/bye"])
+    monkeypatch.setattr("builtins.input", lambda _prompt: next(messages))
+    assert main(["chat", str(drafter_package), "--speculative", "mtp", "--max-tokens", "6"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    replies = [line for line in err if line.startswith("[") and "prefill" in line]
+    assert len(replies) == 2  # the reply's line and /stats repeating it; the empty line did nothing
+    assert "speculative:" in replies[0] and "tokens/step" in replies[0]
+    assert "acceptance per draft position" in replies[0]
+    assert "context: " in replies[1] and "used, 1 turn" in replies[1]

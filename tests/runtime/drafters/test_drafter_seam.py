@@ -136,7 +136,7 @@ def test_generate_decodes_speculatively_through_the_seam(drafter_package, stand_
 def test_chat_decodes_speculatively_through_the_seam(drafter_package, stand_in_mtp, capsys, monkeypatch):
     outputs = []
     for flags in ([], ["--speculative", "mtp", "--draft-length", "2"]):
-        messages = iter(["w5 w6", "w7 w8", ""])  # an empty line ends the chat
+        messages = iter(["w5 w6", "", "w7 w8", "/bye"])  # an empty line is ignored; /bye ends the chat
         monkeypatch.setattr("builtins.input", lambda _prompt, messages=messages: next(messages))
         assert main(["chat", str(drafter_package), "--max-tokens", "8", *flags]) == 0
         outputs.append(capsys.readouterr().out)
