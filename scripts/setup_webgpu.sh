@@ -4,7 +4,7 @@
 #   - Mesa's lavapipe Vulkan driver from bookworm-backports (Mesa 25: Dawn rejects bookworm's 22.3),
 #     the GPU that Dawn (npm `webgpu`) runs on in Node;
 #   - Debian's chromium (WebGPU through SwiftShader); WEBGPU_SKIP_CHROMIUM=1 leaves it out;
-#   - web/node_modules (npm ci: esbuild, webgpu, playwright-core);
+#   - web/node_modules (npm ci: esbuild, webgpu, playwright-core, @mlc-ai/web-llm);
 #   - with a venv at .venv (or $PYTHON): TVM's wasm runtime and tvmjs, built from the pinned wheels
 #     (python -m pipeline.compile.wasm; otherwise the first WebGPU test builds them).
 set -euo pipefail

@@ -6,7 +6,9 @@
 //   wasm: "lib.wasm",
 //   tensors: {name: {file, shape, dtype}},                 // inputs, raw little-endian bytes
 //   calls: [{function, args: [tensor name | {value, dtype}], // VM function calls (output: the
-//            output | module: "system", fetch: [names]}],    // result's name) or the library's own
+//            output | module: "system", fetch: [names]}],    // result's name, or a list of names
+//                                                            // for a tuple; later calls may use
+//                                                            // them) or the library's own
 //                                                            // functions (fetch: tensors they write)
 //   llm: {weights: "dir with tensor-cache.json", context_window, prefill_chunk, page_size,
 //         steps: [{function: "prefill" | "decode" | ..., tokens: [ids]}]}   // MLC calling convention
@@ -114,8 +116,13 @@ export async function runPlan({ tvmjs, plan, readBytes, log = () => {} }) {
     if (call.module === "system") {  // a kernel of the library itself; its outputs are arguments
       tvm.systemLib().getFunction(call.function)(...args);
       for (const name of call.fetch) result.outputs[name] = await toHost(tvm, dev, tensors[name]);
-    } else {
-      result.outputs[call.output] = await toHost(tvm, dev, vm.getFunction(call.function)(...args));
+    } else {  // output: a name, or a list of names for a tuple; later calls may take them as inputs
+      const ret = vm.getFunction(call.function)(...args);
+      const names = Array.isArray(call.output) ? call.output : [call.output];
+      for (const [i, name] of names.entries()) {
+        tensors[name] = Array.isArray(call.output) ? ret.get(i) : ret;
+        result.outputs[name] = await toHost(tvm, dev, tensors[name]);
+      }
     }
     result.step_ms.push(performance.now() - start);
   }

@@ -6,8 +6,11 @@ Names, parameters, shapes and semantics are MLC LLM's (read from mlc-llm
 TVM's (sort, scan and multinomial sampling, which TVM's ``DispatchSortScan`` /
 ``DispatchSampling`` lower to its parallel GPU kernels on GPU targets).  ``b`` is ``batch_size``,
 ``V`` ``vocab_size``, ``n`` ``num_samples``; probabilities are float32.  On a GPU, sort and
-scan are TVM's parallel kernels, the row reductions here are scheduled by dlight's reduction
-rules (threads across the vocabulary) and the element-wise steps by its fallback rule:
+scan are TVM's parallel kernels (WebGPU sorts with :mod:`.bitonic_sort`), the row reductions here
+are scheduled by dlight's reduction rules (threads across the vocabulary) and the element-wise
+steps by its fallback rule.  Known fault: in our WebGPU builds TVM 0.26's GPU scan returns its
+input unscanned (Dawn and SwiftShader alike), so ``sample_with_top_p`` draws correctly there only
+from one-hot rows (greedy, WebLLM's temperature 0):
 
 - ``softmax_with_temperature(logits (b, 1, V), temperature (b,)) -> (b, 1, V)``:
   ``softmax(logits / t)`` per row; a row whose ``t <= GREEDY_TEMPERATURE`` gets ``1 / c`` at its

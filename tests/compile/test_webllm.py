@@ -2,7 +2,7 @@
 Gemma 3 ``webgpu`` package in headless Chromium (SwiftShader), through its public API only
 (``CreateMLCEngine`` with an ``appConfig`` entry for the package served on 127.0.0.1,
 ``chat.completions.create`` at temperature 0: ``web/run_webllm.mjs``), and its greedy reply equals
-the CPU build's: the same text, prompt and reply token counts.  WebLLM goes through the library's
+the CPU build's: the same text and token counts.  WebLLM goes through the library's
 ``create_tir_paged_kv_cache``, ``embed``, ``prefill``, ``decode``, ``softmax_with_temperature``,
 ``argsort_probs`` and ``sample_with_top_p`` (``pipeline/compile/mlc_functions.py``); the package's
 mlc-chat-config.json gives it the chat template, stop tokens and tokenizer files."""
@@ -57,7 +57,9 @@ def test_webllm_greedy_reply_equals_the_cpu_build(package, tmp_path):
                            str(tmp_path / "result.json")], capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, f"WebLLM run failed:\n{proc.stderr[-6000:]}"
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result["usage"]["prompt_tokens"] == len(prompt)
+    # WebLLM counts the prompt's text tokens, not the template's system_prefix_token_ids (<bos>)
+    prefix = engine.chat_config["conv_template"]["system_prefix_token_ids"]
+    assert prompt[:len(prefix)] == prefix and result["usage"]["prompt_tokens"] == len(prompt) - len(prefix)
     assert result["usage"]["completion_tokens"] == len(tokens)
     assert result["content"] == want
     assert result["finish_reason"] == ("stop" if stats.stopped_by == "stop_token" else "length")
