@@ -31,6 +31,7 @@ from tvm import relax
 
 from pipeline.compile.compiler import export_model, relax_pipeline
 from pipeline.compile.targets import load_target
+from pipeline.kernels.logit_processor import logit_processors
 from pipeline.models.registry import get_family
 from pipeline.quantization import get_scheme
 from tests.helpers.attention_cases import paged_case, ragged_case
@@ -47,17 +48,36 @@ pytestmark = [pytest.mark.compile,
 MODELS = ("gemma3", "gemma4-e4b", "gemma4-26b-a4b")
 # Values of the symbolic sizes: 19 rows cross tile boundaries (8, 16, 32) without filling them.
 SIZES = {"seq_len": 19, "batch_size": 3, "n": 19, "h": TINY_CONFIG["num_attention_heads"], "ntoken": 19, "seqlen": 19,
-         "num_pages": 9, "page_size": 16, "total_copy_length": 7}
+         "num_pages": 9, "page_size": 16, "total_copy_length": 7,
+         # MLC's logit processors, softmax and row gathers (pipeline/compile/mlc_functions.py): the
+         # vocabulary not a multiple of 32 (the bitmask's words) and of one softmax chunk
+         "vocab_size": 75, "vocab": 75, "chunks": 1, "batch": 3, "num_seq": 3, "num_token": 7, "src_rows": 6,
+         "dst_rows": 5, "b": 4}
 # Float32 results of the same function on PoCL and LLVM (different reduction orders, exp/tanh):
 # measured up to 1.9e-5 on matmul outputs of magnitude ~10, i.e. 46% of atol + rtol * |value|
 # (attention 2.9e-6, norms 1e-6, copies 0); a wrong index or a missed write is off by O(1).
 RTOL, ATOL = 1e-5, 1e-5
 
 
-def _cpu_twin(name: str, cpu: dict) -> str:
+def _signature(func) -> list[str]:
+    """Each parameter's shape and dtype (buffers) or type (scalars), as text."""
+    return [f"{p.shape} {p.dtype}" if hasattr(p, "shape") else str(p.ty) for p in func.params]
+
+
+RESHAPE = re.compile(r"(fused_)?(reshape\d*_?)+")
+
+
+def _cpu_twin(name: str, cpu: dict, gpu_func=None) -> str:
     """The CPU build's function for GPU function ``name``: the same name, or the KV-cache kernel
     built for the CPU (``*_gpu`` -> ``*_cpu``, ``X`` -> ``X_cpu``; TVM names its CPU state merge
-    ``merge_state_inplace_cpu``)."""
+    ``merge_state_inplace_cpu``).  TVM numbers its reshapes in the order it meets them, and the CPU
+    library has functions the Android one lacks (MLC's samplers), so a reshape's twin is the CPU
+    reshape with the same parameters (``gpu_func``'s signature)."""
+    if gpu_func is not None and RESHAPE.fullmatch(name):
+        wanted = _signature(gpu_func)
+        for candidate in [name] + sorted(cpu):
+            if RESHAPE.fullmatch(candidate) and _signature(cpu[candidate]) == wanted:
+                return candidate
     for candidate in (name, name.replace("_gpu", "_cpu"), f"{name}_cpu"):
         if candidate in cpu:
             return candidate
@@ -112,7 +132,7 @@ def builds(request):
     android, target = _lowered(request.param, "android")
     cpu, cpu_target = _lowered(request.param, "cpu")
     gpu_funcs, cpu_funcs = _device_funcs(android), _device_funcs(cpu)
-    twins = {name: _cpu_twin(name, cpu_funcs) for name in gpu_funcs}
+    twins = {name: _cpu_twin(name, cpu_funcs, func) for name, func in gpu_funcs.items()}
     build = build_opencl(gpu_funcs, target)
     library = tvm.compile(tvm.IRModule({twin: cpu_funcs[twin] for twin in twins.values()}), target=cpu_target)
     return {"model": request.param, "android": android, "target": target, "gpu": gpu_funcs, "cpu": cpu_funcs,
@@ -225,6 +245,8 @@ def cases(name: str, func, rng) -> list:
         scalars = {"rotary_mode": 0, "rope_scale": 1.0, "rope_theta": 1e4, "sm_scale": 0.3}
         return [("tree", _with_outputs(arrays, rng), scalars)]
     arrays, scalars = generic_inputs(func, rng)
+    if name.startswith(("apply_", "gather_", "scatter_", "softmax_")):
+        return [("mlc", _mlc_function_inputs(name, arrays, rng), scalars)]
     if name == "compact_kv_copy":  # three sequences move 3, 0 and 4 tokens to free slots
         slots = _slots(rng, 14, SIZES["num_pages"])
         arrays.update(copy_length_indptr=np.array([0, 3, 3, 7], np.int32), copy_src_dst_pos=slots.reshape(2, 7))
@@ -235,6 +257,31 @@ def cases(name: str, func, rng) -> list:
     elif "apply_rope" in scalars:  # TVM's split_rotary: the runtime passes 0 (RoPE applied by the model)
         return [("no-rope", arrays, {**scalars, "apply_rope": 0}), ("rope", arrays, scalars)]
     return [("random", arrays, scalars)]
+
+
+def _mlc_function_inputs(name: str, arrays: dict, rng) -> dict:
+    """Inputs of MLC's functions as its engine passes them: (sequence, token) pairs of the logit
+    bias and the penalties distinct (each logit is written by one thread), sequence ids distinct,
+    a random bitmask, distinct rows for a scatter, positive temperatures (and one 0: the greedy
+    row)."""
+    if name in ("apply_logit_bias_inplace", "apply_penalty_inplace"):
+        rows, vocab = (len(arrays["seq_ids"]) if "seq_ids" in arrays else arrays["logits"].shape[0],
+                       arrays["logits"].shape[1])
+        flat = rng.choice(rows * vocab, len(arrays["token_ids"]), replace=False)
+        arrays.update(pos2seq_id=(flat // vocab).astype(np.int32), token_ids=(flat % vocab).astype(np.int32))
+    if "seq_ids" in arrays:
+        arrays["seq_ids"] = rng.permutation(arrays["logits"].shape[0])[:len(arrays["seq_ids"])].astype(np.int32)
+    if name == "apply_penalty_inplace":
+        arrays.update(token_cnt=rng.integers(1, 5, arrays["token_cnt"].shape).astype(np.int32),
+                      penalties=rng.uniform(0.5, 2.0, arrays["penalties"].shape).astype(np.float32))
+    if name == "apply_bitmask_inplace":
+        arrays["bitmask"] = rng.integers(-2**31, 2**31, arrays["bitmask"].shape).astype(np.int32)
+    if name.startswith(("gather_", "scatter_")):
+        rows = len(arrays["src" if name.startswith("gather_") else "dst"])
+        arrays["indices"] = rng.permutation(rows)[:len(arrays["indices"])].astype(np.int32)
+    if name.startswith("softmax_"):
+        arrays["temperature"] = np.append(0.0, rng.uniform(0.5, 1.5, len(arrays["temperature"]) - 1)).astype(np.float32)
+    return arrays
 
 
 def _body_sizes(kernel, launch) -> tuple:
@@ -308,5 +355,7 @@ def test_the_kernels_cover_every_entry_point(builds):
     assert len(reached["decode"]) >= 10 and len(reached["batch_verify"]) >= 10
     assert {"fused_rope", "tir_kv_cache_transpose_append", "windowed_ragged_prefill_gpu", "windowed_paged_prefill_gpu",
             "windowed_paged_decode_gpu", "tir_attention_merge_state_gpu"} <= reached["create_paged_kv_cache"]
-    unused = gpu - set().union(*reached.values())
-    assert unused and all(re.fullmatch(r"(fused_)?(reshape\d*_?)+", name) for name in unused), sorted(unused)
+    # MLC's engine calls these directly (pipeline/compile/mlc_functions.py)
+    called_by_the_runtime = set(logit_processors(builds["target"])) | {"gather_probs", "scatter_probs"}
+    unused = gpu - set().union(*reached.values()) - called_by_the_runtime
+    assert unused and all(RESHAPE.fullmatch(name) for name in unused), sorted(unused)
