@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 
 import pytest
 
@@ -101,6 +102,7 @@ def test_chat_commands_empty_lines_ctrl_c_and_ctrl_d(chat):
     used = int(stats.split("context: ")[1].split(" of ")[0])
     assert used > stopped_after
 
+    time.sleep(0.5)  # the prompt is on screen before input() reads: let the line editor take the key
     chat.send("\x03")  # Ctrl-C at the prompt: a hint, the session goes on
     assert "Ctrl-D or /bye quits" in chat.expect(PROMPT)
 

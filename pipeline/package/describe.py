@@ -112,7 +112,7 @@ def package_report(directory: str | Path, focus: str | Path | None = None) -> st
         size = _size(path.stat().st_size) if path.is_file() else "MISSING"
         kind = entry.get("tvm_target", {}).get("kind", "?")
         extra = (f", system library prefix {entry['system_lib_prefix']}" if entry.get("system_lib_prefix") else "") + (
-            f"; link it with: {' '.join(entry['link_command'])}" if entry.get("link_command") else "")
+            f"; link it with: {_command(entry['link_command'])}" if entry.get("link_command") else "")
         lines.append(f"  {entry['path']}  {entry.get('role', 'model')} for target {entry.get('target')} "
                      f"(TVM {kind}), {entry.get('format')}, {size}{extra}")
     speculative = runtime.get("speculative", {})
@@ -133,3 +133,8 @@ def package_report(directory: str | Path, focus: str | Path | None = None) -> st
     lines.append("generation defaults: " + (", ".join(f"{k} {v!r}" for k, v in generation.items()) or "none")
                  + f"; temperature {chat.get('temperature', '?')}, top_p {chat.get('top_p', '?')}")
     return "\n".join(lines) + "\n"
+
+
+def _command(command: str | list[str]) -> str:
+    """A link command as the package records it (a shell line; older packages: a list of words)."""
+    return command if isinstance(command, str) else " ".join(command)

@@ -56,24 +56,26 @@ def generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sa
     stats.prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
     text_ids: list[int] = []
-    for i in range(max_tokens):
-        token = sampler(logits)
-        if token in engine.stop_token_ids:
-            stats.stopped_by = "stop_token"
-            if engine.length < engine.context_window:
-                engine.decode(token)  # keep the end-of-turn in the cache for the next chat turn
-            break
-        stats.generated_tokens += 1
-        text_ids.append(token)
-        yield token
-        if stop_strings:
-            text = engine.tokenizer.decode(text_ids)
-            if any(s in text for s in stop_strings):
-                stats.stopped_by = "stop_string"
+    try:  # the decode time is kept also when the caller closes the generator (Ctrl-C in chat)
+        for i in range(max_tokens):
+            token = sampler(logits)
+            if token in engine.stop_token_ids:
+                stats.stopped_by = "stop_token"
+                if engine.length < engine.context_window:
+                    engine.decode(token)  # keep the end-of-turn in the cache for the next chat turn
                 break
-        if i + 1 < max_tokens:
-            if engine.length >= engine.context_window:
-                stats.stopped_by = "context_window"
-                break
-            logits = engine.decode(token)
-    stats.decode_seconds = time.perf_counter() - start
+            stats.generated_tokens += 1
+            text_ids.append(token)
+            yield token
+            if stop_strings:
+                text = engine.tokenizer.decode(text_ids)
+                if any(s in text for s in stop_strings):
+                    stats.stopped_by = "stop_string"
+                    break
+            if i + 1 < max_tokens:
+                if engine.length >= engine.context_window:
+                    stats.stopped_by = "context_window"
+                    break
+                logits = engine.decode(token)
+    finally:
+        stats.decode_seconds = time.perf_counter() - start

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pipeline.cli import main
-from pipeline.package.describe import package_of
+from pipeline.package.describe import package_of, package_report
 
 
 def test_inspect_of_a_package_and_of_its_files(capsys, tiny_package):
@@ -26,3 +26,17 @@ def test_inspect_of_a_package_and_of_its_files(capsys, tiny_package):
         out = capsys.readouterr().out
         assert out.splitlines()[0] == f"{inside} is part of the package {package}"
         assert out.splitlines()[1:] == report.splitlines()
+
+
+def test_a_link_command_is_printed_as_recorded(tmp_path, tiny_package):
+    """A library left for the user to link (Metal's .tar without a Mac linker): the command as the
+    package records it, a shell line (it was printed one character per word)."""
+    import shutil
+
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_package[0], package)
+    runtime = json.loads((package / "mlc-mtp-config.json").read_text())
+    command = "mkdir -p lib/x && xcrun metal ... -o lib/tiny-metal.dylib"
+    runtime["libraries"][0]["link_command"] = command
+    (package / "mlc-mtp-config.json").write_text(json.dumps(runtime))
+    assert f"; link it with: {command}" in package_report(package)

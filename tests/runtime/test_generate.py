@@ -85,3 +85,14 @@ def test_sampling_frequencies_follow_the_distribution():
 def test_bad_sampling_parameters(temperature, top_p):
     with pytest.raises(ValueError):
         Sampler(temperature, top_p)
+
+
+def test_a_reply_closed_early_keeps_its_decode_time(engine):
+    """Closing the generator (chat's Ctrl-C) still records the time decoding took, so the stats
+    line gives a real decode rate (it said 0.0 tok/s)."""
+    stats = GenerationStats()
+    tokens = generate(engine, [2, 40, 41], 32, Sampler(), stats=stats)
+    for _ in range(6):
+        next(tokens)
+    tokens.close()
+    assert stats.generated_tokens == 6 and stats.decode_seconds > 0 and stats.decode_rate > 0
