@@ -254,13 +254,14 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="prefill/decode tokens/s and peak memory, beside llama.cpp; "
                                      "with --speculative mtp also acceptance and speed-up")
     p.add_argument("package", type=Path)
-    p.add_argument("--prompt-tokens", type=int, default=128)
-    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--prompt-tokens", type=int, default=128,
+                   help="length of the random-id prompt of the prefill/decode table (default 128)")
+    p.add_argument("--decode-tokens", type=int, default=64, help="greedy tokens decoded per run (default 64)")
     p.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all cores)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="runs per measurement; tables show medians (default 3)")
     p.add_argument("--gguf", type=Path, default=None,
                    help="GGUF for the llama.cpp peer (default: the package's source)")
-    p.add_argument("--model-lib", type=Path, default=None)
+    p.add_argument("--model-lib", type=Path, default=None, help="library to load instead of the package's")
     p.add_argument("--busy-neighbour", type=int, default=0, metavar="N",
                    help="run N busy processes (pure-Python spin loops, pinned to no core) through the "
                         "measurements, to measure the engines under contention")

@@ -442,7 +442,7 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
         row["gbps"] = row["bytes_per_token"] * row["decode"] / 1e9
     neighbours = f", {busy_neighbour} busy neighbour process(es)" if busy_neighbour else ""
     print(f"\n{prompt_tokens}-token prompt, {decode_tokens} greedy decode steps, {threads} threads, "
-          f"median of {repeats}{neighbours}\n")
+          f"median of {repeats}{neighbours}{_load_note()}\n")
     print(f"| {'engine':<44} | prefill tok/s | decode tok/s | peak RSS MiB |")
     print(f"|{'-' * 46}|---------------|--------------|--------------|")
     for row in rows:
@@ -456,6 +456,17 @@ def run_bench(package: Path, prompt_tokens: int = 128, decode_tokens: int = 64, 
               f"from source: `bash scripts/venv.sh bench` builds its wheel once into ~/.cache/mlc-mtp-wheels)",
               file=sys.stderr)
     return {"rows": rows, "speculative": result, "memory_read_gbps": memory["memory_read_gbps"]}
+
+
+def _load_note() -> str:
+    """The machine's 1-minute load average beside its CPU count, and a warning when other work
+    takes more than half of them: speeds under contention are fractions of a quiet machine's
+    (llama.cpp's, whose threads spin, most of all)."""
+    if not hasattr(os, "getloadavg"):
+        return ""
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    warning = "; the machine is busy: speeds are not a quiet machine's" if load > cpus / 2 else ""
+    return f"; load average {load:.1f} on {cpus} CPUs at the end{warning}"
 
 
 def print_kernel_table(kernels: dict[str, float], prompt_tokens: int, calls: int) -> None:
