@@ -35,6 +35,9 @@ from .base import Capture
 # The ``model_type`` a Gemma 3 MTP head library records in ``_metadata``: its family's name
 # (the config's ``model_type``), found in the registry by this class.
 MODEL_TYPE = family_of_runtime_drafter(f"{__name__}:MTPHeadDrafter")
+# One-call chains looked for in a drafter library (``draft_chain_<G>``; the build exports G up to
+# pipeline.models.gemma3_mtp.model.MAX_CHAIN): any G the library has, up to this.
+CHAIN_LENGTHS_PROBED = 64
 
 
 class HiddenStateCapture(Capture):
@@ -161,7 +164,8 @@ class MTPDraftChain:
         # in the library (draft_step / draft_token) with only token ids coming back
         index = next((i for i, p in enumerate(metadata["params"]) if p["name"] == DRAFT_VOCAB), None)
         self.draft_vocab = None if index is None else drafter_params[index].numpy()
-        self.chains = {n: drafter_vm[f"draft_chain_{n}"] for n in range(2, 65) if _has(drafter_vm, f"draft_chain_{n}")}
+        self.chains = {n: drafter_vm[f"draft_chain_{n}"] for n in range(2, CHAIN_LENGTHS_PROBED + 1)
+                       if _has(drafter_vm, f"draft_chain_{n}")}
         self.cache = None
         self.length = 0  # exact entries
         self.speculative = 0  # entries added by the last chain, popped before the next call
