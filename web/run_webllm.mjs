@@ -7,12 +7,11 @@
 // Plan: {"package": DIR, "wasm": FILE, "model_id": ID, "messages": [...], "max_tokens": N,
 //        "temperature": T}; paths relative to the plan's folder. Result: {"content", "usage",
 // "finish_reason", "load_seconds", "reply_seconds", "gpu_adapter"}.
-import { createServer } from "node:http";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { dirname, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import { chromium } from "playwright-core";
+import { answer, runInChromium } from "./browser.mjs";
 
 const [planPath, resultPath] = process.argv.slice(2);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,43 +26,21 @@ const bundle = await build({
 const PAGE = `<!doctype html><meta charset="utf-8"><script src="/webllm.js"></script>
 <script>window.ready = typeof webllm === "object";</script>`;
 
-async function serve(req, res) {
+function serve(req, res) {
   const url = new URL(req.url, "http://127.0.0.1");
   const prefix = "/model/resolve/main/";
-  try {
-    let body;
-    let type = "application/octet-stream";
-    if (url.pathname === "/") [body, type] = [PAGE, "text/html"];
-    else if (url.pathname === "/webllm.js") [body, type] = [bundle.outputFiles[0].contents, "text/javascript"];
-    else if (url.pathname === "/lib.wasm") [body, type] = [await readFile(resolve(base, plan.wasm)), "application/wasm"];
-    else if (url.pathname.startsWith(prefix)) {
-      const file = resolve(packageDir, decodeURIComponent(url.pathname.slice(prefix.length)));
-      if (!file.startsWith(packageDir + sep)) throw new Error("outside the package");
-      body = await readFile(file);
-      if (file.endsWith(".json")) type = "application/json";
-    } else throw new Error("not found");
-    res.writeHead(200, { "content-type": type });
-    res.end(body);
-  } catch (err) {
-    res.writeHead(404);
-    res.end(String(err));
-  }
+  return answer(res, async () => {
+    if (url.pathname === "/") return [PAGE, "text/html"];
+    if (url.pathname === "/webllm.js") return [bundle.outputFiles[0].contents, "text/javascript"];
+    if (url.pathname === "/lib.wasm") return [await readFile(resolve(base, plan.wasm)), "application/wasm"];
+    if (!url.pathname.startsWith(prefix)) throw new Error("not found");
+    const file = resolve(packageDir, decodeURIComponent(url.pathname.slice(prefix.length)));
+    if (!file.startsWith(packageDir + sep)) throw new Error("outside the package");
+    return [await readFile(file), file.endsWith(".json") ? "application/json" : "application/octet-stream"];
+  });
 }
 
-const server = createServer(serve).listen(0, "127.0.0.1");
-await new Promise((ok) => server.once("listening", ok));
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--no-sandbox", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
-});
-let status = 0;
-try {
-  const page = await browser.newPage();
-  page.on("console", (msg) => console.error(`[page] ${msg.text()}`));
-  await page.goto(`http://127.0.0.1:${server.address().port}/`);
-  await page.waitForFunction(() => window.ready === true);
-  const result = await page.evaluate(async (p) => {
+await runInChromium(serve, (page) => page.evaluate(async (p) => {
     const origin = window.location.origin;
     const appConfig = { model_list: [{ model: `${origin}/model`, model_id: p.model_id, model_lib: `${origin}/lib.wasm` }] };
     const adapter = await navigator.gpu.requestAdapter();
@@ -78,13 +55,5 @@ try {
     return { content: reply.choices[0].message.content, finish_reason: reply.choices[0].finish_reason,
              usage: reply.usage, load_seconds: loadSeconds, reply_seconds: replySeconds,
              gpu_adapter: adapter && adapter.info ? adapter.info.description || adapter.info.vendor : "" };
-  }, plan);
-  await writeFile(resultPath, JSON.stringify(result));
-} catch (err) {
-  console.error(`error: ${err && err.stack ? err.stack : err}`);
-  status = 1;
-} finally {
-  await browser.close();
-  server.close();
-}
-process.exit(status);
+}, plan), resultPath);
+
