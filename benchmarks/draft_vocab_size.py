@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.models.draft_vocab import read_token_counts  # noqa: E402
-from pipeline.runtime.bench import TEXT_PROMPTS  # noqa: E402
+from pipeline.runtime.bench import speculative_prompts  # noqa: E402
 from pipeline.runtime.drafters import load_drafter, package_speculative  # noqa: E402
 from pipeline.runtime.engine import Engine  # noqa: E402
 from pipeline.runtime.generate import generate  # noqa: E402
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     with safe_open(str(args.counts), framework="numpy") as handle:
         listed = handle.get_slice("ids").get_shape()[0]
     sizes = [int(s) for s in args.sizes.split(",") if int(s) <= listed]  # the file ranks `listed` tokens
-    prompts = [[engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(t, add_special_tokens=False).ids
-               for t in args.prompt or TEXT_PROMPTS]
+    _, prompts = speculative_prompts(args.package, engine.chat_config, args.prompt, 0)
     plain = [list(generate(engine, p, args.decode_tokens, Sampler())) for p in prompts]
     generated = np.concatenate([np.asarray(p) for p in plain])
     print(f"{len(prompts)} prompts, {args.decode_tokens} greedy tokens each, draft length {args.draft_length} "

@@ -506,7 +506,7 @@ TEXT_PROMPTS = ("A good friend is someone who", "The planet Mars has two small m
 SYNTHETIC = "random token ids (synthetic)"
 
 
-def _speculative_prompts(package: Path, chat: dict, prompts: list[str] | None,
+def speculative_prompts(package: Path, chat: dict, prompts: list[str] | None,
                          prompt_tokens: int) -> tuple[list[str], list[list[int]]]:
     """``(labels, token ids)`` of the speculative measurement's prompts: ``prompts`` (text; default
     :data:`TEXT_PROMPTS`) tokenized by the package's tokenizer after its BOS token, or, for
@@ -524,11 +524,11 @@ def measure_speculative(package: Path, common: list[str], threads: int, speculat
                         prompts: list[str] | None, prompt_tokens: int, gguf: Path | None,
                         runner: Callable[[list[str], int], dict] = run_in_child) -> dict:
     """Run the speculative worker (speculation off and on) and, with ``gguf``, llama.cpp's decode
-    after the same prompts (:func:`_speculative_prompts`); ``common``: the workers' shared
+    after the same prompts (:func:`speculative_prompts`); ``common``: the workers' shared
     arguments (package, decode tokens, threads, repeats).  Returns :func:`summarize_speculative`'s
     dict with the speculative run's ``peak_rss_mib``."""
     chat = json.loads((package / "mlc-chat-config.json").read_text())
-    labels, ids = _speculative_prompts(package, chat, prompts, prompt_tokens)
+    labels, ids = speculative_prompts(package, chat, prompts, prompt_tokens)
     ids_arg = ["--prompts-ids", json.dumps(ids)]
     per_prompt = runner(["--worker", "speculative", *common, "--speculative", json.dumps(speculative or {}), *ids_arg],
                         threads)
