@@ -167,10 +167,7 @@ def _model_stages(role: str, family: Family, source_format: str, source_path: Pa
             extra, extra_types, extra_groups = from_base[1]()
             weights.update(extra)
             source_info.setdefault("types", {}).update(extra_types)
-            for name, array in extra_groups.items():  # "<weight>.scale" / "<weight>.min"
-                weight, part = name.rsplit(".", 1)
-                pair = source_info.setdefault("groups", {}).get(weight, (None, None))
-                source_info["groups"][weight] = (array, pair[1]) if part == "scale" else (pair[0], array)
+            source_info.setdefault("groups", {}).update(extra_groups)
         if progress:  # the bar counted the tensors read; saving them and the tokenizer take a while yet
             say(f"{role}import: tensors read; writing them{'' if role else ' and the tokenizer'} ...")
         (tmp / "model-config.json").write_text(json.dumps(model_config.to_dict(), indent=2))

@@ -62,8 +62,8 @@ def read_token_counts(path: Path, size: int, vocab_size: int, where: str) -> np.
     return np.sort(top).astype(np.int32)
 
 
-def base_rows(ids: np.ndarray, weights: Path, groups: Path, embedding: str,
-              source_types: dict[str, str]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, np.ndarray]]:
+def base_rows(ids: np.ndarray, weights: Path, groups: Path, embedding: str, source_types: dict[str, str]
+              ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, tuple[np.ndarray | None, np.ndarray | None]]]:
     """The drafter tensors made from the base's import stage for drafting vocabulary ``ids``.
 
     Args:
@@ -74,21 +74,20 @@ def base_rows(ids: np.ndarray, weights: Path, groups: Path, embedding: str,
         source_types: the base's source types (weight name -> GGML type or dtype name).
 
     Returns:
-        ``(weights, source types, group scales)`` to add to the drafter's import: float32
-        ``draft_embed.weight`` ``(N, hidden)``, int32 ``draft_vocab`` ``(N,)``, the embedding's
-        source type, and its groups' rows.
+        ``(weights, source types, group scales)`` to add to the drafter's import, in the import's
+        own forms: float32 ``draft_embed.weight`` ``(N, hidden)`` and int32 ``draft_vocab``
+        ``(N,)``; the embedding's source type; ``{draft_embed.weight: (scale rows, minimum rows)}``
+        (None where the base has none; empty without source groups).
     """
     with safe_open(str(weights), framework="numpy") as handle:
         rows = np.ascontiguousarray(handle.get_tensor(embedding)[ids])
     tensors = {DRAFT_EMBED: rows.astype(np.float32), DRAFT_VOCAB: ids.astype(np.int32)}
     types = {DRAFT_EMBED: source_types[embedding]} if embedding in source_types else {}
-    row_groups: dict[str, np.ndarray] = {}
     with safe_open(str(groups), framework="numpy") as handle:
-        for part in ("scale", "min"):
-            name = f"{embedding}.{part}"
-            if name in handle.keys():
-                row_groups[f"{DRAFT_EMBED}.{part}"] = np.ascontiguousarray(handle.get_tensor(name)[ids])
-    return tensors, types, row_groups
+        names = set(handle.keys())
+        scale, minimum = (np.ascontiguousarray(handle.get_tensor(f"{embedding}.{part}")[ids])
+                          if f"{embedding}.{part}" in names else None for part in ("scale", "min"))
+    return tensors, types, ({DRAFT_EMBED: (scale, minimum)} if scale is not None else {})
 
 
 def tied_embedding_name(model: Any) -> str:
