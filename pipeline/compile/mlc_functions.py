@@ -12,6 +12,8 @@ through unchanged):
   (:mod:`pipeline.kernels.logit_processor`);
 - ``softmax_with_temperature`` and the samplers of the target kind
   (:mod:`pipeline.kernels.sampling`);
+- ``argmax_logits(logits (b, V) float32) -> (b,) int32``, the greedy choice on the device
+  (:mod:`pipeline.kernels.argmax`; ours, not MLC's: our runtime's greedy decoding calls it);
 - ``alloc_embedding_tensor``: an empty ``(prefill_chunk_size, W)`` tensor of ``embed``'s dtype
   and width;
 - ``batch_select_last_hidden_states(hidden_states (s, hidden), logit_positions (b,) int32) ->
@@ -35,6 +37,7 @@ from tvm.ir import Op
 from tvm.relax.expr_functor import PyExprVisitor, visitor
 from tvm.target import Target
 
+from ..kernels.argmax import attach_argmax
 from ..kernels.gather_scatter import attach_hidden_state_moves, row_copy
 from ..kernels.logit_processor import logit_processors
 from ..kernels.sampling import attach_sampling_functions
@@ -136,6 +139,7 @@ def attach_mlc_functions(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     for name, func in logit_processors(target).items():
         bb.add_func(func, name)
     attach_sampling_functions(bb, target, *_vocab_size(mod))
+    attach_argmax(bb, target)
     if "embed" in names:
         _alloc_embedding_tensor(bb, mod["embed"], int(metadata["prefill_chunk_size"]))
     if "get_logits" in names and "batch_select_last_hidden_states" not in names:

@@ -138,6 +138,15 @@ def _load_device_runtime(kind: str) -> None:
             pass
 
 
+def _exports(vm: VirtualMachine, name: str) -> bool:
+    """Whether the library in ``vm`` exports ``name`` (an older library may lack one)."""
+    try:
+        vm[name]
+    except Exception:  # the VM raises for a missing function
+        return False
+    return True
+
+
 def _builtin(name: str):
     return tvm.get_global_func(name)
 
@@ -192,6 +201,7 @@ class Engine:
         self.kv_cache = None
         self.tokens: list[int] = []  # the sequence in the KV cache, in order
         self.capture: Capture | None = None  # a drafter's hook: what forward passes keep for it
+        self._argmax = self.vm["argmax_logits"] if _exports(self.vm, "argmax_logits") else None
 
     def attach(self, capture: Capture) -> Capture:
         """From the next sequence on (the current one is reset), run ``capture.functions`` instead
@@ -202,12 +212,9 @@ class Engine:
             PipelineError: the library lacks one of the functions (its model family has no such drafter).
         """
         for function in sorted(set(capture.functions.values())):
-            try:
-                self.vm[function]
-            except Exception:  # the VM raises for a missing function
+            if not _exports(self.vm, function):
                 raise PipelineError(f"{self.package}: its library has no {function} "
-                                    f"(model {self.chat_config['model_type']} has no such MTP drafter support)"
-                                    ) from None
+                                    f"(model {self.chat_config['model_type']} has no such MTP drafter support)")
         self.capture = capture
         self.reset()
         return capture
@@ -281,18 +288,23 @@ class Engine:
             return np.from_dlpack(tensor)
         return tensor.numpy()
 
-    def _forward(self, token_ids: list[int], function: str) -> np.ndarray:
+    def _device_logits(self, token_ids: list[int], function: str):
+        """Run ``function`` on ``token_ids``; the float32 ``(1, m, vocab)`` logits, on the device."""
         out = self.run_forward(token_ids, function)
-        logits = self.host(out) if self.capture is None else self.capture.read(self, out, function == "prefill")
-        return logits[0]
+        return out if self.capture is None else self.capture.read(self, out, function == "prefill")
 
-    def prefill(self, token_ids: list[int]) -> np.ndarray:
-        """Append ``token_ids`` (in chunks of ``prefill_chunk_size``); float32 ``(vocab,)`` logits of the last.
+    def argmax(self, logits) -> list[int]:
+        """Greedy token ids of device logits ``(1, m, vocab)`` (or ``(m, vocab)``), one per row, the
+        lowest id among equal maxima: computed on the device by the library's ``argmax_logits``
+        (:mod:`pipeline.kernels.argmax`) so that only the ``m`` ids are copied to the host; in
+        numpy from the host copy for a library built without it or for logits that are not float32."""
+        m, vocab = int(logits.shape[-2]), int(logits.shape[-1])
+        if self._argmax is None or str(logits.dtype) != "float32":
+            return [int(t) for t in np.argmax(self.host(logits).reshape(m, vocab), axis=-1)]
+        return [int(t) for t in self.host(self._argmax(logits._create_view((m, vocab))))]
 
-        Raises:
-            PipelineError: an empty prompt, or one that does not fit the context window (checked
-                before the first chunk runs).
-        """
+    def _prefill(self, token_ids: list[int]):
+        """Append ``token_ids`` in chunks; the device logits of the last chunk (:meth:`prefill`)."""
         if not token_ids:
             raise PipelineError("cannot prefill an empty prompt")
         if self.length + len(token_ids) > self.context_window:
@@ -303,13 +315,39 @@ class Engine:
             self.reset()
         starts = range(0, len(token_ids), self.prefill_chunk)
         for start in starts[:-1]:
-            self._forward(token_ids[start:start + self.prefill_chunk], "prefill")
-        return self._forward(token_ids[starts[-1]:], "prefill")[-1]
+            self._device_logits(token_ids[start:start + self.prefill_chunk], "prefill")
+        return self._device_logits(token_ids[starts[-1]:], "prefill")
+
+    def prefill(self, token_ids: list[int]) -> np.ndarray:
+        """Append ``token_ids`` (in chunks of ``prefill_chunk_size``); float32 ``(vocab,)`` logits of the last.
+
+        Raises:
+            PipelineError: an empty prompt, or one that does not fit the context window (checked
+                before the first chunk runs).
+        """
+        return self.host(self._prefill(token_ids))[0][-1]
 
     def decode(self, token_id: int) -> np.ndarray:
         """Append one token; float32 ``(vocab,)`` logits for the next."""
-        return self._forward([token_id], "decode")[-1]
+        return self.host(self._device_logits([token_id], "decode"))[0][-1]
 
     def verify(self, token_ids: list[int]) -> np.ndarray:
         """Append ``token_ids`` in one pass; float32 ``(len, vocab)`` logits at every position."""
-        return self._forward(token_ids, "batch_verify")
+        return self.host(self._device_logits(token_ids, "batch_verify"))[0]
+
+    # --- greedy: only token ids leave the device (:meth:`argmax`) ----------------------------
+    def prefill_argmax(self, token_ids: list[int]) -> int:
+        """:meth:`prefill`, returning the greedy next token instead of the logits.
+
+        Raises:
+            PipelineError: as :meth:`prefill`.
+        """
+        return self.argmax(self._prefill(token_ids))[-1]
+
+    def decode_argmax(self, token_id: int) -> int:
+        """:meth:`decode`, returning the greedy next token instead of the logits."""
+        return self.argmax(self._device_logits([token_id], "decode"))[-1]
+
+    def verify_argmax(self, token_ids: list[int]) -> list[int]:
+        """:meth:`verify`, returning the greedy token at every position (``len(token_ids)`` ids)."""
+        return self.argmax(self._device_logits(token_ids, "batch_verify"))

@@ -50,15 +50,16 @@ def generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sa
     stats = stats if stats is not None else GenerationStats()
     if not continue_sequence:
         engine.reset()
+    # greedy: the library takes the argmax on the device and only the token id is copied back
+    greedy = sampler.temperature == 0
     start = time.perf_counter()
-    logits = engine.prefill(prompt_ids)
+    token = engine.prefill_argmax(prompt_ids) if greedy else sampler(engine.prefill(prompt_ids))
     stats.prompt_tokens = len(prompt_ids)
     stats.prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
     text_ids: list[int] = []
     try:  # the decode time is kept also when the caller closes the generator (Ctrl-C in chat)
         for i in range(max_tokens):
-            token = sampler(logits)
             if token in engine.stop_token_ids:
                 stats.stopped_by = "stop_token"
                 if engine.length < engine.context_window:
@@ -76,6 +77,6 @@ def generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sa
                 if engine.length >= engine.context_window:
                     stats.stopped_by = "context_window"
                     break
-                logits = engine.decode(token)
+                token = engine.decode_argmax(token) if greedy else sampler(engine.decode(token))
     finally:
         stats.decode_seconds = time.perf_counter() - start

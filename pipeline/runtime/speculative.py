@@ -86,6 +86,13 @@ class SpeculativeStats(GenerationStats):
         self.draft_lengths.append(draft_length)
 
 
+def _accept_greedy(best: list[int], draft: list[int]) -> tuple[int, int]:
+    """Greedy acceptance from the base model's argmax ``best`` at each of the ``len(draft) + 1``
+    positions: the number of leading draft tokens equal to it, and the base's token after them."""
+    accepted = next((i for i, token in enumerate(draft) if token != best[i]), len(draft))
+    return accepted, best[accepted]
+
+
 def _accept(logits: np.ndarray, draft: list[int], q: np.ndarray | None, sampler: Sampler) -> tuple[int, int]:
     """Number of accepted draft tokens and the token the base model adds after them.
 
@@ -135,7 +142,8 @@ def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int,
     if not continue_sequence:
         engine.reset()
     start = time.perf_counter()
-    step_tokens = [sampler(engine.prefill(prompt_ids))]
+    greedy = sampler.temperature == 0  # then only token ids leave the device (Engine.verify_argmax)
+    step_tokens = [engine.prefill_argmax(prompt_ids) if greedy else sampler(engine.prefill(prompt_ids))]
     stats.prompt_tokens = len(prompt_ids)
     stats.prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -158,8 +166,10 @@ def speculative_generate(engine: Engine, prompt_ids: list[int], max_tokens: int,
             clock = time.perf_counter()
             draft, q = drafter.propose(engine.tokens + [pending], n) if n > 0 else ([], None)
             verify_start = time.perf_counter()
-            logits = engine.verify([pending] + draft)
-            accepted, extra = _accept(logits, draft, q, sampler)
+            if greedy:
+                accepted, extra = _accept_greedy(engine.verify_argmax([pending] + draft), draft)
+            else:
+                accepted, extra = _accept(engine.verify([pending] + draft), draft, q, sampler)
             engine.rollback(len(draft) - accepted)
             stats.draft_seconds += verify_start - clock
             stats.verify_seconds += time.perf_counter() - verify_start

@@ -71,7 +71,7 @@ def arr(x, dtype):
 
 def test_every_function_is_exported(lib):
     for name in ("create_tir_paged_kv_cache", *LOGIT_PROCESSORS, "softmax_with_temperature", *ALL_SAMPLERS,
-                 "alloc_embedding_tensor", "batch_select_last_hidden_states", "gather_probs", "scatter_probs",
+                 "alloc_embedding_tensor", "batch_select_last_hidden_states", "gather_probs", "scatter_probs", "argmax_logits",
                  "gather_hidden_states", "scatter_hidden_states"):
         if name != "create_tir_paged_kv_cache":  # the stand-in has no cache (the model tests check it)
             assert lib(name) is not None, name
@@ -142,6 +142,19 @@ def test_softmax_with_temperature(lib, vocab):
     greedy[[1, vocab - 1]] = 0.5  # temperature <= 1e-5: 1 / (count of maxima) at the maxima
     assert temperature[2] <= GREEDY_TEMPERATURE
     np.testing.assert_array_equal(got[2, 0], greedy)
+
+
+@pytest.mark.parametrize("vocab", [1, 37, 4096 + 1, 262144])
+def test_argmax_logits_is_numpys_argmax(lib, vocab):
+    """Ties go to the lowest id (numpy's rule): a tie across rows' ends, a row of -inf, a row of
+    equal values."""
+    logits = (np.random.default_rng(9).normal(size=(4, vocab)) * 4).astype(np.float32)
+    logits[0, [vocab - 1, vocab // 2]] = logits[0].max() + 1
+    logits[1] = -np.inf
+    logits[2] = 0.5
+    got = lib("argmax_logits")(arr(logits, "float32")).numpy()
+    assert got.dtype == np.int32 and got.shape == (4,)
+    np.testing.assert_array_equal(got, np.argmax(logits, axis=1))
 
 
 def test_argsort_probs(lib):
@@ -258,7 +271,7 @@ def test_gpu_builds(preset, tmp_path):
     with target:
         lowered = relax_pipeline(target, target_preset.schedule)(stand_in_module())
     names = {gv.name_hint for gv in lowered.get_global_vars()}
-    assert {*LOGIT_PROCESSORS, "softmax_with_temperature", *sampler_names(target.kind.name)} <= names
+    assert {*LOGIT_PROCESSORS, "softmax_with_temperature", "argmax_logits", *sampler_names(target.kind.name)} <= names
     if preset == "vulkan" and not vulkan.can_build():
         pytest.skip(f"needs a Vulkan code generator: {vulkan.missing()}")
     executable = relax.build(lowered, target=target, relax_pipeline=None)

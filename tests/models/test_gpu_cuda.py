@@ -96,6 +96,16 @@ def test_tiny_verify_then_rollback(tiny):
     assert gap < ATOL
 
 
+def test_tiny_greedy_ids_on_the_device_equal_the_host_argmax(tiny):
+    """``argmax_logits`` on CUDA (only ids copied back) against numpy's argmax of the same logits."""
+    gpu = tiny[1]
+    ids, draft = np.random.default_rng(4).integers(4, 96, size=30).tolist(), [7, 8, 9, 10, 11]
+    gpu.reset()
+    want = [int(np.argmax(gpu.prefill(ids))), np.argmax(gpu.verify(draft), axis=-1).tolist()]
+    gpu.reset()
+    assert [gpu.prefill_argmax(ids), gpu.verify_argmax(draft)] == want
+
+
 @pytest.mark.slow
 def test_gemma3_270m_q4f16_1_matches_cpu_build(tmp_path_factory):
     """Greedy continuations of a short and a 600+ token prompt (past the 512-token window), first

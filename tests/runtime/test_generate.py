@@ -39,6 +39,23 @@ def test_greedy_output_is_the_argmax_chain(engine):
     assert out == expected
 
 
+def test_greedy_ids_from_the_device_equal_numpys_argmax_of_the_logits(engine):
+    """prefill_argmax / decode_argmax / verify_argmax (the library's argmax_logits, only ids copied
+    back) against numpy's argmax of prefill / decode / verify's logits; the same without the
+    library function (an older library: numpy on the host)."""
+    assert engine._argmax is not None  # the tiny package's library has argmax_logits
+    draft = [20, 21, 22, 23]
+    engine.reset()
+    want = [int(np.argmax(engine.prefill(PROMPT))), int(np.argmax(engine.decode(30)))]
+    want.append(np.argmax(engine.verify(draft), axis=-1).tolist())
+    for function in (engine._argmax, None):
+        engine._argmax = function
+        engine.reset()
+        got = [engine.prefill_argmax(PROMPT), engine.decode_argmax(30), engine.verify_argmax(draft)]
+        assert got == want
+    engine._argmax = engine.vm["argmax_logits"]
+
+
 def test_stop_token_ends_generation_before_it(engine):
     engine.stop_token_ids = set()
     free = list(generate(engine, PROMPT, 8, Sampler()))

@@ -38,9 +38,9 @@ class MTPContextCapture(Capture):
         "prefill": "prefill_to_mtp_context", "decode": "batch_verify_to_mtp_context",
         "batch_verify": "batch_verify_to_mtp_context"}
 
-    def read(self, engine, out, last_only: bool) -> np.ndarray:
-        logits, hidden, *kv = (a.numpy() for a in out)
-        self.context.append(hidden[0], kv)
+    def read(self, engine, out, last_only: bool):
+        logits, hidden, *kv = out
+        self.context.append(hidden.numpy()[0], [a.numpy() for a in kv])
         return logits
 
 

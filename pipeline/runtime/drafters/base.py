@@ -5,7 +5,7 @@ engine keep, per forward pass, what it reads of the base model
 
 A capture names the base library's functions to run instead of the plain ``prefill`` / ``decode``
 / ``batch_verify`` (:attr:`Capture.functions`), turns their outputs into logits
-(:meth:`Capture.read`), and stores the rest in an :class:`~pipeline.runtime.drafters.context.MTPContext`
+on the device (:meth:`Capture.read`), and stores the rest in an :class:`~pipeline.runtime.drafters.context.MTPContext`
 that follows the KV cache (reset with a new sequence, truncated on roll-back).
 """
 
@@ -46,10 +46,11 @@ class Capture:
     def __init__(self):
         self.context = MTPContext()
 
-    def read(self, engine, out, last_only: bool) -> np.ndarray:
+    def read(self, engine, out, last_only: bool):
         """Keep what the drafter needs of ``out`` (what ``functions[kind]`` returned for ``n`` new
         tokens) and return the float32 ``(1, m, vocab)`` logits the plain function would have
-        returned (``m = 1`` when ``last_only``, a prefill; else ``n``)."""
+        returned (``m = 1`` when ``last_only``, a prefill; else ``n``), on the device (a
+        ``tvm.runtime.Tensor``: the engine copies them to the host or takes their argmax there)."""
         raise NotImplementedError
 
     def reset(self) -> None:

@@ -49,11 +49,12 @@ class HiddenStateCapture(Capture):
         "prefill": "prefill_to_last_hidden_states", "decode": "batch_verify_to_last_hidden_states",
         "batch_verify": "batch_verify_to_last_hidden_states"}
 
-    def read(self, engine, out, last_only: bool) -> np.ndarray:
+    def read(self, engine, out, last_only: bool):
         hidden = engine.host(out)[0]
         self.context.append(hidden, [])
         rows = tvm.runtime.tensor(np.ascontiguousarray(hidden[-1:] if last_only else hidden), engine.device)
-        return engine.host(engine.vm["get_logits"](rows, engine.params))[None]
+        logits = engine.vm["get_logits"](rows, engine.params)
+        return logits._create_view((1, *logits.shape))
 
 
 def _has(vm, name: str) -> bool:
