@@ -1,9 +1,12 @@
 """Build the two packages that ``tests/models/test_gpu_cuda.py`` reads from ``$MLC_MTP_GPU_PACKAGES``.
 
-Usage: ``python scripts/cuda_check_packages.py DIR [--skip-270m]``.  Writes ``DIR/tiny`` (the tiny
-Gemma 3 of ``tests/helpers/gemma3.py``, q0f32, as the test's own fixture builds it) and
-``DIR/gemma3-270m-q4f16_1`` (``configs/gemma3-270m.yaml``, q4f16_1), each with a ``cpu`` and a
-``cuda`` library.  Runs on a machine without a GPU: TVM keeps the CUDA kernels as CUDA C, compiled
+Usage: ``python scripts/cuda_check_packages.py DIR [--skip-270m] [--speculative]``.  Writes
+``DIR/tiny`` (the tiny Gemma 3 of ``tests/helpers/gemma3.py``, q0f32, as the test's own fixture
+builds it) and ``DIR/gemma3-270m-q4f16_1`` (``configs/gemma3-270m.yaml``, q4f16_1), each with a
+``cpu`` and a ``cuda`` library; with ``--speculative`` also the two drafter families' packages that
+``scripts/gpu_speed.py`` runs: ``DIR/gemma3-270m-mtp-q4f16_1`` (``configs/gemma3-270m-mtp.yaml``
+in q4f16_1, its trained head with it; ``cuda`` only) and ``DIR/tiny-e2b`` (a tiny random Gemma 4
+of E2B's layout with a tiny random assistant, q0f32, ``cpu`` and ``cuda``).  Runs on a machine without a GPU: TVM keeps the CUDA kernels as CUDA C, compiled
 by NVRTC when the GPU machine loads the library (``scripts/run_cuda_check.sh`` drives the rest).
 
 Raises:
@@ -13,6 +16,7 @@ Raises:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -43,14 +47,65 @@ def build_270m(output: Path) -> Path:
     return build(config, targets=TARGETS, quantization="q4f16_1", output=output, progress=False, say=print).output
 
 
+CUDA_GRAPH_SUFFIX = "-cudagraph"
+
+
+def build_270m_mtp(output: Path) -> Path:
+    """Gemma 3 270M with its trained MTP head (``configs/gemma3-270m-mtp.yaml``) in q4f16_1, ``cuda``
+    only; beside the package's libraries, the same built with CUDA graphs (TVM's
+    ``RewriteCUDAGraph``, :data:`pipeline.compile.compiler.CUDA_GRAPH_CONFIG`), named
+    ``<library stem>-cudagraph.so`` and loaded by ``scripts/gpu_speed.py`` as a second variant."""
+    import shutil
+
+    import tvm
+
+    from pipeline.compile.compiler import CUDA_GRAPH_CONFIG
+
+    config = load_config(ROOT / "configs" / "gemma3-270m-mtp.yaml")
+    package = build(config, targets=["cuda"], quantization="q4f16_1", output=output, progress=False, say=print).output
+    # a stage cache of its own: the cache's keys do not include the pass context
+    with tempfile.TemporaryDirectory() as scratch, tvm.transform.PassContext(config={CUDA_GRAPH_CONFIG: True}):
+        cache, os.environ["MLC_MTP_CACHE"] = os.environ.get("MLC_MTP_CACHE"), str(Path(scratch) / "cache")
+        try:
+            graphs = build(config, targets=["cuda"], quantization="q4f16_1", output=Path(scratch) / "pkg",
+                           progress=False, say=print).output
+        finally:
+            if cache is None:
+                del os.environ["MLC_MTP_CACHE"]
+            else:
+                os.environ["MLC_MTP_CACHE"] = cache
+        for library in (graphs / "lib").glob("*.so"):
+            shutil.copy(library, package / "lib" / f"{library.stem}{CUDA_GRAPH_SUFFIX}.so")
+    return package
+
+
+def build_tiny_assistant(output: Path) -> Path:
+    """A tiny random Gemma 4 (E2B's layout) with a tiny random assistant (cpu + cuda libraries)."""
+    from tests.helpers.gemma4 import make_tiny_assistant, make_tiny_gemma4
+    from tests.helpers.packages import GEMMA4_MODEL
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        base = make_tiny_gemma4(root / "hf", "e2b")
+        make_tiny_assistant(root / "assistant", base.config)
+        config = load_config(write_config(
+            root / "tiny-e2b.yaml", root / "hf", targets=TARGETS, name="tiny-e2b", model=GEMMA4_MODEL,
+            mtp={"family": "gemma4_assistant", "format": "hf-safetensors", "path": str(root / "assistant")}))
+        return build(config, output=output, progress=False, say=print).output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--skip-270m", action="store_true", help="build the tiny package only")
+    parser.add_argument("--speculative", action="store_true", help="also the drafter packages of scripts/gpu_speed.py")
     args = parser.parse_args()
     print("built", build_tiny(args.directory / "tiny"))
     if not args.skip_270m:
         print("built", build_270m(args.directory / "gemma3-270m-q4f16_1"))
+    if args.speculative:
+        print("built", build_270m_mtp(args.directory / "gemma3-270m-mtp-q4f16_1"))
+        print("built", build_tiny_assistant(args.directory / "tiny-e2b"))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 # The packages are built where TVM's compiler is (no GPU needed) and travel to the GPU
 # machine in chunks small enough for one device call each (64 MiB a call, working tree included).
 #
-#   Here:            scripts/run_cuda_check.sh stage DIR     (DIR in the repo, git-ignored)
+#   Here:            scripts/run_cuda_check.sh stage DIR [--skip-270m] [--speculative]
+#                    (DIR in the repo, git-ignored; the options go to scripts/cuda_check_packages.py)
 #                    -> DIR/pkgs (built), DIR/pN/ (one chunk each; carry one per call)
 #   GPU, each call:  scripts/run_cuda_check.sh receive DIR/pN
 #   GPU, last call:  scripts/run_cuda_check.sh check [pytest args]   (after receiving every chunk)
+#                    scripts/run_cuda_check.sh speed OUTDIR   (after a stage with --speculative:
+#                    scripts/gpu_speed.py, then scripts/gpu_torch_peer.py; JSON results in OUTDIR)
 #
 # On the GPU machine: python3 is 3.12 with numpy, tokenizers, pyyaml, safetensors, ml_dtypes,
 # cuda-bindings and the CUDA toolkit (NVRTC's headers); carried: TVM's Python package and its
@@ -18,21 +21,23 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${CUDA_CHECK_WORK:-/tmp/cuda-check}   # where chunks gather on the GPU machine
 CHUNK=${CUDA_CHECK_CHUNK:-47M}             # leaves room for the working tree (~14 MB) in a 64 MiB call
 PY=${PYTHON:-python3}
+HERE_PY=${HERE_PYTHON:-$ROOT/.venv/bin/python}   # where the packages are built (TVM with its compiler)
 WHEELS=(apache-tvm-ffi==0.1.13.post2 jsonschema==4.26.0 jsonschema-specifications==2025.9.1
         referencing==0.37.0 rpds-py==2026.9.1)
 
 stage() {
     local dir=$1 site
-    [[ -n $dir ]] || { echo "usage: $0 stage DIR" >&2; exit 2; }
+    [[ -n $dir ]] || { echo "usage: $0 stage DIR [--skip-270m] [--speculative]" >&2; exit 2; }
+    shift
     rm -rf "$dir/pkgs" "$dir/bundle" "$dir"/p[0-9]*
     mkdir -p "$dir/bundle/whl"
-    nice "$ROOT/.venv/bin/python" "$ROOT/scripts/cuda_check_packages.py" "$dir/pkgs"
+    nice "$HERE_PY" "$ROOT/scripts/cuda_check_packages.py" "$dir/pkgs" "$@"
     for spec in "${WHEELS[@]}"; do
-        "$ROOT/.venv/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        "$HERE_PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
             --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
             --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$dir/bundle/whl" "$spec"
     done
-    site=$("$ROOT/.venv/bin/python" -c "import tvm, pathlib; print(pathlib.Path(tvm.__file__).parents[1])")
+    site=$("$HERE_PY" -c "import tvm, pathlib; print(pathlib.Path(tvm.__file__).parents[1])")
     tar -C "$site" --exclude=__pycache__ --exclude=tvm/3rdparty --exclude=tvm/src --exclude=tvm/include \
         --exclude=tvm/lib/libtvm_compiler.so -czf "$dir/bundle/tvm-runtime.tgz" tvm
     (cd "$ROOT" && git log -1 --format='%H %s' && git status --short) > "$dir/bundle/built-at.txt"
@@ -52,12 +57,16 @@ receive() {
     (cd "$WORK" && ls chunk.* && df -h . | tail -1)
 }
 
-check() {
-    (cd "$WORK" && sha256sum -c --quiet SHA256SUMS) || { echo "chunks missing or damaged in $WORK" >&2; exit 1; }
-    rm -rf "$WORK/x" && mkdir -p "$WORK/x/site"
-    cat "$WORK"/chunk.* | tar -C "$WORK/x" -xzf -
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/x/site" "$WORK"/x/bundle/whl/*.whl
-    tar -C "$WORK/x/site" -xzf "$WORK/x/bundle/tvm-runtime.tgz"
+unpack() {  # the received chunks -> $WORK/x (once); TVM's runtime on PYTHONPATH (exported)
+    if [[ ! -f $WORK/x/.unpacked ]]; then
+        (cd "$WORK" && sha256sum -c --quiet SHA256SUMS) || { echo "chunks missing or damaged in $WORK" >&2; exit 1; }
+        rm -rf "$WORK/x" && mkdir -p "$WORK/x/site"
+        cat "$WORK"/chunk.* | tar -C "$WORK/x" -xzf -
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/x/site" \
+            "$WORK"/x/bundle/whl/*.whl
+        tar -C "$WORK/x/site" -xzf "$WORK/x/bundle/tvm-runtime.tgz"
+        touch "$WORK/x/.unpacked"
+    fi
     local cudalib
     cudalib=$($PY -c "import nvidia, pathlib; print(pathlib.Path(list(nvidia.__path__)[0]) / 'cu13' / 'lib')" 2>/dev/null || true)
     export TVM_USE_RUNTIME_LIB=1 MLC_MTP_GPU_PACKAGES="$WORK/x/pkgs" PYTHONUNBUFFERED=1
@@ -66,13 +75,37 @@ check() {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     nvcc --version | tail -2 || true
     $PY -c "import sys, tvm, cuda.bindings; print('python', sys.version.split()[0], '| tvm', tvm.__version__, '| cuda-bindings', cuda.bindings.__version__)"
+}
+
+check() {
+    unpack
     cd "$ROOT" && $PY -m pytest -p cuda_runtime_only -q -s -p no:cacheprovider tests/models/test_gpu_cuda.py "$@"
+}
+
+speed() {
+    local out=${1:?usage: $0 speed OUTDIR}
+    mkdir -p "$out"
+    unpack
+    cd "$ROOT"
+    $PY scripts/gpu_speed.py "$WORK/x/pkgs" --out "$out/gpu_speed.json"
+    # one decode step's kernels (Nsight Compute; nsys is not on the GPU machine), per context
+    if command -v ncu >/dev/null; then
+        for ctx in 128 1024; do
+            ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_$ctx.csv" \
+                $PY scripts/gpu_speed.py "$WORK/x/pkgs" --profile "$ctx" || echo "ncu at $ctx failed"
+        done
+    fi
+    # the peer runs on the machine's own torch and transformers, without TVM's carried packages
+    env -u PYTHONPATH -u TVM_USE_RUNTIME_LIB $PY scripts/gpu_torch_peer.py "$WORK/x/pkgs/gemma3-270m-mtp-q4f16_1" \
+        --out "$out/gpu_torch_peer.json" || echo "torch peer failed (status $?)"
 }
 
 cmd=${1:-}; shift || true
 case $cmd in
-    stage) stage "${1:-}" ;;
+    stage) stage "$@" ;;
     receive) receive "$1" ;;
     check) check "$@" ;;
-    *) echo "usage: $0 stage DIR | receive DIR/pN | check [pytest args]" >&2; exit 2 ;;
+    speed) speed "$@" ;;
+    *) echo "usage: $0 stage DIR [--skip-270m] [--speculative] | receive DIR/pN | check [pytest args] | speed OUTDIR" >&2
+       exit 2 ;;
 esac

@@ -115,12 +115,19 @@ def schedule_rules(rules: Sequence[str] = GPU_RULES) -> list:
         raise PipelineError(f"schedule.rules: no schedule rule {err.args[0]!r}") from None
 
 
+# TVM's pass-context switch of RewriteCUDAGraph (relax/transform/rewrite_cuda_graph.cc, TVM 0.26).
+CUDA_GRAPH_CONFIG = "relax.backend.use_cuda_graph"
+
+
 def relax_pipeline(target, rules: Sequence[str] = GPU_RULES) -> tvm.transform.Pass:
     """TVM's Relax pipeline (the passes of ``relax/backend/cpu_generic/pipeline.py``, which
     ``gpu_generic`` shares but for the schedule) with the schedule rules ``rules``
     (:func:`schedule_rules`) applied after fusion; first MLC's function set is added to a model
     library, and its ``memory_usage`` is measured after memory planning
-    (:mod:`.mlc_functions`)."""
+    (:mod:`.mlc_functions`).  For CUDA, TVM's ``RewriteCUDAGraph`` follows memory planning, as
+    in TVM's own CUDA pipeline: it changes nothing unless the pass context sets
+    :data:`CUDA_GRAPH_CONFIG`, when the static stretches of a function between its KV-cache
+    calls are captured as CUDA graphs on their first run and replayed after."""
     from tvm.relax.backend.cpu_generic import pipeline as generic
 
     @tvm.transform.module_pass(opt_level=0)
@@ -131,6 +138,8 @@ def relax_pipeline(target, rules: Sequence[str] = GPU_RULES) -> tvm.transform.Pa
                 finalize.append(step)
                 if step.info.name == "StaticPlanBlockMemory":
                     finalize.append(attach_memory_usage)
+                    if target.kind.name == "cuda":
+                        finalize.append(relax.transform.RewriteCUDAGraph())
             passes = (
                 [AttachMLCFunctions(target)]
                 + [relax.transform.FuseTransposeMatmul()]  # x @ W.T without materializing W.T
