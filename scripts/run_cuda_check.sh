@@ -8,8 +8,10 @@
 #                    -> DIR/pkgs (built), DIR/pN/ (one chunk each; carry one per call)
 #   GPU, each call:  scripts/run_cuda_check.sh receive DIR/pN
 #   GPU, last call:  scripts/run_cuda_check.sh check [pytest args]   (after receiving every chunk)
-#                    scripts/run_cuda_check.sh speed OUTDIR   (after a stage with --speculative:
-#                    scripts/gpu_speed.py, then scripts/gpu_torch_peer.py; JSON results in OUTDIR)
+#                    after a stage with --speculative, results in OUTDIR:
+#                    scripts/run_cuda_check.sh speed OUTDIR    scripts/gpu_speed.py (gpu_speed.json)
+#                    scripts/run_cuda_check.sh profile OUTDIR  one decode step under ncu (ncu_<context>.csv)
+#                    scripts/run_cuda_check.sh peer OUTDIR     scripts/gpu_torch_peer.py (gpu_torch_peer.json)
 #
 # On the GPU machine: python3 is 3.12 with numpy, tokenizers, pyyaml, safetensors, ml_dtypes,
 # cuda-bindings and the CUDA toolkit (NVRTC's headers); carried: TVM's Python package and its
@@ -88,16 +90,25 @@ speed() {
     unpack
     cd "$ROOT"
     $PY scripts/gpu_speed.py "$WORK/x/pkgs" --out "$out/gpu_speed.json"
-    # one decode step's kernels (Nsight Compute; nsys is not on the GPU machine), per context
-    if command -v ncu >/dev/null; then
-        for ctx in 128 1024; do
-            ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_$ctx.csv" \
-                $PY scripts/gpu_speed.py "$WORK/x/pkgs" --profile "$ctx" || echo "ncu at $ctx failed"
-        done
-    fi
-    # the peer runs on the machine's own torch and transformers, without TVM's carried packages
+}
+
+profile() {  # one decode step's kernels (Nsight Compute; nsys is not on the GPU machine), per context
+    local out=${1:?usage: $0 profile OUTDIR}
+    mkdir -p "$out"
+    unpack
+    cd "$ROOT"
+    for ctx in 128 1024; do
+        ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_$ctx.csv" \
+            $PY scripts/gpu_speed.py "$WORK/x/pkgs" --profile "$ctx" || echo "ncu at $ctx failed"
+    done
+}
+
+peer() {  # on the machine's own torch and transformers, without TVM's carried packages
+    local out=${1:?usage: $0 peer OUTDIR}
+    mkdir -p "$out"
+    cd "$ROOT"
     env -u PYTHONPATH -u TVM_USE_RUNTIME_LIB $PY scripts/gpu_torch_peer.py "$WORK/x/pkgs/gemma3-270m-mtp-q4f16_1" \
-        --out "$out/gpu_torch_peer.json" || echo "torch peer failed (status $?)"
+        --out "$out/gpu_torch_peer.json"
 }
 
 cmd=${1:-}; shift || true
@@ -106,6 +117,8 @@ case $cmd in
     receive) receive "$1" ;;
     check) check "$@" ;;
     speed) speed "$@" ;;
-    *) echo "usage: $0 stage DIR [--skip-270m] [--speculative] | receive DIR/pN | check [pytest args] | speed OUTDIR" >&2
+    profile) profile "$@" ;;
+    peer) peer "$@" ;;
+    *) echo "usage: $0 stage DIR [--skip-270m] [--speculative] | receive DIR/pN | check [pytest args] | speed|profile|peer OUTDIR" >&2
        exit 2 ;;
 esac
