@@ -4,10 +4,11 @@ NaN logits are not handled).  The runtime's greedy decoding and greedy verificat
 that only the ids cross to the host (:meth:`pipeline.runtime.engine.Engine.greedy`), not 4 bytes
 per vocabulary entry and row.
 
-On a GPU two kernels: per chunk of :data:`ARGMAX_CHUNK` entries of a row, one block of threads,
-each thread scanning its strided share in registers and a tree in shared memory merging the
-threads' (value, index) pairs; then one thread per row merges the row's chunks (64 for Gemma's
-262,144 entries).  On the CPU one plain loop per row.
+Two kernels, the same on every target but for their loops: per chunk of :data:`ARGMAX_CHUNK`
+entries of a row the chunk's maximum and its index (on a GPU one block of threads per chunk, each
+thread scanning its strided share in registers and a tree in shared memory merging the threads'
+(value, index) pairs; on the CPU a plain loop), then per row the merge of the row's chunks (64 for
+Gemma's 262,144 entries; one thread per row on a GPU).
 """
 
 from __future__ import annotations
@@ -80,9 +81,28 @@ def _chunk_argmax(tx: int) -> tirx.PrimFunc:
     return func
 
 
-def _merge_chunks() -> tirx.PrimFunc:
+def _merge_chunks(gpu: bool) -> tirx.PrimFunc:
     @T.prim_func(private=True, s_tir=True)
-    def func(var_cval: T.handle, var_cidx: T.handle, var_ids: T.handle):
+    def cpu_func(var_cval: T.handle, var_cidx: T.handle, var_ids: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        batch, chunks = T.int32(), T.int32()
+        cval = T.match_buffer(var_cval, (batch, chunks), "float32")
+        cidx = T.match_buffer(var_cidx, (batch, chunks), "int32")
+        ids = T.match_buffer(var_ids, (batch,), "int32")
+        for b in T.serial(batch):
+            with T.sblock("merge_chunks"):
+                v = T.sblock_alloc_buffer((1,), "float32")
+                i = T.sblock_alloc_buffer((1,), "int32")
+                v[0] = cval[b, 0]
+                i[0] = cidx[b, 0]
+                for k in T.serial(chunks - 1):
+                    if cval[b, k + 1] > v[0]:
+                        v[0] = cval[b, k + 1]
+                        i[0] = cidx[b, k + 1]
+                ids[b] = i[0]
+
+    @T.prim_func(private=True, s_tir=True)
+    def gpu_func(var_cval: T.handle, var_cidx: T.handle, var_ids: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         batch, chunks = T.int32(), T.int32()
         cval = T.match_buffer(var_cval, (batch, chunks), "float32")
@@ -101,27 +121,32 @@ def _merge_chunks() -> tirx.PrimFunc:
                             i[0] = cidx[b, k + 1]
                     ids[b] = i[0]
 
-    return func
+    return gpu_func if gpu else cpu_func
 
 
-def _row_argmax() -> tirx.PrimFunc:
+def _chunk_argmax_cpu() -> tirx.PrimFunc:
+    chunk = ARGMAX_CHUNK
+
     @T.prim_func(private=True, s_tir=True)
-    def func(var_logits: T.handle, var_ids: T.handle):
+    def func(var_logits: T.handle, var_cval: T.handle, var_cidx: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        batch, vocab = T.int32(), T.int32()
+        batch, vocab, chunks = T.int32(), T.int32(), T.int32()
         logits = T.match_buffer(var_logits, (batch, vocab), "float32")
-        ids = T.match_buffer(var_ids, (batch,), "int32")
-        for b in T.serial(batch):
-            with T.sblock("row_argmax"):
+        cval = T.match_buffer(var_cval, (batch, chunks), "float32")
+        cidx = T.match_buffer(var_cidx, (batch, chunks), "int32")
+        for b, c in T.grid(batch, chunks):
+            with T.sblock("chunk_argmax"):
                 v = T.sblock_alloc_buffer((1,), "float32")
                 i = T.sblock_alloc_buffer((1,), "int32")
-                v[0] = logits[b, 0]
-                i[0] = 0
-                for j in T.serial(vocab - 1):
-                    if logits[b, j + 1] > v[0]:
-                        v[0] = logits[b, j + 1]
-                        i[0] = j + 1
-                ids[b] = i[0]
+                v[0] = logits[b, c * chunk]
+                i[0] = c * chunk
+                for k in T.serial(chunk - 1):
+                    if c * chunk + k + 1 < vocab:
+                        if logits[b, c * chunk + k + 1] > v[0]:
+                            v[0] = logits[b, c * chunk + k + 1]
+                            i[0] = c * chunk + k + 1
+                cval[b, c] = v[0]
+                cidx[b, c] = i[0]
 
     return func
 
@@ -131,16 +156,13 @@ def attach_argmax(bb: relax.BlockBuilder, target: Target) -> relax.GlobalVar:
     batch, vocab = tirx.Var("batch_size", "int64"), tirx.Var("vocab_size", "int64")
     logits = relax.Var("logits", relax.TensorType([batch, vocab], "float32"))
     ids = relax.TensorType([batch], "int32")
+    gpu = is_gpu_kind(target.kind.name)
+    stats = [relax.TensorType([batch, (vocab + ARGMAX_CHUNK - 1) // ARGMAX_CHUNK], dtype) for dtype in ("float32", "int32")]
     with bb.function(NAME, [logits]):
         with bb.dataflow():
-            if is_gpu_kind(target.kind.name):
-                stats = [relax.TensorType([batch, (vocab + ARGMAX_CHUNK - 1) // ARGMAX_CHUNK], dtype)
-                         for dtype in ("float32", "int32")]
-                both = bb.emit(relax.call_tir(bb.add_func(_chunk_argmax(threads_per_block(target)),
-                                                          "argmax_chunks"), [logits], out_ty=stats))
-                out = bb.emit_output(relax.call_tir(
-                    bb.add_func(_merge_chunks(), "argmax_merge_chunks"),
-                    [bb.emit(relax.TupleGetItem(both, 0)), bb.emit(relax.TupleGetItem(both, 1))], out_ty=ids))
-            else:
-                out = bb.emit_output(relax.call_tir(bb.add_func(_row_argmax(), "argmax_rows"), [logits], out_ty=ids))
+            chunks = _chunk_argmax(threads_per_block(target)) if gpu else _chunk_argmax_cpu()
+            both = bb.emit(relax.call_tir(bb.add_func(chunks, "argmax_chunks"), [logits], out_ty=stats))
+            out = bb.emit_output(relax.call_tir(
+                bb.add_func(_merge_chunks(gpu), "argmax_merge_chunks"),
+                [bb.emit(relax.TupleGetItem(both, 0)), bb.emit(relax.TupleGetItem(both, 1))], out_ty=ids))
         return bb.emit_func_output(out)
