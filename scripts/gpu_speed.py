@@ -132,16 +132,58 @@ def step_breakdown(engine: Engine, n: int, calls: int = 50) -> dict:
             "decode_host_logits_ms": timed(lambda: int(np.argmax(engine.decode(token))), rollback=True)}
 
 
-def profile_one_step(engine: Engine, n: int) -> None:
-    """One ``decode_argmax`` step after an ``n``-token prompt between ``cudaProfilerStart`` and
-    ``cudaProfilerStop``: run under ``ncu --profile-from-start off`` for the step's kernels."""
+def verify_breakdown(engine: Engine, n: int = 128, rows: tuple[int, ...] = (1, 2, 4, 8), calls: int = 30) -> list:
+    """Median ms (device synchronized) of a verify pass of ``rows`` tokens after an ``n``-token
+    prompt, taken apart: ``forward``, the library function the engine runs (``batch_verify``, or a
+    drafter's capture function, e.g. ``batch_verify_to_last_hidden_states``), embed and the KV
+    cache's begin/end included, rolled back after each; ``verify_argmax``, the whole
+    :meth:`~pipeline.runtime.engine.Engine.verify_argmax` (a capture's host copies and
+    ``get_logits`` included); with a capture that has one, ``get_logits`` on ``rows`` rows alone.
+    Row count 1 through ``decode`` for comparison."""
+    engine.reset()
+    token = engine.prefill_argmax(context_prompt(engine, n))
+
+    def timed(call, rollback: int) -> float:
+        samples = []
+        for i in range(calls + 1):
+            engine.device.sync()
+            start = time.perf_counter()
+            call()
+            engine.device.sync()
+            if i:
+                samples.append(1000 * (time.perf_counter() - start))
+            engine.rollback(rollback)
+        return statistics.median(samples)
+
+    out = []
+    for k in rows:
+        ids = [token] * k
+        row = {"rows": k, "forward_ms": timed(lambda: engine.run_forward(ids, "batch_verify"), k),
+               "verify_argmax_ms": timed(lambda: engine.verify_argmax(ids), k)}
+        if engine.capture is not None and engine.capture.functions["batch_verify"].endswith("_to_last_hidden_states"):
+            states = engine.run_forward(ids, "batch_verify")  # hidden states (1, k, hidden), the library's dtype
+            engine.rollback(k)
+            hidden = states._create_view((k, states.shape[-1]))
+            row["get_logits_ms"] = timed(lambda: engine.vm["get_logits"](hidden, engine.params), 0)
+        out.append(row)
+    out.append({"rows": 1, "decode_forward_ms": timed(lambda: engine.run_forward([token], "decode"), 1)})
+    return out
+
+
+def profile_one_step(engine: Engine, n: int, verify: int = 0) -> None:
+    """One ``decode_argmax`` step (or, with ``verify``, one ``verify_argmax`` of that many tokens)
+    after an ``n``-token prompt between ``cudaProfilerStart`` and ``cudaProfilerStop``: run under
+    ``ncu --profile-from-start off`` for the step's kernels."""
     from cuda.bindings import runtime
 
     engine.reset()
     token = engine.decode_argmax(engine.prefill_argmax(context_prompt(engine, n)))  # warm
+    if verify:
+        engine.verify_argmax([token] * verify)
+        engine.rollback(verify)
     engine.device.sync()
     runtime.cudaProfilerStart()
-    engine.decode_argmax(token)
+    engine.verify_argmax([token] * verify) if verify else engine.decode_argmax(token)
     engine.device.sync()
     runtime.cudaProfilerStop()
 
@@ -185,22 +227,23 @@ def main() -> None:
     parser.add_argument("packages", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=["plain", "step", "speculative", "assistant"])
+    parser.add_argument("--only", nargs="*", default=["plain", "step", "verify", "speculative", "assistant"])
     parser.add_argument("--target", default="cuda", help="the GPU preset whose libraries run (cpu: a smoke test)")
     parser.add_argument("--profile", type=int, metavar="CONTEXT",
                         help="only profile one decode step after CONTEXT tokens (profile_one_step), under ncu")
     parser.add_argument("--library", default="kernels", help="with --profile: kernels or cuda_graphs")
+    parser.add_argument("--verify", type=int, default=0, help="with --profile: profile a verify of this many tokens")
     args = parser.parse_args()
     if args.profile:
         package = args.packages / "gemma3-270m-mtp-q4f16_1"
         base = package / json.loads((package / "mlc-mtp-config.json").read_text())["model_lib"][args.target]
         if args.library == "cuda_graphs":
             base = base.with_name(base.stem + CUDA_GRAPH_SUFFIX + base.suffix)
-        profile_one_step(Engine(package, model_lib=base, target=args.target), args.profile)
+        profile_one_step(Engine(package, model_lib=base, target=args.target), args.profile, args.verify)
         return
     result = {"device": None}
     package = args.packages / "gemma3-270m-mtp-q4f16_1"
-    if {"plain", "step", "speculative"} & set(args.only):
+    if {"plain", "step", "verify", "speculative"} & set(args.only):
         base = package / json.loads((package / "mlc-mtp-config.json").read_text())["model_lib"][args.target]
         variants = {"kernels": base}  # a kernel launch per TIR function
         graphs = base.with_name(base.stem + CUDA_GRAPH_SUFFIX + base.suffix)
@@ -219,6 +262,9 @@ def main() -> None:
                 print(json.dumps(part["step"], indent=1), flush=True)
             prompt = context_prompt(engine, 128)
             part["greedy_128"] = list(generate(engine, prompt, DECODE_TOKENS, Sampler()))
+            if "verify" in args.only:
+                part["verify_plain"] = verify_breakdown(engine)
+                print(json.dumps(part["verify_plain"]), flush=True)
             if "speculative" in args.only:
                 settings = package_speculative(package, engine.runtime_config, {"mode": "mtp"})
                 drafter = load_drafter(engine, settings)
@@ -227,6 +273,10 @@ def main() -> None:
                            + engine.tokenizer.encode(t, add_special_tokens=False).ids for t in labels]
                 result["speculative_settings"] = {k: settings[k] for k in (
                     "draft_length", "adaptive", "min_draft_length", "max_draft_length")}
+                if "verify" in args.only:
+                    engine.reset()
+                    part["verify_capture"] = verify_breakdown(engine)
+                    print(json.dumps(part["verify_capture"]), flush=True)
                 part["speculative"] = speculative_runs(engine, drafter, settings, prompts, labels, args.repeats)
             del engine
         if "cuda_graphs" in result:

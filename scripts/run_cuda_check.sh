@@ -10,7 +10,7 @@
 #   GPU, last call:  scripts/run_cuda_check.sh check [pytest args]   (after receiving every chunk)
 #                    after a stage with --speculative, results in OUTDIR:
 #                    scripts/run_cuda_check.sh speed OUTDIR    scripts/gpu_speed.py (gpu_speed.json)
-#                    scripts/run_cuda_check.sh profile OUTDIR  one decode step under ncu (ncu_<context>.csv)
+#                    scripts/run_cuda_check.sh profile OUTDIR  one decode step (and a 4-token verify) under ncu
 #                    scripts/run_cuda_check.sh peer OUTDIR     scripts/gpu_torch_peer.py (gpu_torch_peer.json)
 #
 # On the GPU machine: python3 is 3.12 with numpy, tokenizers, pyyaml, safetensors, ml_dtypes,
@@ -89,7 +89,7 @@ speed() {
     mkdir -p "$out"
     unpack
     cd "$ROOT"
-    $PY scripts/gpu_speed.py "$WORK/x/pkgs" --out "$out/gpu_speed.json"
+    $PY scripts/gpu_speed.py "$WORK/x/pkgs" --out "$out/gpu_speed.json" "${@:2}"
 }
 
 profile() {  # one decode step's kernels (Nsight Compute; nsys is not on the GPU machine), per context
@@ -101,6 +101,9 @@ profile() {  # one decode step's kernels (Nsight Compute; nsys is not on the GPU
         ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_$ctx.csv" \
             $PY scripts/gpu_speed.py "$WORK/x/pkgs" --profile "$ctx" || echo "ncu at $ctx failed"
     done
+    # and one greedy verify of 4 tokens (batch_verify + argmax_logits) at 128
+    ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_verify4_128.csv" \
+        $PY scripts/gpu_speed.py "$WORK/x/pkgs" --profile 128 --verify 4 || echo "ncu of verify failed"
 }
 
 peer() {  # on the machine's own torch and transformers, without TVM's carried packages
