@@ -22,6 +22,7 @@ from tvm.s_tir import dlight as dl
 from tvm.support import nvcc
 
 from pipeline.compile.compiler import (
+    CUDA_GRAPH_CONFIG,
     compile_module,
     export_model,
     relax_pipeline,
@@ -113,6 +114,20 @@ def test_every_cuda_kernel_of_a_q4f16_1_model_compiles():
     source = device_source(tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target)))
     assert "dequantize" in source and all(kernel in source for kernel in KERNELS)
     assert compile_cuda_source(source, target)[:4] == b"\x7fELF"
+
+
+def test_cuda_graphs_are_captured_only_when_the_pass_context_asks():
+    """CUDA's Relax pipeline runs TVM's RewriteCUDAGraph: ``decode`` (static shapes) gets graph
+    captures between its KV-cache calls with ``relax.backend.use_cuda_graph``, none without."""
+    family, preset = get_family("gemma3"), load_target("cuda")
+    mod, _, _ = export_model(family, family.config_cls(**TINY_CONFIG), get_scheme("q0f32"), preset, "tiny")
+    target = preset.tvm_target()
+    scripts = {}
+    for on in (False, True):
+        with tvm.transform.PassContext(config={CUDA_GRAPH_CONFIG: on}), target:
+            scripts[on] = relax_pipeline(target, preset.schedule)(mod)["decode"].script()
+    assert "vm.builtin.cuda_graph.run_or_capture" in scripts[True]
+    assert "cuda_graph" not in scripts[False]
 
 
 @pytest.mark.parametrize("name", ["metal", "iphone"])
