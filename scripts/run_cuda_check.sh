@@ -111,7 +111,7 @@ peer() {  # on the machine's own torch and transformers, without TVM's carried p
     mkdir -p "$out"
     cd "$ROOT"
     env -u PYTHONPATH -u TVM_USE_RUNTIME_LIB $PY scripts/gpu_torch_peer.py "$WORK/x/pkgs/gemma3-270m-mtp-q4f16_1" \
-        --out "$out/gpu_torch_peer.json"
+        --out "$out/gpu_torch_peer.json" "${@:2}"
 }
 
 cmd=${1:-}; shift || true
