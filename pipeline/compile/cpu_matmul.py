@@ -56,6 +56,10 @@ LANES = 16  # partial sums per output (float32 SIMD lanes; 16 = two AVX2 vectors
 NARROW_LANES = 8  # for a reduction too short or odd for LANES (norms of 8k values)
 ROW_TILE = 4  # rows sharing each dequantized weight chunk; 4 x 16 partial sums = 8 AVX2 registers
 J_TILE = 16  # weight rows per parallel task
+# One-row products (decode) of at most this many weights run on the calling thread: waking the
+# engine's sleeping workers (TVM_THREAD_POOL_SPIN_COUNT=0, pipeline/runtime/engine.py) costs more
+# than a second core saves on a layer's product (docs/performance.md); the output head stays parallel.
+SERIAL_WEIGHTS = 1 << 22
 
 # many-row (prefill) products; see the module docstring
 MANY_ROWS_ATTR = "mlc_mtp.many_rows"  # PrimFunc attribute set by mark_many_row_kernels
@@ -161,7 +165,9 @@ class CPUMatmul(ScheduleRule):
         rf = sch.rfactor(ki, factor_axis=len(spatial) + 1)  # lanes innermost in the rf buffer
         rf_loops = sch.get_loops(rf)  # [jo, (r_outer), ji, ko, (r_inner), ki]
         sch.vectorize(rf_loops[-1])
-        sch.parallel(rf_loops[0])
+        k_extent = main.iters[-1].dom
+        if not (row_extent == 1 and isinstance(n_extent, int) and n_extent * k_extent <= SERIAL_WEIGHTS):
+            sch.parallel(rf_loops[0])
         rf_ji, rf_ko = (rf_loops[2], rf_loops[3]) if rows is not None else (rf_loops[1], rf_loops[2])
         for producer in producers:  # a chunk of `lanes` weights, dequantized once per (row tile, j, ko)
             sch.compute_at(producer.block_rv, rf_ko)
