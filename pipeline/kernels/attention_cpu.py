@@ -16,6 +16,7 @@ from .attention_common import EMPTY_LSE, log2_scale, log2_sum_exp, normalized
 
 LANES = 8  # float32 lanes of one AVX2 vector; head dims that are not multiples run one lane
 CHAINS = 4  # vectors of partial sums of q . k (independent FMA chains) where head_dim allows
+SERIAL_DECODE_KEYS = 1024  # decode of one sequence with at most this many cached keys runs serially
 
 
 def _lanes(d: int) -> int:
