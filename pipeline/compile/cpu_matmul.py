@@ -266,10 +266,11 @@ def mark_many_row_kernels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     as ``<name>_many_rows``, marked, and the prefill entries call the copy.  Run after
     ``FuseTIR``, before the schedule rules; other targets' rules ignore the mark."""
     relax_funcs = {gv: f for gv, f in mod.functions.items() if isinstance(f, relax.Function)}
-    many, few = set(), set()
+    called: set = set()
+    few: set = set()
     for gv, func in relax_funcs.items():
-        (many if gv.name_hint in MANY_ROW_ENTRIES else few).update(_prim_func_callees(func, mod))
-    many = [gv for gv in sorted(many, key=lambda g: g.name_hint) if _takes_many_rows(mod[gv])]
+        (called if gv.name_hint in MANY_ROW_ENTRIES else few).update(_prim_func_callees(func, mod))
+    many = [gv for gv in sorted(called, key=lambda g: g.name_hint) if _takes_many_rows(mod[gv])]
     if not many:
         return mod
     builder = relax.BlockBuilder(tvm.IRModule(dict(mod.functions), attrs=mod.attrs, global_infos=mod.global_infos))

@@ -289,8 +289,8 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size
                     with T.sblock("task"):
                         T.reads()
                         T.writes()
-                        b: T.let[T.int32] = t // shape.h_q
-                        h: T.let[T.int32] = t % shape.h_q
+                        b: T.let[T.int32] = t // shape.h_q  # type: ignore[no-redef]
+                        h: T.let[T.int32] = t % shape.h_q  # type: ignore[no-redef]
                         _decode_task(shape)
         else:
             for b in T.thread_binding(batch, thread="blockIdx.x"):
