@@ -20,6 +20,7 @@ from tvm.s_tir import dlight as dl
 
 from ..errors import PipelineError
 from ..quantization import QuantScheme, quantize_model
+from .cpu_matmul import mark_many_row_kernels
 from .link import find_program, linker, user_link_command
 from .mlc_functions import AttachMLCFunctions, attach_memory_usage
 from .schedules import schedule_rule
@@ -145,6 +146,7 @@ def relax_pipeline(target, rules: Sequence[str] = GPU_RULES) -> tvm.transform.Pa
                 + [relax.transform.FuseTransposeMatmul()]  # x @ W.T without materializing W.T
                 + generic.library_dispatch_passes(target)
                 + generic.legalize_passes(target)
+                + ([mark_many_row_kernels] if "CPUMatmul" in rules else [])  # prefill's own products
                 + [dl.ApplyDefaultSchedule(*schedule_rules(rules))]
                 + generic.dataflow_lower_passes(target)
                 + finalize

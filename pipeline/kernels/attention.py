@@ -39,7 +39,7 @@ from .attention_common import (
     paged_length,
     window_start,
 )
-from .attention_cpu import attend_cpu
+from .attention_cpu import SERIAL_DECODE_KEYS, attend_cpu
 from .attention_gpu import attend_gpu
 
 
@@ -273,13 +273,25 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size
         output = T.match_buffer(var_output, (batch, shape.h_q, shape.d), shape.dtype)
         lse = T.match_buffer(var_lse, (batch, shape.h_q), "float32")
         if shape.threads == 0:
-            for t in T.parallel(batch * shape.h_q):
-                with T.sblock("task"):
-                    T.reads()
-                    T.writes()
-                    b: T.let[T.int32] = t // shape.h_q
-                    h: T.let[T.int32] = t % shape.h_q
-                    _decode_task(shape)
+            # a short cache is read on the calling thread: waking the engine's sleeping workers
+            # costs more than a second core saves on a few hundred keys (docs/performance.md)
+            if T.if_then_else(batch == 1, paged_length(page_indptr, length_info, 0, shape.page_size),
+                              SERIAL_DECODE_KEYS + 1) <= SERIAL_DECODE_KEYS:
+                for t in T.serial(batch * shape.h_q):
+                    with T.sblock("task_serial"):
+                        T.reads()
+                        T.writes()
+                        b: T.let[T.int32] = t // shape.h_q
+                        h: T.let[T.int32] = t % shape.h_q
+                        _decode_task(shape)
+            else:
+                for t in T.parallel(batch * shape.h_q):
+                    with T.sblock("task"):
+                        T.reads()
+                        T.writes()
+                        b: T.let[T.int32] = t // shape.h_q  # type: ignore[no-redef]
+                        h: T.let[T.int32] = t % shape.h_q  # type: ignore[no-redef]
+                        _decode_task(shape)
         else:
             for b in T.thread_binding(batch, thread="blockIdx.x"):
                 for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.kernels import PAGE_SIZE
 from pipeline.kernels import attention as ak
+from pipeline.kernels.attention_cpu import SERIAL_DECODE_KEYS
 from tests.helpers.opencl import PoCL, build_opencl, call_tvm
 
 H_KV, H_Q, WINDOW = 2, 4, 8
@@ -158,6 +159,11 @@ def cases(seed: int, d: int, dtype: str):
              paged_case(rng, d, dtype, sliding, causal=True)),
             (f"decode-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE},
              paged_case(rng, d, dtype, sliding, causal=True, decode=True)),
+            # one sequence: the CPU kernel reads a short cache serially, a long one in parallel
+            (f"decode-one-short-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE},
+             paged_case(rng, d, dtype, sliding, causal=True, prefix=(40,), decode=True)),
+            (f"decode-one-long-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE},
+             paged_case(rng, d, dtype, sliding, causal=True, prefix=(SERIAL_DECODE_KEYS + 40,), decode=True)),
         ]
     return out
 
