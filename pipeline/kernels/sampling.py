@@ -6,11 +6,11 @@ Names, parameters, shapes and semantics are MLC LLM's (read from mlc-llm
 TVM's (sort, scan and multinomial sampling, which TVM's ``DispatchSortScan`` /
 ``DispatchSampling`` lower to its parallel GPU kernels on GPU targets).  ``b`` is ``batch_size``,
 ``V`` ``vocab_size``, ``n`` ``num_samples``; probabilities are float32.  On a GPU, sort and
-scan are TVM's parallel kernels (WebGPU sorts with :mod:`.bitonic_sort`), the row reductions here
-are scheduled by dlight's reduction rules (threads across the vocabulary) and the element-wise
-steps by its fallback rule.  Known fault: in our WebGPU builds TVM 0.26's GPU scan returns its
-input unscanned (Dawn and SwiftShader alike), so ``sample_with_top_p`` draws correctly there only
-from one-hot rows (greedy, WebLLM's temperature 0):
+scan are TVM's parallel kernels (WebGPU sorts with :mod:`.bitonic_sort` and scans with
+:mod:`.running_sum`, ours: TVM 0.26's GPU sort shader did not compile on SwiftShader and its
+GPU scan returned its input unscanned in our WebGPU builds), the row reductions here are
+scheduled by dlight's reduction rules (threads across the vocabulary) and the element-wise steps
+by its fallback rule:
 
 - ``softmax_with_temperature(logits (b, 1, V), temperature (b,)) -> (b, 1, V)``:
   ``softmax(logits / t)`` per row; a row whose ``t <= GREEDY_TEMPERATURE`` gets ``1 / c`` at its
@@ -49,6 +49,7 @@ from tvm.target import Target
 from ..presets import is_gpu_kind
 from .bitonic_sort import emit_bitonic_argsort, sort_width
 from .logit_processor import threads_per_block
+from .running_sum import emit_running_sum
 
 SOFTMAX_CHUNK = 4096  # vocabulary entries per block in softmax_with_temperature
 DEFAULT_VOCAB = 262144  # WebGPU's sort width where the module does not say its vocabulary (Gemma's)
@@ -273,16 +274,18 @@ def _argsort_probs(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> r
         return bb.emit_func_output(out)
 
 
-def _running_sum(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
-    """Inclusive running sums along the rows of ``x`` (b, V), as an exclusive scan plus ``x``: TVM
-    0.26's dispatch sends an inclusive scan on a GPU to ``gpu_2d_continuous_cumsum``, which fails
-    to build for WebGPU (a 64-bit shift narrowed to 32 bits), and an exclusive one to
-    ``topi.gpu.cumsum``."""
+def _running_sum(bb: relax.BlockBuilder, x: relax.Expr, batch, vocab, target: Target, vocab_size: int) -> relax.Expr:
+    """Inclusive running sums along the rows of ``x`` (``batch``, ``vocab``).  WebGPU: our scan network
+    (:mod:`.running_sum`, rows up to ``vocab_size``), as TVM 0.26's GPU scan returned its input
+    unscanned there.  Elsewhere TVM's scan, exclusive plus ``x``: TVM 0.26's dispatch sends an
+    inclusive scan on a GPU to ``gpu_2d_continuous_cumsum``, which fails to build for WebGPU (a
+    64-bit shift narrowed to 32 bits), and an exclusive one to ``topi.gpu.cumsum``."""
+    if target.kind.name == "webgpu":
+        return emit_running_sum(bb, x, batch, vocab, vocab_size, threads_per_block(target))
     return bb.emit(relax.op.add(bb.emit(relax.op.cumsum(x, axis=1, exclusive=True)), x))
 
 
 def _sample_with_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
-    del target, vocab_size  # the same kernels for every target and vocabulary
     batch, n, vocab = _vars("batch_size", "num_samples", "vocab_size")
     sorted_probs = relax.Var("sorted_probs", relax.TensorType([batch, vocab], "float32"))
     sorted_indices = relax.Var("sorted_indices", relax.TensorType([batch, vocab], "int32"))
@@ -310,7 +313,7 @@ def _sample_with_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) 
 
     with bb.function("sample_with_top_p", [sorted_probs, sorted_indices, uniform, rows, top_p]):
         with bb.dataflow():
-            running = _running_sum(bb, sorted_probs)
+            running = _running_sum(bb, sorted_probs, batch, vocab, target, vocab_size)
             cut = bb.emit_te(cutoff, running, top_p, primfunc_name_hint="top_p_cutoff")
             pos = bb.emit_te(position, running, cut, uniform, rows, primfunc_name_hint="top_p_position")
             out = bb.emit_output(bb.emit_te(token, sorted_indices, rows, pos, primfunc_name_hint="top_p_token"))
@@ -332,7 +335,6 @@ def _multinomial_from_uniform(bb: relax.BlockBuilder, target: Target, vocab_size
 
 
 def _renormalize_by_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
-    del target, vocab_size  # the same kernels for every target and vocabulary
     batch, vocab = _vars("batch_size", "vocab_size")
     probs = relax.Var("probs", relax.TensorType([batch, vocab], "float32"))
     top_p = relax.Var("top_p", relax.TensorType([batch], "float32"))
@@ -358,7 +360,7 @@ def _renormalize_by_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: in
     with bb.function("renormalize_by_top_p", [probs, top_p, pivots]):
         with bb.dataflow():
             sorted_p = bb.emit(relax.op.sort(probs, axis=-1, descending=True))
-            running = _running_sum(bb, sorted_p)
+            running = _running_sum(bb, sorted_p, batch, vocab, target, vocab_size)
             cut = bb.emit_te(pivot, sorted_p, running, top_p, primfunc_name_hint="top_p_pivot")
             total = bb.emit_te(kept_sum, sorted_p, running, cut, primfunc_name_hint="top_p_kept_sum")
             out = bb.emit_output(bb.emit_te(renormalize, probs, cut, total, primfunc_name_hint="top_p_renorm"))

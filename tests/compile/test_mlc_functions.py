@@ -338,10 +338,10 @@ def test_webgpu_softmax_sort_and_greedy_draw(webgpu_wasm, runtime, tmp_path):
     assert out["tokens"][2] == int(logits[1, 0].argmax())
 
 
-@pytest.mark.xfail(strict=True, reason="TVM 0.26's GPU scan returns its input unscanned in our WebGPU builds "
-                                       "(docs/webgpu.md): top-p draws from a non-one-hot row are wrong")
 @pytest.mark.parametrize("runtime", webgpu.RUNTIMES)
 def test_webgpu_top_p_draw_from_a_sampling_row(webgpu_wasm, runtime, tmp_path):
+    """sample_with_top_p's draws from a row at temperature 0.8: its running sums come from our scan
+    network (pipeline/kernels/running_sum.py; TVM 0.26's GPU scan returned its input unscanned here)."""
     webgpu.require(runtime)
     _, _, _, out, uniform, rows, top_p = _webgpu_sampling_run(webgpu_wasm, runtime, tmp_path)
     want = reference_top_p(out["sorted_probs"], out["sorted_indices"], uniform, rows, top_p)
