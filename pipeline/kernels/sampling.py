@@ -53,6 +53,7 @@ from .running_sum import emit_running_sum
 
 SOFTMAX_CHUNK = 4096  # vocabulary entries per block in softmax_with_temperature
 DEFAULT_VOCAB = 262144  # WebGPU's sort width where the module does not say its vocabulary (Gemma's)
+SEARCH_CHUNK = 1024  # entries per thread in the first pass of the top-p searches over a row
 GREEDY_TEMPERATURE = 1e-5  # at or below: the greedy (one-hot over the maxima) row of MLC's softmax
 WEBGPU_SAMPLERS = ("argsort_probs", "sample_with_top_p")
 ALL_SAMPLERS = ("argsort_probs", "sample_with_top_p", "multinomial_from_uniform", "renormalize_by_top_p",
@@ -285,6 +286,20 @@ def _running_sum(bb: relax.BlockBuilder, x: relax.Expr, batch, vocab, target: Ta
     return bb.emit(relax.op.add(bb.emit(relax.op.cumsum(x, axis=1, exclusive=True)), x))
 
 
+def _row_search(rows, width, value, empty, name: str, reducer=te.min):
+    """``reducer`` (``te.min`` or ``te.max``) over ``j < width`` of ``value(i, j)`` for each
+    ``i < rows``, in two passes so that GPUs spread a row over threads: per chunk of
+    :data:`SEARCH_CHUNK` entries (a thread or block each), then over the chunks.  ``empty`` (the
+    reducer's identity for these values) stands for the entries past the row's end; ``value`` is
+    evaluated only inside the row.  The same result as one pass: min and max do not round."""
+    width, chunk = width.astype("int64"), tirx.const(SEARCH_CHUNK, "int64")
+    jj = te.reduce_axis((0, chunk), name="jj")
+    parts = te.compute((rows, (width + chunk - 1) // chunk), lambda i, c: reducer(
+        tirx.if_then_else(c * chunk + jj < width, value(i, c * chunk + jj), empty), axis=jj), name=f"{name}_chunks")
+    c = te.reduce_axis((0, parts.shape[1]), name="c")
+    return te.compute((rows,), lambda i: reducer(parts[i, c], axis=c), name=name)
+
+
 def _sample_with_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
     batch, n, vocab = _vars("batch_size", "num_samples", "vocab_size")
     sorted_probs = relax.Var("sorted_probs", relax.TensorType([batch, vocab], "float32"))
@@ -296,17 +311,14 @@ def _sample_with_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) 
 
     def cutoff(running, p):  # the running sum at the first entry reaching top_p (else the total)
         last = running.shape[1] - 1
-        j = te.reduce_axis((0, running.shape[1]), name="j")
-        return te.compute((running.shape[0],), lambda i: te.min(
-            tirx.Select(tirx.any(running[i, j] >= p[i], j == last), running[i, j], biggest), axis=j),
-            name="top_p_cutoff")
+        return _row_search(running.shape[0], running.shape[1], lambda i, j: tirx.Select(
+            tirx.any(running[i, j] >= p[i], j == last), running[i, j], biggest), biggest, "top_p_cutoff")
 
     def position(running, cut, u, r):  # the first entry whose scaled running sum exceeds the draw
         width = running.shape[1]
-        j = te.reduce_axis((0, width), name="j")
-        return te.compute(u.shape, lambda k: te.min(tirx.Select(  # int32: WebGPU has no 64-bit integers
+        return _row_search(u.shape[0], width, lambda k, j: tirx.Select(  # int32: WebGPU has no 64-bit integers
             tirx.any(u[k] < running[r[k], j] / cut[r[k]], j == width - 1), j.astype("int32"), width.astype("int32")),
-            axis=j), name="top_p_position")
+            width.astype("int32"), "top_p_position")
 
     def token(indices, r, pos):
         return te.compute(r.shape, lambda k: indices[r[k], pos[k]], name="top_p_token")
@@ -343,15 +355,13 @@ def _renormalize_by_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: in
     # The TE functions read sizes from their tensors (emit_te gives them symbolic shapes of their own).
 
     def pivot(sorted_p, running, p):  # the smallest kept probability of each row
-        j = te.reduce_axis((0, sorted_p.shape[1]), name="j")
-        return te.compute((sorted_p.shape[0],), lambda i: te.min(
-            tirx.Select(running[i, j] - sorted_p[i, j] < p[i], sorted_p[i, j], biggest), axis=j), name="top_p_pivot")
+        return _row_search(sorted_p.shape[0], sorted_p.shape[1], lambda i, j: tirx.Select(
+            running[i, j] - sorted_p[i, j] < p[i], sorted_p[i, j], biggest), biggest, "top_p_pivot")
 
     def kept_sum(sorted_p, running, cut):  # the running sum at the last kept entry
-        j = te.reduce_axis((0, sorted_p.shape[1]), name="j")
-        return te.compute((sorted_p.shape[0],), lambda i: te.max(
-            tirx.Select(sorted_p[i, j] >= cut[i], running[i, j], tirx.const(0, "float32")), axis=j),
-            name="top_p_kept_sum")
+        zero = tirx.const(0, "float32")
+        return _row_search(sorted_p.shape[0], sorted_p.shape[1], lambda i, j: tirx.Select(
+            sorted_p[i, j] >= cut[i], running[i, j], zero), zero, "top_p_kept_sum", te.max)
 
     def renormalize(x, cut, total):
         return te.compute(x.shape, lambda i, j: tirx.Select(x[i, j] >= cut[i], x[i, j] / total[i],

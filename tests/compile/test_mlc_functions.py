@@ -16,7 +16,7 @@ from pipeline.compile import vulkan
 from pipeline.compile.compiler import relax_pipeline
 from pipeline.compile.mlc_functions import attach_mlc_functions, read_metadata
 from pipeline.compile.targets import load_target
-from pipeline.kernels.sampling import ALL_SAMPLERS, GREEDY_TEMPERATURE, WEBGPU_SAMPLERS, sampler_names
+from pipeline.kernels.sampling import ALL_SAMPLERS, GREEDY_TEMPERATURE, SEARCH_CHUNK, WEBGPU_SAMPLERS, sampler_names
 from tests.helpers import webgpu
 
 pytestmark = pytest.mark.compile
@@ -181,6 +181,31 @@ def test_sample_with_top_p(lib):
         assert token.numpy()[0] == int(logits.argmax())
 
 
+def test_top_p_over_rows_longer_than_a_search_chunk(lib):
+    """Rows of 2 * SEARCH_CHUNK + 37 entries: the two-pass searches of sample_with_top_p and
+    renormalize_by_top_p find entries in later and partial chunks."""
+    vocab = 2 * SEARCH_CHUNK + 37
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(vocab), size=2).astype(np.float32)
+    values, indices = lib("argsort_probs")(arr(probs, "float32"))
+    uniform = np.array([0.2, 0.97, 0.999, 0.5, 0.9999], np.float32)
+    rows = np.array([0, 0, 1, 1, 1], np.int32)
+    top_p = np.array([0.9, 1.0], np.float32)
+    got = lib("sample_with_top_p")(values, indices, arr(uniform, "float32"), arr(rows, "int32"), arr(top_p, "float32"))
+    want = reference_top_p(values.numpy(), indices.numpy(), uniform, rows, top_p)
+    np.testing.assert_array_equal(got.numpy(), want)
+    positions = [int(np.flatnonzero(indices.numpy()[r] == t)[0]) for r, t in zip(rows, want)]
+    assert max(positions) >= 2 * SEARCH_CHUNK and any(SEARCH_CHUNK <= p < 2 * SEARCH_CHUNK for p in positions)
+    got = lib("renormalize_by_top_p")(arr(probs, "float32"), arr(top_p, "float32"), arr(np.zeros((2, 3)), "float32"))
+    for r in range(2):
+        p = np.sort(probs[r].astype(np.float64))[::-1]
+        pivot = p[np.cumsum(p) - p < top_p[r]].min()
+        kept = probs[r] >= pivot
+        want = np.where(kept, probs[r] / probs[r][kept].sum(), 0)
+        np.testing.assert_allclose(got.numpy()[r], want, atol=1e-6, rtol=0)
+    assert 0 < (got.numpy()[0] > 0).sum() < vocab and (got.numpy()[1] > 0).all()
+
+
 def test_multinomial_from_uniform(lib):
     rng = np.random.default_rng(6)
     probs = rng.dirichlet(np.ones(30), size=3).astype(np.float32)
@@ -274,7 +299,7 @@ def _device_modules(module):
     return found
 
 
-WEBGPU_VOCAB = 300  # the sort pads rows to 512
+WEBGPU_VOCAB = 1300  # more than a SEARCH_CHUNK; the sort pads rows to 2048
 
 
 @pytest.fixture(scope="module")
