@@ -1,4 +1,4 @@
-"""``mlc-mtp`` command line: build, generate, chat, bench, inspect.
+"""``mlc-mtp`` command line: build, generate, chat, bench, inspect, serve-web.
 
 Bad input ends with one line ``error: <what, where, expected>`` on stderr and exit status 2.
 """
@@ -34,12 +34,14 @@ def _build(args) -> None:
 def _settings(args, engine) -> None:
     """Fill sampling flags the user left out from the package's defaults (the config's
     ``generation`` section, recorded at build time)."""
-    defaults = {**engine.chat_config, **engine.runtime_config.get("generation", {})}
+    from .package.chat_config import generation_defaults
+
+    defaults = generation_defaults(engine.chat_config, engine.runtime_config)
     for name in ("temperature", "top_p", "max_tokens"):
         if getattr(args, name) is None:
-            setattr(args, name, defaults.get(name, {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64}[name]))
+            setattr(args, name, defaults[name])
     if hasattr(args, "stop") and not args.stop:
-        args.stop = list(defaults.get("stop", []))
+        args.stop = defaults.get("stop", [])
     if args.max_tokens < 1:
         raise PipelineError(f"--max-tokens: {args.max_tokens}, expected >= 1")
 
@@ -190,6 +192,12 @@ def _inspect(args) -> None:
     print(inspect_file(args.file, section_tensors=args.tensors, all_tensors=args.tensors))
 
 
+def _serve_web(args) -> None:
+    from .web import serve_chat
+
+    serve_chat(args.package, port=args.port)
+
+
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=None, help="default: the config's generation.max_tokens")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy; default: the config's")
@@ -277,6 +285,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.add_argument("--tensors", action="store_true", help="list every tensor, also inside .litertlm sections")
     p.set_defaults(func=_inspect)
+
+    p = sub.add_parser("serve-web", help="serve a webgpu package and a WebLLM chat page on 127.0.0.1 "
+                                         "(open it in a browser with WebGPU)")
+    p.add_argument("package", type=Path)
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
+    p.set_defaults(func=_serve_web)
     return top
 
 
@@ -312,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # What an interrupted command leaves behind.
-_INTERRUPTED = {"build": " (the package and the stage cache are as before; stages that finished stay cached)"}
+_INTERRUPTED = {"build": " (the package and the stage cache are as before; stages that finished stay cached)",
+                "serve-web": " (the server stopped)"}
 
 
 if __name__ == "__main__":

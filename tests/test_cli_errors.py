@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -282,3 +284,40 @@ def test_inspect_of_a_litertlm_file_without_the_litert_extra(capsys, tmp_path, m
     assert main(["inspect", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.litertlm" in err[0] and "pip install 'mlc-mtp[litert]'" in err[0], err
+
+
+def _serve_web_package(tmp_path, libs):
+    pkg = tmp_path / "pkg"
+    (pkg / "lib").mkdir(parents=True)
+    (pkg / "mlc-chat-config.json").write_text('{"temperature": 0.0, "top_p": 1.0}')
+    (pkg / "mlc-mtp-config.json").write_text(json.dumps({"model_lib": libs}))
+    return pkg
+
+
+@pytest.mark.parametrize("case", ["no directory", "not a package", "no webgpu library", "library missing"])
+def test_serve_web_refuses_what_it_cannot_serve(capsys, tmp_path, case):
+    pkg = _serve_web_package(tmp_path, {"cpu": "lib/m.so"} if case == "no webgpu library" else {"webgpu": "lib/m.wasm"})
+    needles = {"no directory": [str(tmp_path / "none"), "no such package directory"],
+               "not a package": [str(pkg / "lib"), "no mlc-chat-config.json"],
+               "no webgpu library": ["mlc-mtp-config.json", "no webgpu library", "['cpu']", "--target webgpu"],
+               "library missing": ["m.wasm", "missing"]}[case]
+    target = {"no directory": tmp_path / "none", "not a package": pkg / "lib"}.get(case, pkg)
+    status = main(["serve-web", str(target)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert all(needle in err[0] for needle in needles), err[0]
+
+
+def test_serve_web_refuses_a_busy_port(capsys, tmp_path):
+    pkg = _serve_web_package(tmp_path, {"webgpu": "lib/m.wasm"})
+    (pkg / "lib" / "m.wasm").write_bytes(b"\0asm")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        status = main(["serve-web", str(pkg), "--port", str(port)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: --port: {port} on 127.0.0.1: ") and "expected a free port" in err[0]
+    assert main(["serve-web", str(pkg), "--port", "70000"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --port: 70000, expected 0-65535 (0: any free port)"

@@ -1,6 +1,7 @@
-// What the headless-Chromium entries (run_chromium.mjs, run_webllm.mjs) share: a loopback HTTP
-// server whose routes each entry gives, Debian's /usr/bin/chromium ($CHROMIUM overrides) with WebGPU
-// through SwiftShader, one page that sets `window.ready`, and the task's result written as JSON.
+// What the headless-Chromium entries (run_chromium.mjs, run_webllm.mjs, chat_in_chromium.mjs) share:
+// a loopback HTTP server whose routes each entry gives, Debian's /usr/bin/chromium ($CHROMIUM
+// overrides) with WebGPU through SwiftShader, one page that sets `window.ready`, and the task's
+// result written as JSON.
 import { createServer } from "node:http";
 import { writeFile } from "node:fs/promises";
 import { chromium } from "playwright-core";
@@ -17,16 +18,21 @@ export async function answer(res, produce) {
   }
 }
 
+// Headless Chromium with WebGPU (SwiftShader where there is no GPU), no network of its own.
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--no-sandbox", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
+  });
+}
+
 // Serve with `serve(req, res)` on 127.0.0.1, open its "/" in Chromium, wait for `window.ready`,
 // write `await task(page)` to `resultPath` as JSON, and exit (status 1 after printing the error).
 export async function runInChromium(serve, task, resultPath) {
   const server = createServer(serve).listen(0, "127.0.0.1");
   await new Promise((ok) => server.once("listening", ok));
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--no-sandbox", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
-  });
+  const browser = await launchChromium();
   let status = 0;
   try {
     const page = await browser.newPage();

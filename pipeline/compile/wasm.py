@@ -35,28 +35,11 @@ import tvm
 import tvm_ffi
 
 from ..errors import PipelineError
+from ..web import SETUP_HINT, WEB_DIR
 from .webgpu_access import restore_read_only
 
 HEADERS = Path(__file__).with_name("wasm_headers")  # package data: in the wheel too
-WEB_ENV = "MLC_MTP_WEB_DIR"
-
-
-CHECKOUT_WEB = Path(__file__).resolve().parents[2] / "web"  # web/ of a source checkout
-
-
-def web_dir(checkout: Path = CHECKOUT_WEB, prefix: str = sys.prefix) -> Path:
-    """The npm folder (``package.json``, ``package-lock.json``, the ``.mjs`` runners; esbuild and
-    Dawn in its ``node_modules``): ``$MLC_MTP_WEB_DIR``, else ``web/`` of a source checkout (an
-    editable install), else ``<prefix>/share/mlc-mtp/web`` where a wheel install puts those files
-    (then ``npm ci --prefix`` that folder installs the packages)."""
-    if os.environ.get(WEB_ENV):
-        return Path(os.environ[WEB_ENV])
-    return checkout if (checkout / "package.json").is_file() else Path(prefix) / "share" / "mlc-mtp" / "web"
-
-
-WEB_DIR = web_dir()
 RUNTIME_UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime")
-SETUP_HINT = "run bash scripts/setup_webgpu.sh"
 # TVM's web/Makefile: compile and glue-link flags of the runtime.
 CFLAGS = ["-O3", "-std=c++17", "-Wno-ignored-attributes"]
 GLUE_FLAGS = ["--no-entry", "-s", "WASM_BIGINT=1", "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "STANDALONE_WASM=1",

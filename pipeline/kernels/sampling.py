@@ -6,11 +6,11 @@ Names, parameters, shapes and semantics are MLC LLM's (read from mlc-llm
 TVM's (sort, scan and multinomial sampling, which TVM's ``DispatchSortScan`` /
 ``DispatchSampling`` lower to its parallel GPU kernels on GPU targets).  ``b`` is ``batch_size``,
 ``V`` ``vocab_size``, ``n`` ``num_samples``; probabilities are float32.  On a GPU, sort and
-scan are TVM's parallel kernels (WebGPU sorts with :mod:`.bitonic_sort`), the row reductions here
-are scheduled by dlight's reduction rules (threads across the vocabulary) and the element-wise
-steps by its fallback rule.  Known fault: in our WebGPU builds TVM 0.26's GPU scan returns its
-input unscanned (Dawn and SwiftShader alike), so ``sample_with_top_p`` draws correctly there only
-from one-hot rows (greedy, WebLLM's temperature 0):
+scan are TVM's parallel kernels (WebGPU sorts with :mod:`.bitonic_sort` and scans with
+:mod:`.running_sum`, ours: TVM 0.26's GPU sort shader did not compile on SwiftShader and its
+GPU scan returned its input unscanned in our WebGPU builds), the row reductions here are
+scheduled by dlight's reduction rules (threads across the vocabulary) and the element-wise steps
+by its fallback rule:
 
 - ``softmax_with_temperature(logits (b, 1, V), temperature (b,)) -> (b, 1, V)``:
   ``softmax(logits / t)`` per row; a row whose ``t <= GREEDY_TEMPERATURE`` gets ``1 / c`` at its
@@ -49,9 +49,11 @@ from tvm.target import Target
 from ..presets import is_gpu_kind
 from .bitonic_sort import emit_bitonic_argsort, sort_width
 from .logit_processor import threads_per_block
+from .running_sum import emit_running_sum
 
 SOFTMAX_CHUNK = 4096  # vocabulary entries per block in softmax_with_temperature
 DEFAULT_VOCAB = 262144  # WebGPU's sort width where the module does not say its vocabulary (Gemma's)
+SEARCH_CHUNK = 1024  # entries per thread in the first pass of the top-p searches over a row
 GREEDY_TEMPERATURE = 1e-5  # at or below: the greedy (one-hot over the maxima) row of MLC's softmax
 WEBGPU_SAMPLERS = ("argsort_probs", "sample_with_top_p")
 ALL_SAMPLERS = ("argsort_probs", "sample_with_top_p", "multinomial_from_uniform", "renormalize_by_top_p",
@@ -273,16 +275,32 @@ def _argsort_probs(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> r
         return bb.emit_func_output(out)
 
 
-def _running_sum(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
-    """Inclusive running sums along the rows of ``x`` (b, V), as an exclusive scan plus ``x``: TVM
-    0.26's dispatch sends an inclusive scan on a GPU to ``gpu_2d_continuous_cumsum``, which fails
-    to build for WebGPU (a 64-bit shift narrowed to 32 bits), and an exclusive one to
-    ``topi.gpu.cumsum``."""
+def _running_sum(bb: relax.BlockBuilder, x: relax.Expr, batch, vocab, target: Target, vocab_size: int) -> relax.Expr:
+    """Inclusive running sums along the rows of ``x`` (``batch``, ``vocab``).  WebGPU: our scan network
+    (:mod:`.running_sum`, rows up to ``vocab_size``), as TVM 0.26's GPU scan returned its input
+    unscanned there.  Elsewhere TVM's scan, exclusive plus ``x``: TVM 0.26's dispatch sends an
+    inclusive scan on a GPU to ``gpu_2d_continuous_cumsum``, which fails to build for WebGPU (a
+    64-bit shift narrowed to 32 bits), and an exclusive one to ``topi.gpu.cumsum``."""
+    if target.kind.name == "webgpu":
+        return emit_running_sum(bb, x, batch, vocab, vocab_size, threads_per_block(target))
     return bb.emit(relax.op.add(bb.emit(relax.op.cumsum(x, axis=1, exclusive=True)), x))
 
 
+def _row_search(rows, width, value, empty, name: str, reducer=te.min):
+    """``reducer`` (``te.min`` or ``te.max``) over ``j < width`` of ``value(i, j)`` for each
+    ``i < rows``, in two passes so that GPUs spread a row over threads: per chunk of
+    :data:`SEARCH_CHUNK` entries (a thread or block each), then over the chunks.  ``empty`` (the
+    reducer's identity for these values) stands for the entries past the row's end; ``value`` is
+    evaluated only inside the row.  The same result as one pass: min and max do not round."""
+    width, chunk = width.astype("int64"), tirx.const(SEARCH_CHUNK, "int64")
+    jj = te.reduce_axis((0, chunk), name="jj")
+    parts = te.compute((rows, (width + chunk - 1) // chunk), lambda i, c: reducer(
+        tirx.if_then_else(c * chunk + jj < width, value(i, c * chunk + jj), empty), axis=jj), name=f"{name}_chunks")
+    c = te.reduce_axis((0, parts.shape[1]), name="c")
+    return te.compute((rows,), lambda i: reducer(parts[i, c], axis=c), name=name)
+
+
 def _sample_with_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
-    del target, vocab_size  # the same kernels for every target and vocabulary
     batch, n, vocab = _vars("batch_size", "num_samples", "vocab_size")
     sorted_probs = relax.Var("sorted_probs", relax.TensorType([batch, vocab], "float32"))
     sorted_indices = relax.Var("sorted_indices", relax.TensorType([batch, vocab], "int32"))
@@ -293,24 +311,21 @@ def _sample_with_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) 
 
     def cutoff(running, p):  # the running sum at the first entry reaching top_p (else the total)
         last = running.shape[1] - 1
-        j = te.reduce_axis((0, running.shape[1]), name="j")
-        return te.compute((running.shape[0],), lambda i: te.min(
-            tirx.Select(tirx.any(running[i, j] >= p[i], j == last), running[i, j], biggest), axis=j),
-            name="top_p_cutoff")
+        return _row_search(running.shape[0], running.shape[1], lambda i, j: tirx.Select(
+            tirx.any(running[i, j] >= p[i], j == last), running[i, j], biggest), biggest, "top_p_cutoff")
 
     def position(running, cut, u, r):  # the first entry whose scaled running sum exceeds the draw
         width = running.shape[1]
-        j = te.reduce_axis((0, width), name="j")
-        return te.compute(u.shape, lambda k: te.min(tirx.Select(  # int32: WebGPU has no 64-bit integers
+        return _row_search(u.shape[0], width, lambda k, j: tirx.Select(  # int32: WebGPU has no 64-bit integers
             tirx.any(u[k] < running[r[k], j] / cut[r[k]], j == width - 1), j.astype("int32"), width.astype("int32")),
-            axis=j), name="top_p_position")
+            width.astype("int32"), "top_p_position")
 
     def token(indices, r, pos):
         return te.compute(r.shape, lambda k: indices[r[k], pos[k]], name="top_p_token")
 
     with bb.function("sample_with_top_p", [sorted_probs, sorted_indices, uniform, rows, top_p]):
         with bb.dataflow():
-            running = _running_sum(bb, sorted_probs)
+            running = _running_sum(bb, sorted_probs, batch, vocab, target, vocab_size)
             cut = bb.emit_te(cutoff, running, top_p, primfunc_name_hint="top_p_cutoff")
             pos = bb.emit_te(position, running, cut, uniform, rows, primfunc_name_hint="top_p_position")
             out = bb.emit_output(bb.emit_te(token, sorted_indices, rows, pos, primfunc_name_hint="top_p_token"))
@@ -332,7 +347,6 @@ def _multinomial_from_uniform(bb: relax.BlockBuilder, target: Target, vocab_size
 
 
 def _renormalize_by_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: int) -> relax.GlobalVar:
-    del target, vocab_size  # the same kernels for every target and vocabulary
     batch, vocab = _vars("batch_size", "vocab_size")
     probs = relax.Var("probs", relax.TensorType([batch, vocab], "float32"))
     top_p = relax.Var("top_p", relax.TensorType([batch], "float32"))
@@ -341,15 +355,13 @@ def _renormalize_by_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: in
     # The TE functions read sizes from their tensors (emit_te gives them symbolic shapes of their own).
 
     def pivot(sorted_p, running, p):  # the smallest kept probability of each row
-        j = te.reduce_axis((0, sorted_p.shape[1]), name="j")
-        return te.compute((sorted_p.shape[0],), lambda i: te.min(
-            tirx.Select(running[i, j] - sorted_p[i, j] < p[i], sorted_p[i, j], biggest), axis=j), name="top_p_pivot")
+        return _row_search(sorted_p.shape[0], sorted_p.shape[1], lambda i, j: tirx.Select(
+            running[i, j] - sorted_p[i, j] < p[i], sorted_p[i, j], biggest), biggest, "top_p_pivot")
 
     def kept_sum(sorted_p, running, cut):  # the running sum at the last kept entry
-        j = te.reduce_axis((0, sorted_p.shape[1]), name="j")
-        return te.compute((sorted_p.shape[0],), lambda i: te.max(
-            tirx.Select(sorted_p[i, j] >= cut[i], running[i, j], tirx.const(0, "float32")), axis=j),
-            name="top_p_kept_sum")
+        zero = tirx.const(0, "float32")
+        return _row_search(sorted_p.shape[0], sorted_p.shape[1], lambda i, j: tirx.Select(
+            sorted_p[i, j] >= cut[i], running[i, j], zero), zero, "top_p_kept_sum", te.max)
 
     def renormalize(x, cut, total):
         return te.compute(x.shape, lambda i, j: tirx.Select(x[i, j] >= cut[i], x[i, j] / total[i],
@@ -358,7 +370,7 @@ def _renormalize_by_top_p(bb: relax.BlockBuilder, target: Target, vocab_size: in
     with bb.function("renormalize_by_top_p", [probs, top_p, pivots]):
         with bb.dataflow():
             sorted_p = bb.emit(relax.op.sort(probs, axis=-1, descending=True))
-            running = _running_sum(bb, sorted_p)
+            running = _running_sum(bb, sorted_p, batch, vocab, target, vocab_size)
             cut = bb.emit_te(pivot, sorted_p, running, top_p, primfunc_name_hint="top_p_pivot")
             total = bb.emit_te(kept_sum, sorted_p, running, cut, primfunc_name_hint="top_p_kept_sum")
             out = bb.emit_output(bb.emit_te(renormalize, probs, cut, total, primfunc_name_hint="top_p_renorm"))

@@ -11,6 +11,8 @@ from ..models.registry import get_family
 # default of MLCChatConfig.version), not this package's version (pipeline.__version__).
 MLC_CHAT_CONFIG_VERSION = "0.1.0"
 RUNTIME_CONFIG = "mlc-mtp-config.json"  # our runtime's own config, written beside MLC's
+# What a reply uses where neither the request nor the package says.
+FALLBACK_GENERATION = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64}
 
 
 
@@ -57,3 +59,15 @@ def chat_config(model_config: Any, family: str, quantization: str, generation: d
         "bos_token_id": cfg["bos_token_id"],
         "eos_token_id": cfg["eos_token_id"],
     }
+
+
+def generation_defaults(chat_config: dict[str, Any], runtime_config: dict[str, Any]) -> dict[str, Any]:
+    """A package's sampling defaults: ``temperature``, ``top_p`` and ``max_tokens`` (and ``stop``
+    where recorded) from its ``mlc-chat-config.json`` (``chat_config``), overridden by the build
+    config's ``generation`` section recorded in ``mlc-mtp-config.json`` (``runtime_config``), else
+    :data:`FALLBACK_GENERATION`."""
+    given = {**chat_config, **runtime_config.get("generation", {})}
+    defaults = {name: given.get(name, value) for name, value in FALLBACK_GENERATION.items()}
+    if "stop" in given:
+        defaults["stop"] = list(given["stop"])
+    return defaults

@@ -16,7 +16,7 @@ from pipeline.compile import vulkan
 from pipeline.compile.compiler import relax_pipeline
 from pipeline.compile.mlc_functions import attach_mlc_functions, read_metadata
 from pipeline.compile.targets import load_target
-from pipeline.kernels.sampling import ALL_SAMPLERS, GREEDY_TEMPERATURE, WEBGPU_SAMPLERS, sampler_names
+from pipeline.kernels.sampling import ALL_SAMPLERS, GREEDY_TEMPERATURE, SEARCH_CHUNK, WEBGPU_SAMPLERS, sampler_names
 from tests.helpers import webgpu
 
 pytestmark = pytest.mark.compile
@@ -194,6 +194,31 @@ def test_sample_with_top_p(lib):
         assert token.numpy()[0] == int(logits.argmax())
 
 
+def test_top_p_over_rows_longer_than_a_search_chunk(lib):
+    """Rows of 2 * SEARCH_CHUNK + 37 entries: the two-pass searches of sample_with_top_p and
+    renormalize_by_top_p find entries in later and partial chunks."""
+    vocab = 2 * SEARCH_CHUNK + 37
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(vocab), size=2).astype(np.float32)
+    values, indices = lib("argsort_probs")(arr(probs, "float32"))
+    uniform = np.array([0.2, 0.97, 0.999, 0.5, 0.9999], np.float32)
+    rows = np.array([0, 0, 1, 1, 1], np.int32)
+    top_p = np.array([0.9, 1.0], np.float32)
+    got = lib("sample_with_top_p")(values, indices, arr(uniform, "float32"), arr(rows, "int32"), arr(top_p, "float32"))
+    want = reference_top_p(values.numpy(), indices.numpy(), uniform, rows, top_p)
+    np.testing.assert_array_equal(got.numpy(), want)
+    positions = [int(np.flatnonzero(indices.numpy()[r] == t)[0]) for r, t in zip(rows, want)]
+    assert max(positions) >= 2 * SEARCH_CHUNK and any(SEARCH_CHUNK <= p < 2 * SEARCH_CHUNK for p in positions)
+    got = lib("renormalize_by_top_p")(arr(probs, "float32"), arr(top_p, "float32"), arr(np.zeros((2, 3)), "float32"))
+    for r in range(2):
+        p = np.sort(probs[r].astype(np.float64))[::-1]
+        pivot = p[np.cumsum(p) - p < top_p[r]].min()
+        kept = probs[r] >= pivot
+        want = np.where(kept, probs[r] / probs[r][kept].sum(), 0)
+        np.testing.assert_allclose(got.numpy()[r], want, atol=1e-6, rtol=0)
+    assert 0 < (got.numpy()[0] > 0).sum() < vocab and (got.numpy()[1] > 0).all()
+
+
 def test_multinomial_from_uniform(lib):
     rng = np.random.default_rng(6)
     probs = rng.dirichlet(np.ones(30), size=3).astype(np.float32)
@@ -287,7 +312,7 @@ def _device_modules(module):
     return found
 
 
-WEBGPU_VOCAB = 300  # the sort pads rows to 512
+WEBGPU_VOCAB = 1300  # more than a SEARCH_CHUNK; the sort pads rows to 2048
 
 
 @pytest.fixture(scope="module")
@@ -351,10 +376,10 @@ def test_webgpu_softmax_sort_and_greedy_draw(webgpu_wasm, runtime, tmp_path):
     assert out["tokens"][2] == int(logits[1, 0].argmax())
 
 
-@pytest.mark.xfail(strict=True, reason="TVM 0.26's GPU scan returns its input unscanned in our WebGPU builds "
-                                       "(docs/webgpu.md): top-p draws from a non-one-hot row are wrong")
 @pytest.mark.parametrize("runtime", webgpu.RUNTIMES)
 def test_webgpu_top_p_draw_from_a_sampling_row(webgpu_wasm, runtime, tmp_path):
+    """sample_with_top_p's draws from a row at temperature 0.8: its running sums come from our scan
+    network (pipeline/kernels/running_sum.py; TVM 0.26's GPU scan returned its input unscanned here)."""
     webgpu.require(runtime)
     _, _, _, out, uniform, rows, top_p = _webgpu_sampling_run(webgpu_wasm, runtime, tmp_path)
     want = reference_top_p(out["sorted_probs"], out["sorted_indices"], uniform, rows, top_p)

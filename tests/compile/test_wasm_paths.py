@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import web
 from pipeline.compile import wasm
 from pipeline.errors import PipelineError
 
@@ -15,20 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_source_checkout_uses_its_web_folder(monkeypatch):
-    monkeypatch.delenv(wasm.WEB_ENV, raising=False)
-    assert wasm.web_dir() == ROOT / "web"
-    assert (wasm.web_dir() / "package.json").is_file()
+    monkeypatch.delenv(web.WEB_ENV, raising=False)
+    assert web.web_dir() == ROOT / "web"
+    assert (web.web_dir() / "package.json").is_file()
 
 
 def test_an_installed_wheel_uses_the_shared_folder(monkeypatch, tmp_path):
-    monkeypatch.delenv(wasm.WEB_ENV, raising=False)
+    monkeypatch.delenv(web.WEB_ENV, raising=False)
     no_checkout = tmp_path / "site-packages" / "web"
-    assert wasm.web_dir(no_checkout, str(tmp_path / "venv")) == tmp_path / "venv" / "share" / "mlc-mtp" / "web"
+    assert web.web_dir(no_checkout, str(tmp_path / "venv")) == tmp_path / "venv" / "share" / "mlc-mtp" / "web"
 
 
 def test_the_environment_variable_wins(monkeypatch, tmp_path):
-    monkeypatch.setenv(wasm.WEB_ENV, str(tmp_path))
-    assert wasm.web_dir() == tmp_path
+    monkeypatch.setenv(web.WEB_ENV, str(tmp_path))
+    assert web.web_dir() == tmp_path
 
 
 def test_esbuild_from_path_when_the_web_folder_has_none(monkeypatch, tmp_path):
