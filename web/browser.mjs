@@ -1,7 +1,7 @@
-// What the headless-Chromium entries (run_chromium.mjs, run_webllm.mjs, chat_in_chromium.mjs) share:
-// a loopback HTTP server whose routes each entry gives, Debian's /usr/bin/chromium ($CHROMIUM
-// overrides) with WebGPU through SwiftShader, one page that sets `window.ready`, and the task's
-// result written as JSON.
+// What the headless-Chromium entries share: Debian's /usr/bin/chromium ($CHROMIUM overrides) with
+// WebGPU through SwiftShader (launchChromium; chat_in_chromium.mjs uses only this), and for
+// run_chromium.mjs and run_webllm.mjs a loopback HTTP server whose routes each entry gives, one
+// page that sets `window.ready`, and the task's result written as JSON (runInChromium).
 import { createServer } from "node:http";
 import { writeFile } from "node:fs/promises";
 import { chromium } from "playwright-core";

@@ -17,7 +17,7 @@ const [url, resultPath, prompt, ...assignments] = args;
 const browser = await launchChromium();
 let status = 0;
 try {
-  const page = await browser.newPage({ viewport: { width: 760, height: 520 } });
+  const page = await browser.newPage({ viewport: { width: 760, height: 380 } });
   page.on("console", (msg) => console.error(`[page] ${msg.text()}`));
   await page.goto(url);
   await page.waitForFunction(() => window.chat && (window.chat.ready || window.chat.error), null, { timeout: 0 });

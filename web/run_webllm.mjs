@@ -4,8 +4,9 @@
 // $CHROMIUM overrides), through its public API only: CreateMLCEngine with the served appConfig
 // entry for the package, then chat.completions.create.
 // Plan: {"package": DIR, "wasm": FILE, "model_id": ID, "messages": [...], "max_tokens": N,
-//        "temperature": T}; paths relative to the plan's folder. Result: {"content", "usage",
-// "finish_reason", "load_seconds", "reply_seconds", "gpu_adapter"}.
+//        "temperature": T, "latency_breakdown": optional, true: WebLLM's times per step in
+//        usage.extra.latencyBreakdown}; paths relative to the plan's folder. Result: {"content",
+// "usage", "finish_reason", "load_seconds", "reply_seconds", "gpu_adapter"}.
 import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { runInChromium } from "./browser.mjs";
@@ -28,7 +29,8 @@ await runInChromium(serve, (page) => page.evaluate(async (p) => {
     const loadSeconds = (performance.now() - start) / 1000;
     start = performance.now();
     const reply = await engine.chat.completions.create({
-      messages: p.messages, max_tokens: p.max_tokens, temperature: p.temperature, stream: false });
+      messages: p.messages, max_tokens: p.max_tokens, temperature: p.temperature, stream: false,
+      extra_body: p.latency_breakdown ? { enable_latency_breakdown: true } : undefined });
     const replySeconds = (performance.now() - start) / 1000;
     await engine.unload();
     return { content: reply.choices[0].message.content, finish_reason: reply.choices[0].finish_reason,

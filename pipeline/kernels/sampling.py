@@ -9,8 +9,10 @@ TVM's (sort, scan and multinomial sampling, which TVM's ``DispatchSortScan`` /
 scan are TVM's parallel kernels (WebGPU sorts with :mod:`.bitonic_sort` and scans with
 :mod:`.running_sum`, ours: TVM 0.26's GPU sort shader did not compile on SwiftShader and its
 GPU scan returned its input unscanned in our WebGPU builds), the row reductions here are
-scheduled by dlight's reduction rules (threads across the vocabulary) and the element-wise steps
-by its fallback rule:
+scheduled by dlight's reduction rules (threads across the vocabulary), the top-p searches over a
+row run in two passes (chunks of :data:`SEARCH_CHUNK` entries, a thread each, then the chunks:
+dlight gave a one-pass search one thread per row) and the element-wise steps follow its
+fallback rule:
 
 - ``softmax_with_temperature(logits (b, 1, V), temperature (b,)) -> (b, 1, V)``:
   ``softmax(logits / t)`` per row; a row whose ``t <= GREEDY_TEMPERATURE`` gets ``1 / c`` at its
