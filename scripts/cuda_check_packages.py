@@ -6,8 +6,9 @@ builds it) and ``DIR/gemma3-270m-q4f16_1`` (``configs/gemma3-270m.yaml``, q4f16_
 ``cpu`` and a ``cuda`` library; with ``--speculative`` also the two drafter families' packages that
 ``scripts/gpu_speed.py`` runs: ``DIR/gemma3-270m-mtp-q4f16_1`` (``configs/gemma3-270m-mtp.yaml``
 in q4f16_1, its trained head with it; ``cuda`` only) and ``DIR/tiny-e2b`` (a tiny random Gemma 4
-of E2B's layout with a tiny random assistant, q0f32, ``cpu`` and ``cuda``).  Runs on a machine without a GPU: TVM keeps the CUDA kernels as CUDA C, compiled
-by NVRTC when the GPU machine loads the library (``scripts/run_cuda_check.sh`` drives the rest).
+of E2B's layout with a tiny random assistant, q0f32, ``cpu`` and ``cuda``).  Runs on a machine
+without a GPU: TVM keeps the CUDA kernels as CUDA C, compiled by NVRTC when the GPU machine loads
+the library (``scripts/run_cuda_check.sh`` drives the rest).
 
 Raises:
     PipelineError: a build stage fails (the pipeline's one-line error).

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import cuda_runtime_only  # noqa: E402,F401  (NVRTC compile callback; the runtime imported through it)
+
 from pipeline.runtime.bench import TEXT_PROMPTS  # noqa: E402
 from pipeline.runtime.drafters import draft_length_policy, load_drafter, package_speculative  # noqa: E402
 from pipeline.runtime.engine import Engine  # noqa: E402
@@ -158,13 +159,13 @@ def verify_breakdown(engine: Engine, n: int = 128, rows: tuple[int, ...] = (1, 2
     out = []
     for k in rows:
         ids = [token] * k
-        row = {"rows": k, "forward_ms": timed(lambda: engine.run_forward(ids, "batch_verify"), k),
-               "verify_argmax_ms": timed(lambda: engine.verify_argmax(ids), k)}
+        row = {"rows": k, "forward_ms": timed(lambda ids=ids: engine.run_forward(ids, "batch_verify"), k),
+               "verify_argmax_ms": timed(lambda ids=ids: engine.verify_argmax(ids), k)}
         if engine.capture is not None and engine.capture.functions["batch_verify"].endswith("_to_last_hidden_states"):
             states = engine.run_forward(ids, "batch_verify")  # hidden states (1, k, hidden), the library's dtype
             engine.rollback(k)
             hidden = states._create_view((k, states.shape[-1]))
-            row["get_logits_ms"] = timed(lambda: engine.vm["get_logits"](hidden, engine.params), 0)
+            row["get_logits_ms"] = timed(lambda hidden=hidden: engine.vm["get_logits"](hidden, engine.params), 0)
         out.append(row)
     out.append({"rows": 1, "decode_forward_ms": timed(lambda: engine.run_forward([token], "decode"), 1)})
     return out

@@ -49,7 +49,8 @@ def decode_rate(model, prompt, static: bool, repeats: int) -> float:
     if static:
         from transformers import CompileConfig
 
-        kwargs.update(cache_implementation="static", compile_config=CompileConfig(fullgraph=True, mode="reduce-overhead"))
+        kwargs.update(cache_implementation="static",
+                      compile_config=CompileConfig(fullgraph=True, mode="reduce-overhead"))
 
     def run(n: int) -> float:
         torch.cuda.synchronize()

@@ -157,11 +157,12 @@ def attach_argmax(bb: relax.BlockBuilder, target: Target) -> relax.GlobalVar:
     logits = relax.Var("logits", relax.TensorType([batch, vocab], "float32"))
     ids = relax.TensorType([batch], "int32")
     gpu = is_gpu_kind(target.kind.name)
-    stats = [relax.TensorType([batch, (vocab + ARGMAX_CHUNK - 1) // ARGMAX_CHUNK], dtype) for dtype in ("float32", "int32")]
+    chunks = (vocab + ARGMAX_CHUNK - 1) // ARGMAX_CHUNK
+    stats = [relax.TensorType([batch, chunks], dtype) for dtype in ("float32", "int32")]
     with bb.function(NAME, [logits]):
         with bb.dataflow():
-            chunks = _chunk_argmax(threads_per_block(target)) if gpu else _chunk_argmax_cpu()
-            both = bb.emit(relax.call_tir(bb.add_func(chunks, "argmax_chunks"), [logits], out_ty=stats))
+            per_chunk = _chunk_argmax(threads_per_block(target)) if gpu else _chunk_argmax_cpu()
+            both = bb.emit(relax.call_tir(bb.add_func(per_chunk, "argmax_chunks"), [logits], out_ty=stats))
             out = bb.emit_output(relax.call_tir(
                 bb.add_func(_merge_chunks(gpu), "argmax_merge_chunks"),
                 [bb.emit(relax.TupleGetItem(both, 0)), bb.emit(relax.TupleGetItem(both, 1))], out_ty=ids))
