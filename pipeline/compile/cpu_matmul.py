@@ -224,8 +224,10 @@ class CPUMatmul(ScheduleRule):
             sch.vectorize(inner)
         sch.reverse_compute_at(block, rf_loops[2])  # the partial sums: one register tile's
         sch.decompose_reduction(rf, rf_loops[3])
-        # the padded output's copy and the epilogues, with each task's columns
-        consumers = list(sch.get_consumers(block))
+        # the padded output's copy and the epilogues, with each task's columns (unless an epilogue
+        # covers more than the product's domain: moved, it would leave the rest unwritten)
+        moving = all(_same_domain(e, main) for e in infos[index + 1:])
+        consumers = list(sch.get_consumers(block)) if moving else []
         while consumers:
             consumer = consumers.pop(0)
             try:
