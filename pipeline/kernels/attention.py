@@ -40,7 +40,7 @@ from .attention_common import (
     window_start,
 )
 from .attention_cpu import SERIAL_DECODE_KEYS, attend_cpu
-from .attention_gpu import attend_gpu
+from .attention_gpu import attend_gpu, merge_splits
 
 
 def sliding_sm_scale(sm_scale: float, sliding: bool) -> float:
@@ -101,7 +101,7 @@ def _attend(shape, kv, row, first, last):
     if shape.threads == 0:
         attend_cpu(shape, kv, q, output, lse, sm_scale, row, h, first, last)
     else:
-        attend_gpu(shape, kv, q, output, lse, sm_scale, tx, row, h, first, last)
+        attend_gpu(shape, kv, q, output, lse, sm_scale, tx, row, row, h, first, last)
 
 
 @T.macro(hygienic=False)
@@ -127,6 +127,17 @@ def _decode_task(shape):
     first: T.let[T.int32] = window_start(sm_scale, q_pos[b], k_pos_offset[b], shape.window)
     last: T.let[T.int32] = paged_length(page_indptr, length_info, b, shape.page_size)
     _attend(shape, PagedKV(pages, page_values, page_indptr, b, h // shape.group, shape.page_size), b, first, last)
+
+
+@T.macro(hygienic=False)
+def _decode_split_task(shape, s, part_out, part_lse):
+    """Split ``s`` of :data:`DECODE_SPLITS` of query ``b``'s keys, into row ``s * batch + b`` of the
+    partial states (flash-decoding's first kernel)."""
+    first: T.let[T.int32] = window_start(sm_scale, q_pos[b], k_pos_offset[b], shape.window)
+    last: T.let[T.int32] = paged_length(page_indptr, length_info, b, shape.page_size)
+    per: T.let[T.int32] = (T.max(last - first, 0) + DECODE_SPLITS - 1) // DECODE_SPLITS
+    attend_gpu(shape, PagedKV(pages, page_values, page_indptr, b, h // shape.group, shape.page_size), q, part_out,
+               part_lse, sm_scale, tx, b, s * batch + b, h, first + s * per, T.min(last, first + (s + 1) * per))
 
 
 @T.macro(hygienic=False)
@@ -239,12 +250,22 @@ def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_siz
     return paged_prefill_kernel
 
 
+# Flash-decoding (GPU): blocks each query's keys are split over in paged_decode; a fixed count,
+# since a launch's grid cannot depend on the cached lengths.  16 x 4 heads = 64 of an H100's 132
+# SMs for Gemma 3 270M at batch 1.
+DECODE_SPLITS = 16
+
+
 def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = PAGE_SIZE,
-                 threads: int = 0):
+                 threads: int = 0, split: bool = False):
     """One query per sequence against its paged keys (windowed).
 
     Shapes: q ``(batch, h_q, d)``, pages ``(max_pages, 2, h_kv, page_size, d)``, output
     ``(batch, h_q, d)``, lse ``(batch, h_q)`` float32; positions as in :func:`paged_prefill`.
+    On a GPU (``threads`` > 0) with ``split``, flash-decoding: each query's keys are split over
+    :data:`DECODE_SPLITS` blocks per head, whose partial states (a global scratch the host code
+    allocates) a second kernel merges by their lse; without, one block per (query, head) walks
+    all its keys.
 
     Raises:
         ValueError: as :func:`ragged_prefill`.
@@ -292,7 +313,7 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size
                         b: T.let[T.int32] = t // shape.h_q  # type: ignore[no-redef]
                         h: T.let[T.int32] = t % shape.h_q  # type: ignore[no-redef]
                         _decode_task(shape)
-        else:
+        elif not split:
             for b in T.thread_binding(batch, thread="blockIdx.x"):
                 for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
                     for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
@@ -300,5 +321,24 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size
                             T.reads()
                             T.writes()
                             _decode_task(shape)
+        else:  # flash-decoding: the keys split over DECODE_SPLITS blocks per (query, head), then merged
+            part_out = T.alloc_buffer((DECODE_SPLITS * batch, shape.h_q, shape.d), shape.dtype)
+            part_lse = T.alloc_buffer((DECODE_SPLITS * batch, shape.h_q), "float32")
+            for b in T.thread_binding(batch, thread="blockIdx.x"):
+                # (head, split) on one grid axis: WebGPU has no blockIdx.z
+                for hs in T.thread_binding(shape.h_q * DECODE_SPLITS, thread="blockIdx.y"):
+                    for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
+                        with T.sblock("split"):
+                            T.reads()
+                            T.writes()
+                            h: T.let[T.int32] = hs // DECODE_SPLITS  # type: ignore[no-redef]  # the macro reads h
+                            _decode_split_task(shape, hs % DECODE_SPLITS, part_out, part_lse)
+            for b in T.thread_binding(batch, thread="blockIdx.x"):
+                for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
+                    for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
+                        with T.sblock("merge"):
+                            T.reads()
+                            T.writes()
+                            merge_splits(shape, DECODE_SPLITS, batch, part_out, part_lse, output, lse, tx, b, h)
 
     return paged_decode_kernel

@@ -14,6 +14,9 @@ in tiles of ``shape.threads`` keys; per tile
 
 Barriers sit only where every thread of the block reaches them (the tile count is the same for
 the whole block).
+
+Flash-decoding (``paged_decode(..., split=True)``): the same loop over a share of a query's keys
+in each of several blocks, into partial states that :func:`merge_splits` combines by their lse.
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ def _block_reduce(shape, tx, buffer, combine):
 
 
 @T.macro
-def attend_gpu(shape, kv, q, output, lse, sm_scale, tx, row, h, first, last):
+def attend_gpu(shape, kv, q, output, lse, sm_scale, tx, row, out_row, h, first, last):
     """:func:`~.attention_cpu.attend_cpu` computed by the ``shape.threads`` threads of a
-    block; ``tx`` is the thread index."""
+    block; ``tx`` is the thread index; the result goes to row ``out_row`` of ``output`` and ``lse``
+    (``row``, the query's, except for a split of flash-decoding)."""
     query = T.sblock_alloc_buffer((shape.d,), "float32", scope="shared")
     prob = T.sblock_alloc_buffer((shape.threads,), "float32", scope="shared")
     scratch = T.sblock_alloc_buffer((shape.threads,), "float32", scope="shared")
@@ -94,6 +98,34 @@ def attend_gpu(shape, kv, q, output, lse, sm_scale, tx, row, h, first, last):
         T.tvm_storage_sync("shared")
     for i in T.serial(shape.slices):
         if tx + i * shape.threads < shape.d:
-            output[row, h, tx + i * shape.threads] = T.Cast(shape.dtype, normalized(acc[i], state[1]))
+            output[out_row, h, tx + i * shape.threads] = T.Cast(shape.dtype, normalized(acc[i], state[1]))
     if tx == 0:
-        lse[row, h] = log2_sum_exp(state[0], state[1])
+        lse[out_row, h] = log2_sum_exp(state[0], state[1])
+
+
+@T.macro
+def merge_splits(shape, splits, parts, part_out, part_lse, output, lse, tx, b, h):
+    """Flash-decoding's second kernel, for query ``b`` and head ``h``: the ``splits`` partial states
+    of rows ``s * parts + b`` of ``part_out`` / ``part_lse`` (each normalized over its own keys)
+    merged by their lse into ``output[b, h]`` and ``lse[b, h]``; a split that saw no key
+    (lse :data:`~.attention_common.EMPTY_LSE`) weighs 0, and none seeing a key gives 0 and that lse."""
+    acc = T.sblock_alloc_buffer((shape.slices,), "float32", scope="local")
+    state = T.sblock_alloc_buffer((3,), "float32", scope="local")  # maximum lse, sum of weights, weight
+    state[0] = T.float32(EMPTY_LSE)
+    for s in T.serial(splits):
+        state[0] = T.max(state[0], part_lse[s * parts + b, h])
+    state[1] = T.float32(0)
+    for i in T.serial(shape.slices):
+        acc[i] = T.float32(0)
+    for s in T.serial(splits):
+        state[2] = T.if_then_else(part_lse[s * parts + b, h] > T.float32(EMPTY_LSE / 2),
+                                  T.exp2(part_lse[s * parts + b, h] - state[0]), T.float32(0))
+        state[1] = state[1] + state[2]
+        for i in T.serial(shape.slices):
+            if tx + i * shape.threads < shape.d:
+                acc[i] = acc[i] + state[2] * T.Cast("float32", part_out[s * parts + b, h, tx + i * shape.threads])
+    for i in T.serial(shape.slices):
+        if tx + i * shape.threads < shape.d:
+            output[b, h, tx + i * shape.threads] = T.Cast(shape.dtype, normalized(acc[i], state[1]))
+    if tx == 0:
+        lse[b, h] = log2_sum_exp(state[0], state[1])

@@ -33,6 +33,12 @@ from .merge_state import merge_state_gpu
 
 NO_ROPE_SCALING: dict = {}  # RoPE is applied by the model (RopeMode.NONE)
 
+# Target kinds whose decode attention splits the keys over blocks (flash-decoding,
+# kernels.paged_decode).  None yet: the split kernel is checked on PoCL (tests/kernels) but has not
+# run on a GPU; its scratch is a workspace the host code allocates.  Add "cuda" once the CUDA check
+# and the speed run (scripts/run_cuda_check.sh) have run it.
+SPLIT_DECODE_KINDS: tuple[str, ...] = ()
+
 
 def current_target() -> Target:
     """The target being compiled for (entered by :func:`pipeline.compile.compiler.export_model`).
@@ -151,6 +157,7 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
     ``RopeMode.NONE``), page copy, debug read and compaction, for ``target``'s device."""
     gpu = is_gpu_kind(target.kind.name)
     threads = block_threads(int(target.attrs["max_num_threads"])) if gpu else 0
+    split = target.kind.name in SPLIT_DECODE_KINDS
     suffix = "gpu" if gpu else "cpu"
 
     def tir(func, name):
@@ -159,10 +166,12 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
     windowed = [
         tir(kernels.ragged_prefill(h_kv, h_q, d, dtype, window, threads), f"windowed_ragged_prefill_{suffix}"),
         tir(kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"windowed_paged_prefill_{suffix}"),
-        tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"windowed_paged_decode_{suffix}"),
+        tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split),
+            f"windowed_paged_decode_{suffix}"),
         # Runtime sliding-window kernel slots: unused, since no layer is ``mha_sliding``.
         tir(kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"unused_sliding_prefill_{suffix}"),
-        tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"unused_sliding_decode_{suffix}"),
+        tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split),
+            f"unused_sliding_decode_{suffix}"),
     ]
     # Tree attention with the paged cache first, then ragged: the order paged_kv_cache.cc reads
     # (TVM 0.26's own CPU path passes the two the other way round).

@@ -164,6 +164,10 @@ def cases(seed: int, d: int, dtype: str):
              paged_case(rng, d, dtype, sliding, causal=True, prefix=(40,), decode=True)),
             (f"decode-one-long-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE},
              paged_case(rng, d, dtype, sliding, causal=True, prefix=(SERIAL_DECODE_KEYS + 40,), decode=True)),
+            # flash-decoding (GPU kernels; the CPU kernel ignores ``split``), on draws of its own so
+            # that the other cases' inputs stay as they were
+            (f"decode-split-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE, "split": True},
+             paged_case(np.random.default_rng([seed, int(sliding)]), d, dtype, sliding, causal=True, decode=True)),
         ]
     return out
 
