@@ -69,7 +69,8 @@ stage_vulkan() {  # the 270M package (cuda + vulkan) and what Vulkan needs there
     rm -f "$dir"/pkgs/gemma3-270m-q4f16_1/lib/*-cpu.so   # its tokens travel as JSON
     mkdir -p "$dir/bundle/vulkan" "$dir/bundle/gl"
     cp "$vklib/libtvm_runtime_vulkan.so" "$vklib/build-info.json" "$dir/bundle/vulkan/"
-    (cd "$dir/bundle/gl" && apt-get download libvulkan1)   # the GPU machine may have no Vulkan loader
+    # the Vulkan loader and the GL dispatch libraries NVIDIA's ICD needs (device README's list)
+    (cd "$dir/bundle/gl" && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 }
 
 receive() {
@@ -129,12 +130,11 @@ vulkan() {  # after stage --vulkan: the Vulkan library on the NVIDIA driver, bes
     local out=${1:?usage: $0 vulkan OUTDIR} icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json tvmlib
     mkdir -p "$out"
     unpack
-    if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
-        for f in "$WORK"/x/bundle/gl/*.deb; do dpkg -x "$f" /; done
-        ldconfig
-    fi
-    [[ -z ${VK_DRIVER_FILES:-} && -f $icd ]] && export VK_DRIVER_FILES=$icd
-    tvmlib=$($PY -c "import tvm, pathlib; print(pathlib.Path(tvm.__file__).parent / 'lib')")
+    for f in "$WORK"/x/bundle/gl/*.deb; do dpkg -x "$f" /; done   # as the device README says, every call
+    ldconfig
+    [[ -z ${VK_DRIVER_FILES:-} && -f $icd ]] && export VK_DRIVER_FILES=$icd VK_ICD_FILENAMES=$icd
+    # the plugin's libtvm_runtime.so and libtvm_ffi.so are the carried ones (its RUNPATH is this machine's)
+    tvmlib=$($PY -c "import tvm, tvm_ffi, pathlib; print(*(pathlib.Path(m.__file__).parent / 'lib' for m in (tvm, tvm_ffi)), sep=':')")
     export MLC_MTP_TVM_VULKAN_LIB="$WORK/x/bundle/vulkan" LD_LIBRARY_PATH="$tvmlib:$LD_LIBRARY_PATH"
     ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d "$(dirname "$icd")" 2>/dev/null || true
     cd "$ROOT"
