@@ -9,8 +9,9 @@ here, a CPU implementation of Vulkan 1.3), against the CPU build and a float64 r
   building without a device (the declared capabilities, said in a warning; running refused with the
   reason); the target takes the device's capabilities; the windowed attention kernels in float32
   and float16 against the float64 reference; MLC's bitmask kernel against numpy; a tiny random
-  Gemma 3 (window 8, sliding and global layers) built with the preset, exported as a ``.so`` and run with the paged KV cache (prefill past the window and
-  across prefill chunks, decode steps, verify and roll-back), logits within 1e-5 of the CPU build's;
+  Gemma 3 (window 8, sliding and global layers) built with the preset, exported as a ``.so`` and
+  run with the paged KV cache (prefill past the window and across prefill chunks, decode steps,
+  verify and roll-back), logits within 1e-5 of the CPU build's;
   the same model in q4f16_1 (float16) for prefill and decode, within 5e-3 of the CPU's q4f16_1 build.
 
 Tolerances: measured 7e-7 (float32) and 1e-3 (float16) on logits of magnitude ~0.6; a model that
