@@ -148,10 +148,11 @@ TVM_FFI_STATIC_INIT_BLOCK() {
 EOF
 
 # One fix to the tag's code generator, compiled from a copy (-iquote finds its neighbours' headers):
-# a local or shared buffer of bool is allocated as bool, while every load and store of it (and a
-# DeclBuffer over it) takes its elements as the byte type that stores bools, so any kernel with such a
-# buffer stops ("Attempted to access buffer X as element type T.int8 ... when the element type is
-# T.bool"; TVM's multinomial_from_uniform kernel has three).  The allocation gets that byte type too.
+# bool elements are stored as a byte type (boolean_storage_type_) in kernel arguments, DeclBuffer and
+# loads, but a local or shared buffer of bool was allocated as bool and a bool value stored as bool,
+# so any kernel with such a buffer stopped ("Attempted to access buffer X as element type T.int8 ...
+# when the element type is T.bool"; TVM's multinomial_from_uniform kernel has three).  The allocation
+# gets the byte type, and a scalar bool is converted to it (1 or 0) before it is stored.
 "$PYTHON" - "$BACKEND/codegen/codegen_spirv.cc" "$WORK/codegen_spirv.cc" <<'FIX'
 import sys
 text = open(sys.argv[1]).read()
@@ -162,7 +163,13 @@ fixes = [("  spirv::SType etype = builder_->GetSType(op->buffer->dtype);\n",
           "  }\n"
           "  spirv::SType etype = builder_->GetSType(storage_type);\n"),
          ("  info.SetContentType(op->buffer->dtype, op->buffer.name());\n",
-          "  info.SetContentType(storage_type, op->buffer.name());\n")]
+          "  info.SetContentType(storage_type, op->buffer.name());\n"),
+         ("  PrimType value_type = op->value.ty();\n",
+          "  const bool store_bool = op->value.ty() == PrimType::Bool();\n"
+          "  PrimType value_type = store_bool ? boolean_storage_type_ : op->value.ty();\n"),
+         ("  spirv::Value value = MakeValue(op->value);\n",
+          "  spirv::Value value = MakeValue(op->value);\n"
+          "  if (store_bool) value = builder_->Cast(builder_->GetSType(value_type), value);\n")]
 for old, new in fixes:
     if text.count(old) != 1:
         sys.exit(f"build_tvm_vulkan: {sys.argv[1]}: expected once: {old.strip()!r} (not TVM v0.26.0?)")
