@@ -85,8 +85,8 @@ def check(packages: Path, out: Path | None, repeats: int, contexts: list[int]) -
     library's greedy tokens differ from the CPU build's."""
     from gpu_speed import plain_speed  # also installs the NVRTC compile callback (cuda_runtime_only)
 
+    from pipeline.compile import vulkan  # describe() needs TVM's runtime only
     from pipeline.errors import PipelineError
-    from pipeline.runtime import vulkan
     from pipeline.runtime.engine import Engine
 
     package = packages / PACKAGE
