@@ -46,9 +46,12 @@ def prompt_ids(engine, spec) -> list[int]:
     return [engine.chat_config["bos_token_id"]] + engine.tokenizer.encode(spec, add_special_tokens=False).ids
 
 
-def greedy(engine) -> tuple[dict, dict]:
+def greedy(engine, margins: bool = False) -> tuple[dict, dict]:
     """Per prompt: ``{"prompt_tokens", "tokens"}`` (``GREEDY_TOKENS`` greedy ids, argmax on the
-    device as ``generate`` takes it) and the first-step float32 logits (numpy, (vocab,))."""
+    device as ``generate`` takes it) and the first-step float32 logits (numpy, (vocab,)).  With
+    ``margins``, also ``"margins"``: at each of those steps, the largest logit minus the second
+    largest (float32 logits copied to the host, the same tokens fed): a small one is a near tie,
+    which a library computing in another order may break the other way."""
     from pipeline.runtime.generate import generate
     from pipeline.runtime.sampling import Sampler
 
@@ -59,6 +62,14 @@ def greedy(engine) -> tuple[dict, dict]:
         logits[name] = np.asarray(engine.prefill(ids), dtype=np.float32).reshape(-1)
         rows[name] = {"prompt_tokens": len(ids), "tokens": [int(t) for t in generate(engine, ids, GREEDY_TOKENS,
                                                                                       Sampler())]}
+        if margins:
+            engine.reset()
+            step, gaps = engine.prefill(ids), []
+            for token in rows[name]["tokens"]:
+                top = np.sort(np.asarray(step, dtype=np.float32).reshape(-1))[-2:]
+                gaps.append(round(float(top[1] - top[0]), 5))
+                step = engine.decode(token)
+            rows[name]["margins"] = gaps
     return rows, logits
 
 
@@ -71,7 +82,7 @@ def build(out: Path) -> None:
     config = load_config(ROOT / "configs" / "gemma3-270m.yaml")
     package = build_package(config, targets=["cpu", "cuda", "vulkan"], quantization="q4f16_1",
                             output=out / PACKAGE, progress=False, say=print).output
-    rows, logits = greedy(Engine(package, target="cpu"))
+    rows, logits = greedy(Engine(package, target="cpu"), margins=True)
     (out / EXPECTED).write_text(json.dumps({"package": PACKAGE, "target": "cpu", "greedy": rows}, indent=1))
     np.savez_compressed(out / EXPECTED_LOGITS, **logits)
     print(json.dumps(rows))
@@ -94,7 +105,7 @@ def check(packages: Path, out: Path | None, repeats: int, contexts: list[int]) -
     cpu_logits = np.load(packages / EXPECTED_LOGITS)
     print(vulkan.describe(), flush=True)
     libs = json.loads((package / "mlc-mtp-config.json").read_text())["model_lib"]
-    result: dict = {"vulkan": vulkan.describe(), "expected_from": "cpu"}
+    result: dict = {"backend": vulkan.describe(), "expected_from": "cpu"}
     status = 0
     for target in [t for t in ("vulkan", "cuda") if t in libs]:
         try:
@@ -108,10 +119,19 @@ def check(packages: Path, out: Path | None, repeats: int, contexts: list[int]) -
         rows, logits = greedy(engine)
         part = result.setdefault(target, {"device": str(getattr(engine.device, "device_name", engine.device))})
         for name, row in rows.items():
-            row["same_as_cpu"] = row["tokens"] == expected[name]["tokens"]
+            want = expected[name]
+            row["same_as_cpu"] = row["tokens"] == want["tokens"]
             row["first_logits_max_abs_diff"] = float(np.max(np.abs(logits[name] - cpu_logits[name])))
+            where = next((i for i, (a, b) in enumerate(zip(row["tokens"], want["tokens"])) if a != b),
+                         None if len(row["tokens"]) == len(want["tokens"]) else min(len(row["tokens"]),
+                                                                                      len(want["tokens"])))
+            row["first_difference"] = where  # token index, None where identical
+            if where is not None and where < len(want.get("margins", [])):
+                row["cpu_margin_there"] = want["margins"][where]
             print(f"{target} {name}: {row['prompt_tokens']} prompt tokens, greedy tokens the CPU build's: "
-                  f"{row['same_as_cpu']}, first logits within {row['first_logits_max_abs_diff']:.3g}", flush=True)
+                  f"{row['same_as_cpu']}" + ("" if where is None else f" (first differs at token {where}, where "
+                                             f"the CPU's top two logits are {row.get('cpu_margin_there')} apart)")
+                  + f", first logits within {row['first_logits_max_abs_diff']:.3g}", flush=True)
             if target == "vulkan" and not row["same_as_cpu"]:
                 status = 1
         part["greedy"] = rows
