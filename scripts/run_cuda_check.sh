@@ -7,7 +7,7 @@
 #                    (DIR in the repo, git-ignored; the options go to scripts/cuda_check_packages.py)
 #                    or stage DIR --vulkan: Gemma 3 270M with cuda and vulkan libraries and the CPU
 #                    build's greedy tokens (scripts/vulkan_check.py build), TVM's Vulkan runtime
-#                    plugin and the Vulkan loader's deb (docs/vulkan.md)
+#                    plugin and the Vulkan loader's debs (docs/vulkan.md)
 #                    -> DIR/pkgs (built), DIR/pN/ (one chunk each; carry one per call)
 #   GPU, each call:  scripts/run_cuda_check.sh receive DIR/pN
 #   GPU, last call:  scripts/run_cuda_check.sh check [pytest args]   (after receiving every chunk)
