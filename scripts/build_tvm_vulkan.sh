@@ -147,14 +147,46 @@ TVM_FFI_STATIC_INIT_BLOCK() {
 }
 EOF
 
+# One fix to the tag's code generator, compiled from a copy (-iquote finds its neighbours' headers):
+# bool elements are stored as a byte type (boolean_storage_type_) in kernel arguments, DeclBuffer and
+# loads, but a local or shared buffer of bool was allocated as bool and a bool value stored as bool,
+# so any kernel with such a buffer stopped ("Attempted to access buffer X as element type T.int8 ...
+# when the element type is T.bool"; TVM's multinomial_from_uniform kernel has three).  The allocation
+# gets the byte type, and a scalar bool is converted to it (1 or 0) before it is stored.
+"$PYTHON" - "$BACKEND/codegen/codegen_spirv.cc" "$WORK/codegen_spirv.cc" <<'FIX'
+import sys
+text = open(sys.argv[1]).read()
+fixes = [("  spirv::SType etype = builder_->GetSType(op->buffer->dtype);\n",
+          "  PrimType storage_type = op->buffer->dtype;\n"
+          "  if (storage_type == PrimType::Bool()) {\n"
+          "    storage_type = boolean_storage_type_.WithLanes(storage_type.lanes());\n"
+          "  }\n"
+          "  spirv::SType etype = builder_->GetSType(storage_type);\n"),
+         ("  info.SetContentType(op->buffer->dtype, op->buffer.name());\n",
+          "  info.SetContentType(storage_type, op->buffer.name());\n"),
+         ("  PrimType value_type = op->value.ty();\n",
+          "  const bool store_bool = op->value.ty() == PrimType::Bool();\n"
+          "  PrimType value_type = store_bool ? boolean_storage_type_ : op->value.ty();\n"),
+         ("  spirv::Value value = MakeValue(op->value);\n",
+          "  spirv::Value value = MakeValue(op->value);\n"
+          "  if (store_bool) value = builder_->Cast(builder_->GetSType(value_type), value);\n")]
+for old, new in fixes:
+    if text.count(old) != 1:
+        sys.exit(f"build_tvm_vulkan: {sys.argv[1]}: expected once: {old.strip()!r} (not TVM v0.26.0?)")
+    text = text.replace(old, new)
+open(sys.argv[2], "w").write(text)
+FIX
+
 FLAGS=(-std=c++20 -O2 -fPIC -faligned-new -fvisibility=hidden -DTVM_ENABLE_SPIRV=1 -D_MACH_I32=int
-       -I"$SRC/include" -I"$FFI_INC" -I"$SRC/src" -I/usr/include/spirv/unified1 -I/usr/include/spirv-tools)
+       -iquote "$BACKEND/codegen" -I"$SRC/include" -I"$FFI_INC" -I"$SRC/src" -I/usr/include/spirv/unified1 -I/usr/include/spirv-tools)
 CODEGEN=(build_vulkan codegen_spirv intrin_rule_spirv ir_builder spirv_support spirv_utils vulkan_fallback_module)
 echo "build_tvm_vulkan: compiling TVM $TAG's Vulkan backend ($SRC) for $TVM_LIB with $JOBS jobs"
 mkdir -p "$WORK/obj"
 compile() { nice g++ "${FLAGS[@]}" -c "$1" -o "$WORK/obj/$2.o" 2>>"$WORK/errors.log"; }
 UNITS=()
-for f in "${CODEGEN[@]}"; do UNITS+=("$BACKEND/codegen/$f.cc" "cg_$f"); done
+for f in "${CODEGEN[@]}"; do
+  [[ $f == codegen_spirv ]] && UNITS+=("$WORK/codegen_spirv.cc" "cg_$f") || UNITS+=("$BACKEND/codegen/$f.cc" "cg_$f")
+done
 for f in "$BACKEND"/runtime/*.cc; do UNITS+=("$f" "rt_$(basename "$f" .cc)"); done
 UNITS+=("$WORK/shim.cc" cg_shim)
 failed=0

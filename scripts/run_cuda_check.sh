@@ -5,6 +5,9 @@
 #
 #   Here:            scripts/run_cuda_check.sh stage DIR [--skip-270m] [--speculative]
 #                    (DIR in the repo, git-ignored; the options go to scripts/cuda_check_packages.py)
+#                    or stage DIR --vulkan: Gemma 3 270M with cuda and vulkan libraries and the CPU
+#                    build's greedy tokens (scripts/vulkan_check.py build), TVM's Vulkan runtime
+#                    plugin and the Vulkan loader's debs (docs/vulkan.md)
 #                    -> DIR/pkgs (built), DIR/pN/ (one chunk each; carry one per call)
 #   GPU, each call:  scripts/run_cuda_check.sh receive DIR/pN
 #   GPU, last call:  scripts/run_cuda_check.sh check [pytest args]   (after receiving every chunk)
@@ -12,6 +15,8 @@
 #                    scripts/run_cuda_check.sh speed OUTDIR    scripts/gpu_speed.py (gpu_speed.json)
 #                    scripts/run_cuda_check.sh profile OUTDIR  one decode step (and a 4-token verify) under ncu
 #                    scripts/run_cuda_check.sh peer OUTDIR     scripts/gpu_torch_peer.py (gpu_torch_peer.json)
+#                    after a stage with --vulkan (chunks gathered in another CUDA_CHECK_WORK):
+#                    scripts/run_cuda_check.sh vulkan OUTDIR   scripts/vulkan_check.py check (vulkan_check.json)
 #
 # On the GPU machine: python3 is 3.12 with numpy, tokenizers, pyyaml, safetensors, ml_dtypes,
 # cuda-bindings and the CUDA toolkit (NVRTC's headers); carried: TVM's Python package and its
@@ -29,11 +34,15 @@ WHEELS=(apache-tvm-ffi==0.1.13.post2 jsonschema==4.26.0 jsonschema-specification
 
 stage() {
     local dir=$1 site
-    [[ -n $dir ]] || { echo "usage: $0 stage DIR [--skip-270m] [--speculative]" >&2; exit 2; }
+    [[ -n $dir ]] || { echo "usage: $0 stage DIR [--skip-270m] [--speculative] | stage DIR --vulkan" >&2; exit 2; }
     shift
     rm -rf "$dir/pkgs" "$dir/bundle" "$dir"/p[0-9]*
     mkdir -p "$dir/bundle/whl"
-    nice "$HERE_PY" "$ROOT/scripts/cuda_check_packages.py" "$dir/pkgs" "$@"
+    if [[ ${1:-} == --vulkan ]]; then
+        stage_vulkan "$dir"
+    else
+        nice "$HERE_PY" "$ROOT/scripts/cuda_check_packages.py" "$dir/pkgs" "$@"
+    fi
     for spec in "${WHEELS[@]}"; do
         "$HERE_PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
             --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
@@ -51,6 +60,17 @@ stage() {
         i=$((i + 1))
     done
     du -sh "$dir"/p[0-9]*
+}
+
+stage_vulkan() {  # the 270M package (cuda + vulkan) and what Vulkan needs there, in DIR/pkgs and DIR/bundle
+    local dir=$1 vklib=${MLC_MTP_TVM_VULKAN_LIB:-$HOME/.cache/mlc-mtp-vulkan/lib}
+    [[ -f $vklib/libtvm_runtime_vulkan.so ]] || { echo "$vklib: no libtvm_runtime_vulkan.so (scripts/build_tvm_vulkan.sh)" >&2; exit 2; }
+    nice "$HERE_PY" "$ROOT/scripts/vulkan_check.py" build "$dir/pkgs"
+    rm -f "$dir"/pkgs/gemma3-270m-q4f16_1/lib/*-cpu.so   # its tokens travel as JSON
+    mkdir -p "$dir/bundle/vulkan" "$dir/bundle/gl"
+    cp "$vklib/libtvm_runtime_vulkan.so" "$vklib/build-info.json" "$dir/bundle/vulkan/"
+    # the Vulkan loader and the GL dispatch libraries NVIDIA's ICD needs (device README's list)
+    (cd "$dir/bundle/gl" && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 }
 
 receive() {
@@ -106,6 +126,21 @@ profile() {  # one decode step's kernels (Nsight Compute; nsys is not on the GPU
         $PY scripts/gpu_speed.py "$WORK/x/pkgs" --profile 128 --verify 4 || echo "ncu of verify failed"
 }
 
+vulkan() {  # after stage --vulkan: the Vulkan library on the NVIDIA driver, beside CUDA
+    local out=${1:?usage: $0 vulkan OUTDIR} icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json tvmlib
+    mkdir -p "$out"
+    unpack
+    for f in "$WORK"/x/bundle/gl/*.deb; do dpkg -x "$f" /; done   # as the device README says, every call
+    ldconfig
+    [[ -z ${VK_DRIVER_FILES:-} && -f $icd ]] && export VK_DRIVER_FILES=$icd VK_ICD_FILENAMES=$icd
+    # the plugin's libtvm_runtime.so and libtvm_ffi.so are the carried ones (its RUNPATH is this machine's)
+    tvmlib=$($PY -c "import tvm, tvm_ffi, pathlib; print(*(pathlib.Path(m.__file__).parent / 'lib' for m in (tvm, tvm_ffi)), sep=':')")
+    export MLC_MTP_TVM_VULKAN_LIB="$WORK/x/bundle/vulkan" LD_LIBRARY_PATH="$tvmlib:$LD_LIBRARY_PATH"
+    ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d "$(dirname "$icd")" 2>/dev/null || true
+    cd "$ROOT"
+    $PY scripts/vulkan_check.py check "$WORK/x/pkgs" --out "$out/vulkan_check.json" "${@:2}"
+}
+
 peer() {  # on the machine's own torch and transformers, without TVM's carried packages
     local out=${1:?usage: $0 peer OUTDIR}
     mkdir -p "$out"
@@ -122,6 +157,7 @@ case $cmd in
     speed) speed "$@" ;;
     profile) profile "$@" ;;
     peer) peer "$@" ;;
-    *) echo "usage: $0 stage DIR [--skip-270m] [--speculative] | receive DIR/pN | check [pytest args] | speed|profile|peer OUTDIR" >&2
+    vulkan) vulkan "$@" ;;
+    *) echo "usage: $0 stage DIR [--skip-270m] [--speculative] | stage DIR --vulkan | receive DIR/pN | check [pytest args] | speed|profile|peer|vulkan OUTDIR" >&2
        exit 2 ;;
 esac

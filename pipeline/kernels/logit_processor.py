@@ -122,10 +122,12 @@ def _penalty(gpu: bool, tx: int) -> tirx.PrimFunc:
 
 @T.macro
 def _mask(logits, seq_ids, bitmask, vocab_size, flat):
-    row: T.let[T.int32] = seq_ids[flat // vocab_size]
-    v: T.let[T.int32] = flat % vocab_size
-    if T.bitwise_and(T.shift_right(bitmask[row, v // 32], v % 32), 1) == 0:
-        logits[row, v] = T.min_value("float32")
+    # row seq_ids[flat // vocab_size], column flat % vocab_size, written out rather than let-bound:
+    # TVM 0.26's SPIR-V code generator rejects the let bindings once lowering has copied them
+    # ("Let cannot bind the same var to two different values")
+    if T.bitwise_and(T.shift_right(bitmask[seq_ids[flat // vocab_size], flat % vocab_size // 32],
+                                   flat % vocab_size % 32), 1) == 0:
+        logits[seq_ids[flat // vocab_size], flat % vocab_size] = T.min_value("float32")
 
 
 def _bitmask(gpu: bool, tx: int) -> tirx.PrimFunc:

@@ -305,6 +305,30 @@ def test_gpu_builds(preset, tmp_path):
         assert "workgroupBarrier()" in source and "softmax_chunk_stats" in source
 
 
+@pytest.mark.skipif(bool(vulkan.missing()), reason=f"needs Vulkan: {vulkan.missing()}")
+def test_vulkan_runs_multinomial_from_uniform(tmp_path):
+    """The stand-in built for the vulkan preset runs on the device (Mesa's lavapipe here): TVM's
+    multinomial kernel (bool buffers: it needs scripts/build_tvm_vulkan.sh's fix to the code
+    generator) draws what numpy's search of the running sums gives, as on the CPU."""
+    preset = load_target("vulkan")
+    target = preset.tvm_target()
+    with target:
+        lowered = relax_pipeline(target, preset.schedule)(stand_in_module())
+    path = tmp_path / "stand_in.so"
+    relax.build(lowered, target=target, relax_pipeline=None).export_library(str(path))
+    dev = vulkan.device()
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), dev)
+    rng = np.random.default_rng(6)
+    probs = rng.dirichlet(np.ones(30), size=3).astype(np.float32)
+    uniform = rng.random(5).astype(np.float32)
+    rows = np.array([2, 0, 1, 2, 0], np.int32)
+    got = vm.module.get_function("multinomial_from_uniform")(
+        *(tvm.runtime.tensor(a, device=dev) for a in (probs, uniform, rows)))
+    running = np.cumsum(probs.astype(np.float64), axis=1)
+    want = [min(np.searchsorted(running[r], u, side="right"), 29) for u, r in zip(uniform, rows)]
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
 def _device_modules(module):
     found = [module] if module.kind == "webgpu" else []
     for sub in module.imports:

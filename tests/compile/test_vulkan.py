@@ -8,9 +8,10 @@ here, a CPU implementation of Vulkan 1.3), against the CPU build and a float64 r
   ``USE_VULKAN=ON``; skipped, saying which is missing, where not: CI cannot reach GitHub to build it):
   building without a device (the declared capabilities, said in a warning; running refused with the
   reason); the target takes the device's capabilities; the windowed attention kernels in float32
-  and float16 against the float64 reference; a tiny random Gemma 3 (window 8, sliding and global layers) built
-  with the preset, exported as a ``.so`` and run with the paged KV cache (prefill past the window and
-  across prefill chunks, decode steps, verify and roll-back), logits within 1e-5 of the CPU build's;
+  and float16 against the float64 reference; MLC's bitmask kernel against numpy; a tiny random
+  Gemma 3 (window 8, sliding and global layers) built with the preset, exported as a ``.so`` and
+  run with the paged KV cache (prefill past the window and across prefill chunks, decode steps,
+  verify and roll-back), logits within 1e-5 of the CPU build's;
   the same model in q4f16_1 (float16) for prefill and decode, within 5e-3 of the CPU's q4f16_1 build.
 
 Tolerances: measured 7e-7 (float32) and 1e-3 (float16) on logits of magnitude ~0.6; a model that
@@ -197,6 +198,32 @@ def test_attention_kernels_match_the_reference_on_vulkan(dtype):
             check(case, tensors["output"].numpy(), tensors["lse"].numpy(), dtype)
         except AssertionError as err:
             raise AssertionError(f"{label}: {err}") from None
+
+
+@needs_vulkan
+def test_bitmask_kernel_matches_numpy_on_vulkan():
+    """MLC's ``apply_bitmask_inplace`` for the preset (it once failed in the SPIR-V code generator:
+    "Let cannot bind the same var to two different values") on the device: the rows of
+    ``seq_ids`` get float32's lowest value wherever their bit is 0, other rows untouched, exactly
+    numpy's.  A vocabulary of 1000 is not a multiple of the 32-bit words nor of the block."""
+    from pipeline.kernels.logit_processor import logit_processors
+
+    target, dev = load_target("vulkan").tvm_target(), vulkan.device()
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((5, 1000)).astype(np.float32)
+    seq_ids = np.array([3, 0, 4], np.int32)
+    bitmask = rng.integers(-2**31, 2**31, (5, 32)).astype(np.int32)
+    bits = (bitmask.view(np.uint32)[:, :, None] >> np.arange(32, dtype=np.uint32)) & 1
+    expected = logits.copy()
+    rows = expected[seq_ids]
+    rows[bits.reshape(5, -1)[seq_ids, :1000] == 0] = np.finfo(np.float32).min
+    expected[seq_ids] = rows
+    func = logit_processors(target)["apply_bitmask_inplace"]
+    lib = tvm.compile(tvm.IRModule({"apply_bitmask_inplace": func}), target=target)
+    out = tvm.runtime.tensor(logits, device=dev)
+    lib["apply_bitmask_inplace"](out, tvm.runtime.tensor(seq_ids, device=dev), tvm.runtime.tensor(bitmask, device=dev))
+    np.testing.assert_array_equal(out.numpy(), expected)
+    assert (out.numpy() != logits).sum() > 1000  # about half of three rows
 
 
 def _engines(tmp_path_factory, quantization: str):
