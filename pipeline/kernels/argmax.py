@@ -52,7 +52,10 @@ def _chunk_argmax(tx: int) -> tirx.PrimFunc:
                         i = T.sblock_alloc_buffer((1,), "int32", scope="local")
                         v_shared = T.sblock_alloc_buffer((tx,), "float32", scope="shared")
                         i_shared = T.sblock_alloc_buffer((tx,), "int32", scope="shared")
-                        v[0] = T.float32(float("-inf"))  # beneath every logit: the tree's maximum stays a held one's
+                        take = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                        # no -inf literal (WGSL has none); a thread holding nothing has index -1,
+                        # which loses every comparison (_takes), so its value never wins
+                        v[0] = T.min_value("float32")
                         i[0] = -1
                         for k in T.serial(per_thread):  # this thread's indices rise with k: ties keep the first
                             if c * chunk + k * tx + t < vocab:
@@ -63,16 +66,16 @@ def _chunk_argmax(tx: int) -> tirx.PrimFunc:
                         i_shared[t] = i[0]
                         T.tvm_storage_sync("shared")
                         for level in T.unroll(tx.bit_length() - 1):
-                            # the index first (it reads both values), then the value; one statement
-                            # each, so that the barriers stay outside the conditions
+                            # decide first (reading both pairs), then move the winner's value and
+                            # index together; the barriers stay outside the conditions
                             if t < (tx >> (level + 1)):
-                                i_shared[t] = T.Select(
+                                take[0] = T.Select(
                                     _takes(v_shared[t + (tx >> (level + 1))], i_shared[t + (tx >> (level + 1))],
-                                           v_shared[t], i_shared[t]),
-                                    i_shared[t + (tx >> (level + 1))], i_shared[t])
+                                           v_shared[t], i_shared[t]), 1, 0)
                             T.tvm_storage_sync("shared")
                             if t < (tx >> (level + 1)):
-                                v_shared[t] = T.max(v_shared[t], v_shared[t + (tx >> (level + 1))])
+                                v_shared[t] = T.Select(take[0] == 1, v_shared[t + (tx >> (level + 1))], v_shared[t])
+                                i_shared[t] = T.Select(take[0] == 1, i_shared[t + (tx >> (level + 1))], i_shared[t])
                             T.tvm_storage_sync("shared")
                         if t == 0:
                             cval[b, c] = v_shared[0]
