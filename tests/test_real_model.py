@@ -15,6 +15,7 @@ same dequantized weights in float32.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -42,7 +43,8 @@ def packages(tmp_path_factory):
     built = {}
     for quant in ("q0f32", "q4f32_1", "q4f16_1", "qsrcf32"):
         built[quant] = build(config, output=root / quant, quantization=quant, progress=False, say=lambda _: None)
-    return built
+    yield built
+    shutil.rmtree(root, ignore_errors=True)  # about 1.8 GB of packages: CI's disk is shared
 
 
 @pytest.fixture(scope="module")
