@@ -23,7 +23,7 @@ from ..quantization import QuantScheme, quantize_model
 from .cpu_matmul import mark_many_row_kernels
 from .link import find_program, linker, user_link_command
 from .mlc_functions import AttachMLCFunctions, attach_memory_usage
-from .schedules import schedule_rule
+from .schedules import LowBatchDispatch, schedule_rule
 from .targets import GPU_RULES, TargetPreset
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,11 @@ def schedule_rules(rules: Sequence[str] = GPU_RULES) -> list:
       serial: dlight 0.26's CPU ``Reduction`` rule parallelizes a norm over its hidden axis and
       redoes the row reduction once per element (640x the work for Gemma 3 270M), and serial code
       for a few thousand elements is cheaper than a parallel launch.
-    - GPU (the default): dlight's ``Matmul``, ``GEMV``, ``Reduction``, ``GeneralReduction``, then
-      ``Fallback``, which binds whatever is left to threads; the list TVM's own CUDA and generic
-      GPU pipelines use.  Every GPU kernel must be bound to threads, and ``Fallback`` guarantees
+    - GPU (the default): ``LowBatchDispatch`` (:class:`~.schedules.LowBatchDispatch`: a product
+      of a symbolic row count gets ``LowBatchGEMV`` kernels for 1-8 rows and the later rules'
+      schedule for more, chosen at run time), then dlight's ``Matmul``, ``GEMV``, ``Reduction``,
+      ``GeneralReduction``, ``Fallback``, which binds whatever is left to threads; the list TVM's
+      own CUDA and generic GPU pipelines use.  Every GPU kernel must be bound to threads, and ``Fallback`` guarantees
       it; our fused dequantize-matmul (``pipeline.quantization``) is a reduction with an injective
       prologue, the shape ``GEMV`` (decode) and ``Matmul`` (prefill) take.
 
@@ -111,9 +113,13 @@ def schedule_rules(rules: Sequence[str] = GPU_RULES) -> list:
         PipelineError: a name with no rule (presets are validated against the names first).
     """
     try:
-        return [schedule_rule(name) for name in rules]
+        made = [schedule_rule(name) for name in rules]
     except KeyError as err:
         raise PipelineError(f"schedule.rules: no schedule rule {err.args[0]!r}") from None
+    for at, rule in enumerate(made):
+        if isinstance(rule, LowBatchDispatch):  # its many-row branch: the rules listed after it
+            rule.rest = made[at + 1:]
+    return made
 
 
 # TVM's pass-context switch of RewriteCUDAGraph (relax/transform/rewrite_cuda_graph.cc, TVM 0.26).

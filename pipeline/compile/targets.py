@@ -41,13 +41,15 @@ TARGETS_DIR = targets_dir()  # read once, at import
 
 # Names a preset's schedule.rules may list (resolved by pipeline.compile.schedules.schedule_rule).
 RULE_NAMES = (
-    "CPUMatmul", "GenericMatmul",
+    "CPUMatmul", "GenericMatmul", "LowBatchDispatch",
     "gpu.Matmul", "gpu.GEMV", "gpu.LowBatchGEMV", "gpu.Reduction", "gpu.GeneralReduction", "gpu.RMSNorm",
     "gpu.Transpose", "gpu.Fallback",
     "cpu.GEMV", "cpu.Reduction",
 )
-# dlight's generic GPU list (TVM's own gpu_generic and CUDA pipelines use it): the default.
-GPU_RULES = ("gpu.Matmul", "gpu.GEMV", "gpu.Reduction", "gpu.GeneralReduction", "gpu.Fallback")
+# dlight's generic GPU list (TVM's own gpu_generic and CUDA pipelines use it) after our dispatch of
+# few-row products to LowBatchGEMV (as MLC LLM's pipeline does): the default (targets/webgpu.yaml
+# leaves the dispatch out, and says why).
+GPU_RULES = ("LowBatchDispatch", "gpu.Matmul", "gpu.GEMV", "gpu.Reduction", "gpu.GeneralReduction", "gpu.Fallback")
 LIMITS = ("max_num_threads", "max_shared_memory_per_block", "thread_warp_size")
 
 PRESET_SCHEMA = {

@@ -48,7 +48,7 @@ def _dequantize_matmul(x: Tensor, stored: list[Tensor], fmt: GroupFormat, model_
         acc = te.compute(
             (*xt.shape[:-1], tensors[0].shape[0]),
             lambda *idx: te.sum(xt[idx[:-1] + (r,)].astype("float32") * weight[idx[-1], r], axis=r),
-            name="dequantize_matmul",
+            name="matmul",  # not "dequantize...": dlight's LowBatchGEMV takes such blocks for the weight decode
         )
         if out_dtype == "float32":
             return acc

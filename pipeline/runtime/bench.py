@@ -60,11 +60,11 @@ def _worker_mlc(args) -> dict:
     for _ in range(args.repeats):
         engine.reset()
         start = time.perf_counter()
-        logits = engine.prefill(prompt)
+        token = engine.prefill_argmax(prompt)  # greedy as `generate` runs it: the library's argmax
         prefill.append(len(prompt) / (time.perf_counter() - start))
         start = time.perf_counter()
         for _ in range(args.decode_tokens):
-            logits = engine.decode(int(np.argmax(logits)))
+            token = engine.decode_argmax(token)
         decode.append(args.decode_tokens / (time.perf_counter() - start))
     return {"prefill": statistics.median(prefill), "decode": statistics.median(decode),
             "kernels_ms": kernel_times(engine, prompt, max(args.repeats, KERNEL_CALLS))}

@@ -63,7 +63,7 @@ def generate(engine: Engine, prompt_ids: list[int], max_tokens: int, sampler: Sa
             if token in engine.stop_token_ids:
                 stats.stopped_by = "stop_token"
                 if engine.length < engine.context_window:
-                    engine.decode(token)  # keep the end-of-turn in the cache for the next chat turn
+                    engine.decode_argmax(token)  # keep the end-of-turn in the cache for the next chat turn
                 break
             stats.generated_tokens += 1
             text_ids.append(token)

@@ -262,7 +262,8 @@ def test_a_linker_not_found_is_said_and_the_tar_kept(tmp_path, caplog):
 
 def test_schedule_rules_follow_the_preset():
     gpu = [type(rule).__name__ for rule in schedule_rules(load_target("cuda").schedule)]
-    assert gpu == ["Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback"]
+    assert gpu == ["LowBatchDispatch", "Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback"]
+    assert [type(rule).__name__ for rule in schedule_rules(load_target("cuda").schedule)[0].rest] == gpu[1:]
     assert [type(rule).__name__ for rule in schedule_rules(load_target("cpu").schedule)] == ["CPUMatmul"]
     assert len(schedule_rules(RULE_NAMES)) == len(RULE_NAMES)  # every name a preset may list exists
     with pytest.raises(PipelineError, match="no schedule rule 'gpu.Nope'"):

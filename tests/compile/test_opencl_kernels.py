@@ -139,12 +139,12 @@ def builds(request):
             "twins": twins, "build": build, "pocl": PoCL(build), "library": library}
 
 
-def _shape(param, env: dict) -> tuple:
-    """``param``'s shape, its free variables bound from :data:`SIZES` (and kept in ``env``)."""
+def _shape(param, env: dict, sizes: dict) -> tuple:
+    """``param``'s shape, its free variables bound from ``sizes`` (and kept in ``env``)."""
 
     def bind(node):
         if type(node).__name__ == "Var" and node not in env:
-            env[node] = SIZES[node.name]
+            env[node] = sizes[node.name]
 
     for dim in param.shape:
         tvm.tirx.stmt_functor.post_order_visit(dim, bind)
@@ -156,8 +156,8 @@ def _slots(rng, count: int, num_pages: int) -> np.ndarray:
     return rng.permutation(num_pages * SIZES["page_size"])[:count].astype(np.int32)
 
 
-def generic_inputs(func, rng) -> tuple[dict, dict]:
-    """Arrays for every buffer parameter (shapes from :data:`SIZES`) and scalars (a size when a
+def generic_inputs(func, rng, sizes: dict = SIZES) -> tuple[dict, dict]:
+    """Arrays for every buffer parameter (shapes from ``sizes``) and scalars (a size when a
     shape uses them, else 1 for ints and 0.5 for floats).  Floats are standard normal;
     ``position_map`` of a function with ``pages`` holds distinct cache slots; other ints lie below
     the smallest extent (above 1) of the function's float buffers (of all its buffers if it has no
@@ -165,7 +165,7 @@ def generic_inputs(func, rng) -> tuple[dict, dict]:
     env, arrays, scalars = {}, {}, {}
     params = list(zip(func.params, param_keys(func)))
     buffers = [(p, key) for p, key in params if not isinstance(p.ty, tvm.ir.PrimType)]
-    shapes = {key: _shape(p, env) for p, key in buffers}
+    shapes = {key: _shape(p, env, sizes) for p, key in buffers}
     extents = {kind: [n for p, key in buffers if kind in str(p.dtype) for n in shapes[key] if n > 1]
                for kind in ("float", "")}
     bound = min(extents["float"] or extents[""] or [2])
@@ -244,6 +244,9 @@ def cases(name: str, func, rng) -> list:
         del arrays["k_pos_offset"], arrays["q_pos"]
         scalars = {"rotary_mode": 0, "rope_scale": 1.0, "rope_theta": 1e4, "sm_scale": 0.3}
         return [("tree", _with_outputs(arrays, rng), scalars)]
+    dispatched = _low_batch_rows(func)
+    if dispatched:  # each of LowBatchDispatch's kernels: 2 rows, 5 (padded to 8) and SIZES' 19
+        return [(f"{rows} rows", *generic_inputs(func, rng, {**SIZES, dispatched: rows})) for rows in (2, 5, 19)]
     arrays, scalars = generic_inputs(func, rng)
     if name.startswith(("apply_", "gather_", "scatter_", "softmax_")):
         return [("mlc", _mlc_function_inputs(name, arrays, rng), scalars)]
@@ -257,6 +260,16 @@ def cases(name: str, func, rng) -> list:
     elif "apply_rope" in scalars:  # TVM's split_rotary: the runtime passes 0 (RoPE applied by the model)
         return [("no-rope", arrays, {**scalars, "apply_rope": 0}), ("rope", arrays, scalars)]
     return [("random", arrays, scalars)]
+
+
+def _low_batch_rows(func) -> str | None:
+    """The name of the row count whose value picks the kernel of a function scheduled by
+    :class:`pipeline.compile.schedules.LowBatchDispatch` (None for other functions)."""
+    if "tvm_thread_invariant" not in func.script():
+        return None
+    [rows] = {dim.name for param in func.params for dim in getattr(param, "shape", ())
+              if type(dim).__name__ == "Var"}
+    return rows
 
 
 def _mlc_function_inputs(name: str, arrays: dict, rng) -> dict:
@@ -353,6 +366,9 @@ def test_the_kernels_cover_every_entry_point(builds):
     assert any(name.startswith("take") for name in reached["embed"])
     assert "last_position" in reached["prefill"] and len(reached["prefill"]) >= 10
     assert len(reached["decode"]) >= 10 and len(reached["batch_verify"]) >= 10
+    # a verify pass's products choose a LowBatchGEMV kernel by their row count; a decode step's are GEMVs
+    assert sum(bool(_low_batch_rows(builds["gpu"][name])) for name in reached["batch_verify"]) >= 4
+    assert not any(_low_batch_rows(builds["gpu"][name]) for name in reached["decode"])
     assert {"fused_rope", "tir_kv_cache_transpose_append", "windowed_ragged_prefill_gpu", "windowed_paged_prefill_gpu",
             "windowed_paged_decode_gpu", "tir_attention_merge_state_gpu"} <= reached["create_paged_kv_cache"]
     # MLC's engine calls these directly (pipeline/compile/mlc_functions.py)

@@ -137,6 +137,8 @@ def evaluate(expr, env: dict):
         return evaluate(expr.true_value if evaluate(expr.condition, env) else expr.false_value, env)
     if kind == "Call" and expr.op.name == "tirx.buffer_data":
         return env[expr.args[0]]
+    if kind == "Call" and expr.op.name == "tirx.tvm_thread_invariant":
+        return evaluate(expr.args[0], env)
     raise NotImplementedError(f"host expression {kind}: {expr}")
 
 
@@ -208,6 +210,10 @@ def plan_launches(build: OpenCLBuild, name: str, arrays: dict, scalars: dict) ->
             env[stmt.buffer] = ("buffer", key)
         elif kind == "AssertStmt":
             assert evaluate(stmt.condition, env), f"{name}: host assertion {stmt.condition} fails"
+        elif kind == "IfThenElse":  # a kernel chosen by a size (LowBatchDispatch's row count)
+            branch = stmt.then_case if evaluate(stmt.condition, env) else stmt.else_case
+            if branch is not None:
+                pending.insert(0, branch)
         elif kind == "Evaluate" and getattr(getattr(stmt.value, "op", None), "name", "") == "tirx.tvm_call_packed":
             launches.append(_launch(build, stmt.value, env))
         else:
