@@ -28,7 +28,7 @@ def test_shipped_presets():
     ("cuda", "cuda", None, 1024, 49152, 32, "so", True, GPU_RULES),
     ("metal", "metal", "arm64-apple-macos", 256, 32768, 16, "dylib", True, GPU_RULES),
     ("iphone", "metal", "arm64-apple-ios", 256, 32768, 1, "tar", True, GPU_RULES),
-    ("webgpu", "webgpu", "wasm32-unknown-unknown-wasm", 256, None, 1, "wasm", False, GPU_RULES),
+    ("webgpu", "webgpu", "wasm32-unknown-unknown-wasm", 256, None, 1, "wasm", False, GPU_RULES[1:]),  # no dispatch
     ("android", "opencl", "aarch64-linux-android", 256, 16384, 1, "tar", True, GPU_RULES),
 ])
 def test_preset_fields_reach_the_tvm_target(name, kind, host, threads, smem, warp, library, fp16, rules):
