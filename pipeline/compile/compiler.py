@@ -105,8 +105,8 @@ def schedule_rules(rules: Sequence[str] = GPU_RULES) -> list:
       of a symbolic row count gets ``LowBatchGEMV`` kernels for 1-8 rows and the later rules'
       schedule for more, chosen at run time), then dlight's ``Matmul``, ``GEMV``, ``Reduction``,
       ``GeneralReduction``, ``Fallback``, which binds whatever is left to threads; the list TVM's
-      own CUDA and generic GPU pipelines use.  Every GPU kernel must be bound to threads, and ``Fallback`` guarantees
-      it; our fused dequantize-matmul (``pipeline.quantization``) is a reduction with an injective
+      own CUDA and generic GPU pipelines use.  Every GPU kernel must be bound to threads, and
+      ``Fallback`` guarantees it; our fused dequantize-matmul (``pipeline.quantization``) is a reduction with an injective
       prologue, the shape ``GEMV`` (decode) and ``Matmul`` (prefill) take.
 
     Raises:
