@@ -106,8 +106,9 @@ def schedule_rules(rules: Sequence[str] = GPU_RULES) -> list:
       schedule for more, chosen at run time), then dlight's ``Matmul``, ``GEMV``, ``Reduction``,
       ``GeneralReduction``, ``Fallback``, which binds whatever is left to threads; the list TVM's
       own CUDA and generic GPU pipelines use.  Every GPU kernel must be bound to threads, and
-      ``Fallback`` guarantees it; our fused dequantize-matmul (``pipeline.quantization``) is a reduction with an injective
-      prologue, the shape ``GEMV`` (decode) and ``Matmul`` (prefill) take.
+      ``Fallback`` guarantees it; our fused dequantize-matmul (``pipeline.quantization``) is a
+      reduction with an injective prologue, the shape ``GEMV`` (decode) and ``Matmul`` (prefill)
+      take.
 
     Raises:
         PipelineError: a name with no rule (presets are validated against the names first).
