@@ -95,7 +95,7 @@ def test_catch_up_and_chain_match_transformers(engine, drafter, tiny_package):
     ids = np.random.default_rng(21).integers(4, 96, size=PREFILL + 1).tolist()
     engine.reset()
     chain.reset()
-    hidden = chain.accept(base_hidden_states(engine, "prefill_to_last_hidden_states", ids[:PREFILL]), ids[1:])
+    hidden = chain.accept(base_hidden_states(engine, "prefill_to_last_hidden_states", ids[:PREFILL]), ids[1:]).numpy()
     draft = chain.draft(CHAIN)
     assert chain.length == PREFILL and chain.speculative == CHAIN - 1
 
@@ -136,7 +136,7 @@ def test_sliding_window_changes_the_reference(engine, drafter, tiny_package):
     ids = np.random.default_rng(21).integers(4, 96, size=PREFILL + 1).tolist()
     engine.reset()
     chain.reset()
-    hidden = chain.accept(base_hidden_states(engine, "prefill_to_last_hidden_states", ids[:PREFILL]), ids[1:])
+    hidden = chain.accept(base_hidden_states(engine, "prefill_to_last_hidden_states", ids[:PREFILL]), ids[1:]).numpy()
     window = mtp.config.sliding_window
     set_window(mtp, 512)
     try:

@@ -11,9 +11,10 @@ last sliding layer) and keeps its position.  Draft tokens are the argmax of each
 drafting, as LiteRT-LM does), taken by the library's ``draft_step``; their distributions are
 one-hot rows, which keeps sampled verification lossless (:mod:`pipeline.runtime.speculative`).
 
-Host traffic per chain: the context K/V go to the device once; per step only the drafted token id
-comes back (4 bytes).  The embedding, the projected state and the kept tokens' logits stay on the
-device.
+Host traffic per chain: none but the drafted token ids (4 bytes a step): the context K/V and the
+hidden states are kept on the device as the base returns them
+(:class:`~pipeline.runtime.drafters.context.MTPContext`), and the embedding, the projected state
+and the kept tokens' logits stay there.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class MTPContextCapture(Capture):
 
     def read(self, engine, out, last_only: bool):
         logits, hidden, *kv = out
-        self.context.append(hidden.numpy()[0], [a.numpy() for a in kv])
+        self.context.append(hidden._create_view(tuple(hidden.shape[1:])), kv)  # device-to-device copies
         return logits
 
 
@@ -75,15 +76,12 @@ class AssistantDrafter:
         self.window = engine.chat_config["model_config"]["sliding_window"] + 1
         self.backbone = engine.hidden_size
 
-    def _tensor(self, array: np.ndarray):
-        return tvm.runtime.tensor(np.ascontiguousarray(array), self.engine.device)
-
     def context_tensors(self) -> list:
         """The context every step of a chain reads, on the device: ``k_sliding``, ``v_sliding``
-        (the last ``sliding_window + 1`` cached positions), ``k_full``, ``v_full`` (all of them)."""
+        (the last ``sliding_window + 1`` cached positions, copied on the device once past the
+        window), ``k_full``, ``v_full`` (all of them, views of the context)."""
         kv, start = self.context.kv, self.context.length - self.window
-        return [self._tensor(kv["k_sliding"].view(start)), self._tensor(kv["v_sliding"].view(start)),
-                self._tensor(kv["k_full"].view()), self._tensor(kv["v_full"].view())]
+        return [kv["k_sliding"].rows(start), kv["v_sliding"].rows(start), kv["k_full"].rows(), kv["v_full"].rows()]
 
     def embed(self, token: int):
         """``(1, 1, backbone_hidden)`` base embedding of ``token`` (scaled, per-layer part dropped),
@@ -92,15 +90,18 @@ class AssistantDrafter:
         return self.engine.vm["embed"](ids, self.engine.params)._create_view((1, 1, self.backbone))
 
     def step(self, token: int, hidden, context: list | None = None) -> DraftStep:
-        """One draft step after ``token`` from ``hidden`` (``(backbone_hidden,)`` numpy, or the
-        device tensor of the previous step's :attr:`DraftStep.hidden`); ``context``:
+        """One draft step after ``token`` from ``hidden`` (``backbone_hidden`` values: numpy, or a
+        device tensor such as :meth:`~.context.MTPContext.last_hidden` or the previous step's
+        :attr:`DraftStep.hidden`); ``context``:
         :meth:`context_tensors`, made here when not given.
 
         Raises:
             PipelineError: the library's ``draft_step`` is an older one (two outputs, dense logits).
         """
         if isinstance(hidden, np.ndarray):
-            hidden = self._tensor(hidden.reshape(1, 1, -1))
+            hidden = tvm.runtime.tensor(np.ascontiguousarray(hidden.reshape(1, 1, -1)), self.engine.device)
+        else:
+            hidden = hidden._create_view((1, 1, int(hidden.shape[-1])))
         out = self.vm["draft_step"](self.embed(token), hidden, *(context or self.context_tensors()), self.params)
         if len(out) != 4:
             raise PipelineError(f"{self.library}: draft_step returns {len(out)} values, expected 4 (token, kept ids, "

@@ -31,6 +31,7 @@ from ...models.draft_vocab import DRAFT_VOCAB
 from ...models.registry import family_of_runtime_drafter
 from ..engine import Engine, load_library
 from .base import Capture
+from .context import copy_rows
 
 # The ``model_type`` a Gemma 3 MTP head library records in ``_metadata``: its family's name
 # (the config's ``model_type``), found in the registry by this class.
@@ -50,9 +51,10 @@ class HiddenStateCapture(Capture):
         "batch_verify": "batch_verify_to_last_hidden_states"}
 
     def read(self, engine, out, last_only: bool):
-        hidden = engine.host(out)[0]
-        self.context.append(hidden, [])
-        rows = tvm.runtime.tensor(np.ascontiguousarray(hidden[-1:] if last_only else hidden), engine.device)
+        n, hidden = int(out.shape[1]), int(out.shape[2])
+        self.context.append(out._create_view((n, hidden)), [])  # a device-to-device copy
+        rows = self.context.hidden_states(self.context.length - 1 if last_only else self.context.length - n,
+                                          self.context.length)
         logits = engine.vm["get_logits"](rows, engine.params)
         return logits._create_view((1, *logits.shape))
 
@@ -170,7 +172,7 @@ class MTPDraftChain:
         self.cache = None
         self.length = 0  # exact entries
         self.speculative = 0  # entries added by the last chain, popped before the next call
-        self._last: np.ndarray | None = None  # output ``o`` of the last exact entry, (hidden,)
+        self._last = None  # output ``o`` of the last exact entry, (1, hidden) on the device
 
     def reset(self) -> None:
         """Start a fresh sequence (new, empty cache)."""
@@ -201,31 +203,30 @@ class MTPDraftChain:
 
         Args:
             hidden_states: ``(k, hidden)`` base final hidden states ``h_j`` at consecutive positions
-                continuing the cache.
+                continuing the cache: a device tensor (what the engine's capture keeps) or numpy.
             next_tokens: the ``k`` tokens ``t_{j+1}`` following them (the last one is the token the
                 base model just produced, not yet verified by it).
 
         Returns:
-            ``(k, hidden)`` drafter outputs; the last one seeds :meth:`draft`.
+            The drafter outputs of the last chunk of ``prefill_chunk_size`` pairs (all ``k`` when
+            ``k`` fits one), ``(rows, hidden)`` on the device; the last one seeds :meth:`draft`.
 
         Raises:
             PipelineError: ``k`` differs between the arguments or is 0, or the cache would overflow.
         """
-        hidden_states = np.asarray(hidden_states)
+        hidden_states = self._on_device(hidden_states)
         k = len(next_tokens)
         if k == 0 or hidden_states.shape[0] != k:
             raise PipelineError(f"accept: {hidden_states.shape[0]} hidden states for {k} tokens, "
                                 f"expected equal and > 0")
         self._check_room(k)
         self._discard_chain()
-        chunks = []
         for start in range(0, k, self.prefill_chunk_size):
-            stop = start + self.prefill_chunk_size
-            fused = self._fuse(next_tokens[start:stop], hidden_states[start:stop])
-            chunks.append(self._forward("prefill_to_last_hidden_states", fused))
+            stop = min(start + self.prefill_chunk_size, k)
+            rows = hidden_states if (start, stop) == (0, k) else copy_rows(hidden_states, start, stop)
+            outputs = self._forward("prefill_to_last_hidden_states", self._fuse(next_tokens[start:stop], rows))
         self.length += k
-        outputs = np.concatenate(chunks)
-        self._last = outputs[-1]
+        self._last = copy_rows(outputs, outputs.shape[0] - 1, outputs.shape[0])
         return outputs
 
     @property
@@ -249,7 +250,7 @@ class MTPDraftChain:
             raise PipelineError("draft: no exact entry yet (call accept first)")
         self._check_room(n - 1)
         self._discard_chain()
-        hidden = tvm.runtime.tensor(np.ascontiguousarray(self._last[None, None], dtype=self.dtype), self.device)
+        hidden = self._last._create_view((1, 1, int(self._last.shape[-1])))
         if n in self.chains:
             ids, self.cache = self.chains[n](hidden, self.cache, self.params)
             self.speculative += n - 1
@@ -283,12 +284,12 @@ class MTPDraftChain:
         hidden = self._last
         tokens, logits, hiddens = [], [], []
         for step in range(n):
-            row = self._logits(hidden)
+            row = self.base_vm["get_logits"](hidden, self.base_params).numpy()[0]
             tokens.append(choose(row))
             logits.append(row)
-            hiddens.append(hidden)
+            hiddens.append(hidden.numpy()[0])
             if step < n - 1:
-                hidden = self._forward("decode_to_last_hidden_states", self._fuse(tokens[-1:], hidden[None]))[0]
+                hidden = self._forward("decode_to_last_hidden_states", self._fuse(tokens[-1:], hidden))
                 self.speculative += 1
         return DraftChain(tokens, np.stack(logits), np.stack(hiddens))
 
@@ -303,22 +304,26 @@ class MTPDraftChain:
             tvm.get_global_func("vm.builtin.kv_state_popn")(self.cache, 0, self.speculative)
             self.speculative = 0
 
-    def _fuse(self, tokens: list[int], hidden_states: np.ndarray):
+    def _on_device(self, hidden_states):
+        """``(k, hidden)`` rows as a device tensor of the drafter's dtype (numpy, or a device
+        tensor of another dtype, go through the host)."""
+        if isinstance(hidden_states, np.ndarray) or str(hidden_states.dtype) != self.dtype:
+            host = hidden_states if isinstance(hidden_states, np.ndarray) else hidden_states.numpy()
+            return tvm.runtime.tensor(np.ascontiguousarray(host, dtype=self.dtype), self.device)
+        return hidden_states
+
+    def _fuse(self, tokens: list[int], hidden_states):
+        """``fuse_embed_hidden_states(embed(tokens), hidden_states)``; ``(k, hidden)`` on the device."""
         ids = tvm.runtime.tensor(np.asarray(tokens, dtype=np.int32), self.device)
         embeds = self.base_vm["embed"](ids, self.base_params)
-        hidden = tvm.runtime.tensor(np.ascontiguousarray(hidden_states, dtype=self.dtype), self.device)
-        return self.vm["fuse_embed_hidden_states"](embeds, hidden, self.params)
+        return self.vm["fuse_embed_hidden_states"](embeds, self._on_device(hidden_states), self.params)
 
-    def _forward(self, function: str, fused) -> np.ndarray:
-        """Run ``(k, hidden)`` fused inputs through the block; ``(k, hidden)`` outputs."""
-        k, hidden = fused.shape
+    def _forward(self, function: str, fused):
+        """Run ``(k, hidden)`` fused inputs through the block; ``(k, hidden)`` outputs, on the device."""
+        k, hidden = (int(d) for d in fused.shape)
         builtin = tvm.get_global_func
         builtin("vm.builtin.kv_state_begin_forward")(self.cache, tvm_ffi.Shape((0,)), tvm_ffi.Shape((k,)))
         out, self.cache = self.vm[function](fused._create_view((1, k, hidden)),
                                             self.cache, self.params)
         builtin("vm.builtin.kv_state_end_forward")(self.cache)
-        return out.numpy()[0]
-
-    def _logits(self, hidden: np.ndarray) -> np.ndarray:
-        tensor = tvm.runtime.tensor(np.ascontiguousarray(hidden[None], dtype=self.dtype), self.device)
-        return self.base_vm["get_logits"](tensor, self.base_params).numpy()[0]
+        return out._create_view((k, hidden))

@@ -78,8 +78,8 @@ def test_context_and_head_after_rollbacks_equal_a_fresh_run(mtp_package, engine_
     fresh = MTPHeadDrafter(fresh_engine, mtp_package / speculative["drafter_lib"]["cpu"],
                        mtp_package / speculative["drafter_weights"])
     fresh_engine.prefill(engine.tokens)
-    np.testing.assert_allclose(drafter.context.hidden_states(0, engine.length),
-                               fresh.context.hidden_states(0, fresh_engine.length), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(drafter.context.hidden_states(0, engine.length).numpy(),
+                               fresh.context.hidden_states(0, fresh_engine.length).numpy(), atol=ATOL, rtol=0)
 
     drafter.catch_up(history)
     fresh.catch_up(history)
