@@ -17,6 +17,7 @@ Raises:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -49,34 +50,64 @@ def build_270m(output: Path) -> Path:
 
 
 CUDA_GRAPH_SUFFIX = "-cudagraph"
+BEFORE_SUFFIX = "-before"
 
 
-def build_270m_mtp(output: Path) -> Path:
-    """Gemma 3 270M with its trained MTP head (``configs/gemma3-270m-mtp.yaml``) in q4f16_1, ``cuda``
-    only; beside the package's libraries, the same built with CUDA graphs (TVM's
-    ``RewriteCUDAGraph``, :data:`pipeline.compile.compiler.CUDA_GRAPH_CONFIG`), named
-    ``<library stem>-cudagraph.so`` and loaded by ``scripts/gpu_speed.py`` as a second variant."""
-    import shutil
-
+@contextlib.contextmanager
+def cuda_graphs():
+    """TVM's ``RewriteCUDAGraph`` on (:data:`pipeline.compile.compiler.CUDA_GRAPH_CONFIG`)."""
     import tvm
 
     from pipeline.compile.compiler import CUDA_GRAPH_CONFIG
 
+    with tvm.transform.PassContext(config={CUDA_GRAPH_CONFIG: True}):
+        yield
+
+
+@contextlib.contextmanager
+def kernels_before():
+    """The GPU kernels of the H100 run of 2026-12-07 12:15 UTC (docs/cuda.md), for a same-run
+    comparison: no ``LowBatchDispatch`` (few-row products get the preset's later rules) and one
+    decode-attention block per (token, head) (no key split)."""
+    from pipeline.compile import compiler
+    from pipeline.kernels import kv_cache
+
+    rules, splits = compiler.schedule_rules, kv_cache.SPLIT_DECODE_KINDS
+    compiler.schedule_rules = lambda names=compiler.GPU_RULES: rules([n for n in names if n != "LowBatchDispatch"])
+    kv_cache.SPLIT_DECODE_KINDS = ()
+    try:
+        yield
+    finally:
+        compiler.schedule_rules, kv_cache.SPLIT_DECODE_KINDS = rules, splits
+
+
+# library variants built beside the package's own: suffix -> the context it is built in
+VARIANTS = {CUDA_GRAPH_SUFFIX: cuda_graphs, BEFORE_SUFFIX: kernels_before}
+
+
+def build_270m_mtp(output: Path) -> Path:
+    """Gemma 3 270M with its trained MTP head (``configs/gemma3-270m-mtp.yaml``) in q4f16_1, ``cuda``
+    only; beside the package's libraries, the :data:`VARIANTS` (the same built with CUDA graphs,
+    and with the kernels of the previous H100 run), named ``<library stem><suffix>.so`` and loaded by
+    ``scripts/gpu_speed.py`` as further variants."""
+    import shutil
+
     config = load_config(ROOT / "configs" / "gemma3-270m-mtp.yaml")
     package = build(config, targets=["cuda"], quantization="q4f16_1", output=output, progress=False, say=print).output
-    # a stage cache of its own: the cache's keys do not include the pass context
-    with tempfile.TemporaryDirectory() as scratch, tvm.transform.PassContext(config={CUDA_GRAPH_CONFIG: True}):
-        cache, os.environ["MLC_MTP_CACHE"] = os.environ.get("MLC_MTP_CACHE"), str(Path(scratch) / "cache")
-        try:
-            graphs = build(config, targets=["cuda"], quantization="q4f16_1", output=Path(scratch) / "pkg",
-                           progress=False, say=print).output
-        finally:
-            if cache is None:
-                del os.environ["MLC_MTP_CACHE"]
-            else:
-                os.environ["MLC_MTP_CACHE"] = cache
-        for library in (graphs / "lib").glob("*.so"):
-            shutil.copy(library, package / "lib" / f"{library.stem}{CUDA_GRAPH_SUFFIX}.so")
+    for suffix, context in VARIANTS.items():
+        # a stage cache of its own: the cache's keys include neither the pass context nor the patches
+        with tempfile.TemporaryDirectory() as scratch, context():
+            cache, os.environ["MLC_MTP_CACHE"] = os.environ.get("MLC_MTP_CACHE"), str(Path(scratch) / "cache")
+            try:
+                variant = build(config, targets=["cuda"], quantization="q4f16_1", output=Path(scratch) / "pkg",
+                                progress=False, say=print).output
+            finally:
+                if cache is None:
+                    del os.environ["MLC_MTP_CACHE"]
+                else:
+                    os.environ["MLC_MTP_CACHE"] = cache
+            for library in (variant / "lib").glob("*.so"):
+                shutil.copy(library, package / "lib" / f"{library.stem}{suffix}.so")
     return package
 
 

@@ -16,8 +16,9 @@ speed`` runs it; docs/cuda.md has the numbers).  One process, one GPU, batch 1, 
   identical output on CUDA and against the CPU build; acceptance of random weights means nothing).
 
 The first three for the package's CUDA library and, where ``scripts/cuda_check_packages.py`` put
-it beside, the same built with CUDA graphs (``*-cudagraph.so``), whose greedy tokens must equal
-the first's.
+them beside, the same built with CUDA graphs (``*-cudagraph.so``) and with the previous run's
+kernels (``*-before.so``: no few-row GEMV dispatch, no decode key split), whose greedy tokens must
+equal the first's.
 
 Usage: ``python scripts/gpu_speed.py PACKAGES_DIR [--out FILE.json] [--repeats N]`` with
 ``PACKAGES_DIR/gemma3-270m-mtp-q4f16_1`` and ``PACKAGES_DIR/tiny-e2b``
@@ -50,6 +51,8 @@ from pipeline.runtime.speculative import SpeculativeStats, speculative_generate 
 
 DECODE_TOKENS = 128
 CUDA_GRAPH_SUFFIX = "-cudagraph"  # scripts/cuda_check_packages.py's name of the CUDA-graph variant
+# scripts/cuda_check_packages.py's library variants beside the package's own: name -> file suffix
+VARIANT_SUFFIXES = {"cuda_graphs": CUDA_GRAPH_SUFFIX, "before": "-before"}
 
 
 def context_prompt(engine: Engine, n: int) -> list[int]:
@@ -247,9 +250,10 @@ def main() -> None:
     if {"plain", "step", "verify", "speculative"} & set(args.only):
         base = package / json.loads((package / "mlc-mtp-config.json").read_text())["model_lib"][args.target]
         variants = {"kernels": base}  # a kernel launch per TIR function
-        graphs = base.with_name(base.stem + CUDA_GRAPH_SUFFIX + base.suffix)
-        if graphs.is_file():
-            variants["cuda_graphs"] = graphs  # the same, built with RewriteCUDAGraph
+        for variant, suffix in VARIANT_SUFFIXES.items():
+            library = base.with_name(base.stem + suffix + base.suffix)
+            if library.is_file():
+                variants[variant] = library
         for variant, library in variants.items():
             engine = Engine(package, model_lib=library, target=args.target)
             result["device"] = getattr(engine.device, "device_name", str(engine.device))
@@ -280,9 +284,11 @@ def main() -> None:
                     print(json.dumps(part["verify_capture"]), flush=True)
                 part["speculative"] = speculative_runs(engine, drafter, settings, prompts, labels, args.repeats)
             del engine
-        if "cuda_graphs" in result:
-            result["cuda_graphs_same_tokens"] = result["cuda_graphs"]["greedy_128"] == result["kernels"]["greedy_128"]
-            print("CUDA graphs: greedy tokens the same:", result["cuda_graphs_same_tokens"], flush=True)
+        for variant in VARIANT_SUFFIXES:
+            if variant in result:
+                same = result[variant]["greedy_128"] == result["kernels"]["greedy_128"]
+                result[f"{variant}_same_tokens"] = same
+                print(f"{variant}: greedy tokens the same as the package's library:", same, flush=True)
     if "assistant" in args.only:
         tiny = args.packages / "tiny-e2b"
         rows = {}

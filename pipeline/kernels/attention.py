@@ -114,12 +114,21 @@ def _ragged_task(shape, row, i):
 
 
 @T.macro(hygienic=False)
-def _paged_prefill_task(shape, row, i):
+def _paged_prefill_task(shape, row, i, s=None, part_out=None, part_lse=None):
+    """Query row ``row`` (``i``-th of its sequence ``b``) against the cached keys; with ``s``, split
+    ``s`` of :data:`DECODE_SPLITS` of them into row ``s * n_rows + row`` of the partial states."""
     n_q: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
     n_kv: T.let[T.int32] = paged_length(page_indptr, length_info, b, shape.page_size)
     first: T.let[T.int32] = window_start(sm_scale, q_pos[row], k_pos_offset[b], shape.window)
     last: T.let[T.int32] = causal_end(causal, n_kv, n_q, i)
-    _attend(shape, PagedKV(pages, page_values, page_indptr, b, h // shape.group, shape.page_size), row, first, last)
+    if s is None:
+        _attend(shape, PagedKV(pages, page_values, page_indptr, b, h // shape.group, shape.page_size), row, first,
+                last)
+    else:
+        per: T.let[T.int32] = (T.max(last - first, 0) + DECODE_SPLITS - 1) // DECODE_SPLITS
+        attend_gpu(shape, PagedKV(pages, page_values, page_indptr, b, h // shape.group, shape.page_size), q,
+                   part_out, part_lse, sm_scale, tx, row, s * n_rows + row, h, first + s * per,
+                   T.min(last, first + (s + 1) * per))
 
 
 @T.macro(hygienic=False)
@@ -141,8 +150,10 @@ def _decode_split_task(shape, s, part_out, part_lse):
 
 
 @T.macro(hygienic=False)
-def _prefill_tasks(shape, task):
-    """Run ``task`` for every query row and head: CPU tasks or GPU thread blocks."""
+def _prefill_tasks(shape, task, splits=1, part_out=None, part_lse=None):
+    """Run ``task`` for every query row and head: CPU tasks or GPU thread blocks; on a GPU with
+    ``splits`` > 1, ``splits`` blocks per (row, head), each given its split's index and the
+    partial-state buffers."""
     if shape.threads == 0:
         for b in T.serial(batch):
             for t in T.parallel((q_indptr[b + 1] - q_indptr[b]) * shape.h_q):
@@ -153,7 +164,8 @@ def _prefill_tasks(shape, task):
                     task(shape, q_indptr[b] + t // shape.h_q, t // shape.h_q)
     else:
         for row in T.thread_binding(n_rows, thread="blockIdx.x"):
-            for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
+            # (head, split) on one grid axis: WebGPU has no blockIdx.z
+            for hs in T.thread_binding(shape.h_q * splits, thread="blockIdx.y"):
                 for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
                     with T.sblock("task"):
                         T.reads()
@@ -164,8 +176,12 @@ def _prefill_tasks(shape, task):
                             if q_indptr[s + 1] <= row:
                                 sequence[0] = s + 1
                         b: T.let[T.int32] = sequence[0]
+                        h: T.let[T.int32] = hs // splits
                         if b < batch:
-                            task(shape, row, row - q_indptr[b])
+                            if splits == 1:
+                                task(shape, row, row - q_indptr[b])
+                            else:
+                                task(shape, row, row - q_indptr[b], hs % splits, part_out, part_lse)
 
 
 def ragged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, threads: int = 0):
@@ -208,14 +224,17 @@ def ragged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, threads
 
 
 def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = PAGE_SIZE,
-                  threads: int = 0):
+                  threads: int = 0, split: bool = False):
     """Attention of prefill-chunk queries to the keys already in the paged cache (windowed).
 
     Shapes: q ``(n_rows, h_q, d)``, pages ``(max_pages, 2, h_kv, page_size, d)``,
     page_indptr ``(batch + 1,)``, page_values ``(nnz_pages,)``, length_info ``(batch,)``
     (slots used in each sequence's last page), output ``(n_rows, h_q, d)``, lse
     ``(n_rows, h_q)`` float32.  Key ``j`` of sequence ``b`` sits at absolute position
-    ``k_pos_offset[b] + j``; query row ``r`` at ``q_pos[r]``.
+    ``k_pos_offset[b] + j``; query row ``r`` at ``q_pos[r]``.  On a GPU with ``split``, a call of
+    at most :data:`SPLIT_PREFILL_ROWS` rows (a verify pass's draft tokens) splits each row's keys
+    as :func:`paged_decode` does (the host code picks the kernels by the row count); more rows
+    fill the GPU with one block per (row, head).
 
     Raises:
         ValueError: as :func:`ragged_prefill`.
@@ -245,7 +264,23 @@ def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_siz
         q_pos = T.match_buffer(var_q_pos, (n_rows,), "int32", elem_offset=T.int32())
         output = T.match_buffer(var_output, (n_rows, shape.h_q, shape.d), shape.dtype)
         lse = T.match_buffer(var_lse, (n_rows, shape.h_q), "float32")
-        _prefill_tasks(shape, _paged_prefill_task)
+        if shape.threads == 0 or not split:
+            _prefill_tasks(shape, _paged_prefill_task)
+        else:
+            part_out = T.alloc_buffer((DECODE_SPLITS * SPLIT_PREFILL_ROWS, shape.h_q, shape.d), shape.dtype)
+            part_lse = T.alloc_buffer((DECODE_SPLITS * SPLIT_PREFILL_ROWS, shape.h_q), "float32")
+            if n_rows <= SPLIT_PREFILL_ROWS:
+                _prefill_tasks(shape, _paged_prefill_task, DECODE_SPLITS, part_out, part_lse)
+                for row in T.thread_binding(n_rows, thread="blockIdx.x"):
+                    for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
+                        for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
+                            with T.sblock("merge"):
+                                T.reads()
+                                T.writes()
+                                merge_splits(shape, DECODE_SPLITS, n_rows, part_out, part_lse, output, lse, tx,
+                                             row, h)
+            else:
+                _prefill_tasks(shape, _paged_prefill_task)
 
     return paged_prefill_kernel
 
@@ -254,6 +289,10 @@ def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_siz
 # since a launch's grid cannot depend on the cached lengths.  16 x 4 heads = 64 of an H100's 132
 # SMs for Gemma 3 270M at batch 1.
 DECODE_SPLITS = 16
+# Most query rows of a paged prefill that splits its keys too (paged_prefill's ``split``): a verify
+# pass's draft tokens (the draft length is at most 8 where speculation pays); a prefill chunk of
+# more rows gives the GPU enough blocks without splitting.
+SPLIT_PREFILL_ROWS = 8
 
 
 def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size: int = PAGE_SIZE,

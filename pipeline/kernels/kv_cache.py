@@ -34,10 +34,10 @@ from .merge_state import merge_state_gpu
 NO_ROPE_SCALING: dict = {}  # RoPE is applied by the model (RopeMode.NONE)
 
 # Target kinds whose decode attention splits the keys over blocks (flash-decoding,
-# kernels.paged_decode).  None yet: the split kernel is checked on PoCL (tests/kernels) but has not
-# run on a GPU; its scratch is a workspace the host code allocates.  Add "cuda" once the CUDA check
-# and the speed run (scripts/run_cuda_check.sh) have run it.
-SPLIT_DECODE_KINDS: tuple[str, ...] = ()
+# kernels.paged_decode; its scratch is a workspace the host code allocates).  The split kernel is
+# checked on PoCL (tests/kernels) and, for "cuda", on an H100 (scripts/run_cuda_check.sh, docs/cuda.md);
+# other GPU kinds keep one block per (token, head) until a run on their hardware says it pays.
+SPLIT_DECODE_KINDS: tuple[str, ...] = ("cuda",)
 
 
 def current_target() -> Target:
@@ -165,7 +165,8 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
 
     windowed = [
         tir(kernels.ragged_prefill(h_kv, h_q, d, dtype, window, threads), f"windowed_ragged_prefill_{suffix}"),
-        tir(kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"windowed_paged_prefill_{suffix}"),
+        tir(kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split),
+            f"windowed_paged_prefill_{suffix}"),
         tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split),
             f"windowed_paged_decode_{suffix}"),
         # Runtime sliding-window kernel slots: unused, since no layer is ``mha_sliding``.

@@ -168,6 +168,15 @@ def cases(seed: int, d: int, dtype: str):
             # that the other cases' inputs stay as they were
             (f"decode-split-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE, "split": True},
              paged_case(np.random.default_rng([seed, int(sliding)]), d, dtype, sliding, causal=True, decode=True)),
+            # a verify pass's few rows split their keys too; more rows than SPLIT_PREFILL_ROWS do not
+            (f"paged-prefix-split-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE, "split": True},
+             paged_case(np.random.default_rng([seed, int(sliding), 1]), d, dtype, sliding, causal=False,
+                        q_lengths=(4, 2, 1))),
+            (f"paged-causal-split-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE, "split": True},
+             paged_case(np.random.default_rng([seed, int(sliding), 2]), d, dtype, sliding, causal=True,
+                        q_lengths=(5, 2, 1))),
+            (f"paged-causal-many-split-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE, "split": True},
+             paged_case(np.random.default_rng([seed, int(sliding), 3]), d, dtype, sliding, causal=True)),
         ]
     return out
 
