@@ -163,16 +163,16 @@ def _kernel_slots(bb, target: Target, layers: int, h_kv: int, h_q: int, d: int, 
     def tir(func, name):
         return rx.Tuple([rx.StringImm("tirx"), bb.add_func(func, name)])
 
+    paged_prefill = kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split)
+    paged_decode = kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split)
     windowed = [
         tir(kernels.ragged_prefill(h_kv, h_q, d, dtype, window, threads), f"windowed_ragged_prefill_{suffix}"),
-        tir(kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split),
-            f"windowed_paged_prefill_{suffix}"),
-        tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split),
-            f"windowed_paged_decode_{suffix}"),
-        # Runtime sliding-window kernel slots: unused, since no layer is ``mha_sliding``.
-        tir(kernels.paged_prefill(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads), f"unused_sliding_prefill_{suffix}"),
-        tir(kernels.paged_decode(h_kv, h_q, d, dtype, window, PAGE_SIZE, threads, split),
-            f"unused_sliding_decode_{suffix}"),
+        tir(paged_prefill, f"windowed_paged_prefill_{suffix}"),
+        tir(paged_decode, f"windowed_paged_decode_{suffix}"),
+        # Runtime sliding-window kernel slots: unused, since no layer is ``mha_sliding`` (the same
+        # functions again: one global symbol each)
+        tir(paged_prefill, f"unused_sliding_prefill_{suffix}"),
+        tir(paged_decode, f"unused_sliding_decode_{suffix}"),
     ]
     # Tree attention with the paged cache first, then ragged: the order paged_kv_cache.cc reads
     # (TVM 0.26's own CPU path passes the two the other way round).
