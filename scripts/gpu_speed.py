@@ -192,6 +192,23 @@ def profile_one_step(engine: Engine, n: int, verify: int = 0) -> None:
     runtime.cudaProfilerStop()
 
 
+def divergence(engine: Engine, prompt: list[int], plain: list[int], spec: list[int]) -> dict | None:
+    """Where speculative greedy output first differs from plain decoding's: the index, both tokens,
+    and plain decoding's logits there (a replay of its steps with the logits copied to the host):
+    the top two's margin and the speculative token's distance below the top.  None when equal."""
+    at = next((i for i, (a, b) in enumerate(zip(plain, spec)) if a != b), None)
+    if at is None:
+        return None
+    with engine.plain_forward():
+        logits = engine.prefill(prompt)
+        for token in plain[:at]:
+            logits = engine.decode(token)
+    top = np.sort(logits)[-2:]
+    return {"index": at, "plain_token": plain[at], "speculative_token": spec[at],
+            "plain_top_two_margin": float(top[1] - top[0]),
+            "speculative_token_below_top": float(logits[plain[at]] - logits[spec[at]])}
+
+
 def speculative_runs(engine: Engine, drafter, settings: dict, prompts: list[list[int]], labels: list[str],
                      repeats: int, tokens: int = DECODE_TOKENS) -> list[dict]:
     """Speculation off and on per prompt, alternating ``repeats`` times (module docstring)."""
@@ -221,7 +238,8 @@ def speculative_runs(engine: Engine, drafter, settings: dict, prompts: list[list
                      "tokens": len(spec), "acceptance": [round(a, 3) for a in last.acceptance_rate()],
                      "tokens_per_step": round(last.tokens_per_step, 2),
                      "ms_per_draft_token": round(last.ms_per_draft_token, 3),
-                     "ms_per_verify": round(last.ms_per_verify, 3), "output": spec})
+                     "ms_per_verify": round(last.ms_per_verify, 3), "output": spec,
+                     "first_difference": None if same else divergence(engine, prompt, plain, spec)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -58,8 +58,10 @@ def compile_cuda_source(source: str, target) -> bytes:
 
 @pytest.mark.parametrize("name", GPU_PRESETS)
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_attention_kernels_compile_with_barriers(name, dtype):
-    """Gemma 3 270M's shape (1 KV head, 4 query heads, head_dim 256), block size from the preset."""
+@pytest.mark.parametrize("split", [False, True], ids=["one-block", "split"])
+def test_attention_kernels_compile_with_barriers(name, dtype, split):
+    """Gemma 3 270M's shape (1 KV head, 4 query heads, head_dim 256), block size from the preset;
+    ``split``: flash-decoding's kernels (switched on per kind: ``kv_cache.SPLIT_DECODE_KINDS``)."""
     preset = load_target(name)
     if dtype == "float16" and not preset.supports_fp16:
         pytest.skip(f"{name} builds float32 models only")
@@ -67,8 +69,8 @@ def test_attention_kernels_compile_with_barriers(name, dtype):
     threads = block_threads(int(target.attrs["max_num_threads"]))
     funcs = {
         "ragged": ak.ragged_prefill(1, 4, 256, dtype, 512, threads),
-        "prefill": ak.paged_prefill(1, 4, 256, dtype, 512, 16, threads),
-        "decode": ak.paged_decode(1, 4, 256, dtype, 512, 16, threads),
+        "prefill": ak.paged_prefill(1, 4, 256, dtype, 512, 16, threads, split=split),
+        "decode": ak.paged_decode(1, 4, 256, dtype, 512, 16, threads, split=split),
     }
     source = device_source(tvm.compile(tvm.IRModule(funcs), target=target))
     for kernel in KERNELS:
