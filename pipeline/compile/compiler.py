@@ -23,7 +23,7 @@ from ..quantization import QuantScheme, quantize_model
 from .cpu_matmul import mark_many_row_kernels
 from .link import find_program, linker, user_link_command
 from .mlc_functions import AttachMLCFunctions, attach_memory_usage
-from .schedules import LowBatchDispatch, schedule_rule
+from .schedules import schedule_rule
 from .targets import GPU_RULES, TargetPreset
 
 log = logging.getLogger(__name__)
@@ -113,13 +113,12 @@ def schedule_rules(rules: Sequence[str] = GPU_RULES) -> list:
     Raises:
         PipelineError: a name with no rule (presets are validated against the names first).
     """
+    made: list = []
     try:
-        made = [schedule_rule(name) for name in rules]
+        for name in reversed(rules):  # each rule is given the ones listed after it
+            made.insert(0, schedule_rule(name, rest=list(made)))
     except KeyError as err:
         raise PipelineError(f"schedule.rules: no schedule rule {err.args[0]!r}") from None
-    for at, rule in enumerate(made):
-        if isinstance(rule, LowBatchDispatch):  # its many-row branch: the rules listed after it
-            rule.rest = made[at + 1:]
     return made
 
 

@@ -11,6 +11,8 @@ code never picks rules by target kind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.base import ScheduleRule
@@ -97,8 +99,9 @@ class LowBatchDispatch(ScheduleRule):
         return s_tir.Schedule(func.with_body(tirx.SBlockRealize([], True, tirx.SBlock([], [], [], "root", body))))
 
 
-def schedule_rule(name: str):
-    """A new instance of the rule called ``name`` (one of ``targets.RULE_NAMES``).
+def schedule_rule(name: str, rest: Sequence = ()):
+    """A new instance of the rule called ``name`` (one of ``targets.RULE_NAMES``); ``rest``, the
+    rule instances listed after it, is what ``LowBatchDispatch`` schedules many rows with.
 
     Raises:
         KeyError: no rule of that name (presets are validated against ``RULE_NAMES`` first).
@@ -107,8 +110,8 @@ def schedule_rule(name: str):
         return CPUMatmul()
     if name == "GenericMatmul":
         return GenericMatmul()
-    if name == "LowBatchDispatch":  # its later rules are set by compiler.schedule_rules
-        return LowBatchDispatch()
+    if name == "LowBatchDispatch":
+        return LowBatchDispatch(rest)
     namespace, _, rule = name.partition(".")
     module = {"gpu": dl.gpu, "cpu": dl.cpu}.get(namespace)
     if module is None or not hasattr(module, rule):
