@@ -168,17 +168,24 @@ def cases(seed: int, d: int, dtype: str):
             # that the other cases' inputs stay as they were
             (f"decode-split-{kind}", ak.paged_decode, {"page_size": PAGE_SIZE, "split": True},
              paged_case(np.random.default_rng([seed, int(sliding)]), d, dtype, sliding, causal=True, decode=True)),
-            # a verify pass's few rows split their keys too; more rows than SPLIT_PREFILL_ROWS do not
-            (f"paged-prefix-split-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE, "split": True},
-             paged_case(np.random.default_rng([seed, int(sliding), 1]), d, dtype, sliding, causal=False,
-                        q_lengths=(4, 2, 1))),
-            (f"paged-causal-split-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE, "split": True},
-             paged_case(np.random.default_rng([seed, int(sliding), 2]), d, dtype, sliding, causal=True,
-                        q_lengths=(5, 2, 1))),
-            (f"paged-causal-many-split-{kind}", ak.paged_prefill, {"page_size": PAGE_SIZE, "split": True},
-             paged_case(np.random.default_rng([seed, int(sliding), 3]), d, dtype, sliding, causal=True)),
         ]
     return out
+
+
+def split_prefill_cases(seed: int, d: int, dtype: str):
+    """``paged_prefill(..., split=True)`` (GPU kernels): a verify pass's few rows (the cached keys
+    of each row split over blocks, then merged), sliding and full, and more rows than
+    ``SPLIT_PREFILL_ROWS`` (the one-block-per-row branch of the same function).  Apart from
+    :func:`cases`: each runs for seconds on PoCL."""
+    extra = {"page_size": PAGE_SIZE, "split": True}
+    return [
+        ("paged-prefix-split-sliding", ak.paged_prefill, extra,
+         paged_case(np.random.default_rng([seed, 1]), d, dtype, True, causal=False, q_lengths=(4, 2, 1))),
+        ("paged-causal-split-full", ak.paged_prefill, extra,
+         paged_case(np.random.default_rng([seed, 2]), d, dtype, False, causal=True, q_lengths=(5, 2, 1))),
+        ("paged-causal-many-split-sliding", ak.paged_prefill, extra,
+         paged_case(np.random.default_rng([seed, 3]), d, dtype, True, causal=True)),
+    ]
 
 
 def check(case, output, lse, dtype):

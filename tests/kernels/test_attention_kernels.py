@@ -22,6 +22,7 @@ from tests.helpers.attention_cases import (
     check,
     run_cpu,
     run_pocl,
+    split_prefill_cases,
 )
 from tests.helpers.opencl import pocl_missing
 
@@ -56,6 +57,19 @@ def test_gpu_kernels_match_reference_on_pocl(threads, d):
     threads past the head dimension stay idle in P.V but take part in the reductions."""
     for label, factory, extra, case in cases(threads + d, d, "float32"):
         output, lse = run_pocl(factory(H_KV, H_Q, d, "float32", WINDOW, threads=threads, **extra), case)
+        try:
+            check(case, output, lse, "float32")
+        except AssertionError as err:
+            raise AssertionError(f"{label}: {err}") from None
+
+
+@pytest.mark.compile
+@pytest.mark.skipif(bool(pocl_missing()), reason=f"needs PoCL: {pocl_missing()}")
+def test_split_prefill_matches_reference_on_pocl():
+    """A verify pass's keys split over blocks (flash-decoding's shape for a few query rows) and the
+    many-row branch of the same function; 16 threads and head dim 40: partial output slices."""
+    for label, factory, extra, case in split_prefill_cases(5, 40, "float32"):
+        output, lse = run_pocl(factory(H_KV, H_Q, 40, "float32", WINDOW, threads=16, **extra), case)
         try:
             check(case, output, lse, "float32")
         except AssertionError as err:
