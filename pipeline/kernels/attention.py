@@ -150,6 +150,19 @@ def _decode_split_task(shape, s, part_out, part_lse):
 
 
 @T.macro(hygienic=False)
+def _merge_tasks(shape, rows, part_out, part_lse):
+    """Flash-decoding's second kernel: a block per (query row, head) of ``rows`` merges the
+    :data:`DECODE_SPLITS` partial states of its row into ``output`` and ``lse``."""
+    for row in T.thread_binding(rows, thread="blockIdx.x"):
+        for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
+            for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
+                with T.sblock("merge"):
+                    T.reads()
+                    T.writes()
+                    merge_splits(shape, DECODE_SPLITS, rows, part_out, part_lse, output, lse, tx, row, h)
+
+
+@T.macro(hygienic=False)
 def _prefill_tasks(shape, task, splits=1, part_out=None, part_lse=None):
     """Run ``task`` for every query row and head: CPU tasks or GPU thread blocks; on a GPU with
     ``splits`` > 1, ``splits`` blocks per (row, head), each given its split's index and the
@@ -271,14 +284,7 @@ def paged_prefill(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_siz
             part_lse = T.alloc_buffer((DECODE_SPLITS * SPLIT_PREFILL_ROWS, shape.h_q), "float32")
             if n_rows <= SPLIT_PREFILL_ROWS:
                 _prefill_tasks(shape, _paged_prefill_task, DECODE_SPLITS, part_out, part_lse)
-                for row in T.thread_binding(n_rows, thread="blockIdx.x"):
-                    for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
-                        for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
-                            with T.sblock("merge"):
-                                T.reads()
-                                T.writes()
-                                merge_splits(shape, DECODE_SPLITS, n_rows, part_out, part_lse, output, lse, tx,
-                                             row, h)
+                _merge_tasks(shape, n_rows, part_out, part_lse)
             else:
                 _prefill_tasks(shape, _paged_prefill_task)
 
@@ -372,12 +378,6 @@ def paged_decode(h_kv: int, h_q: int, d: int, dtype: str, window: int, page_size
                             T.writes()
                             h: T.let[T.int32] = hs // DECODE_SPLITS  # type: ignore[no-redef]  # the macro reads h
                             _decode_split_task(shape, hs % DECODE_SPLITS, part_out, part_lse)
-            for b in T.thread_binding(batch, thread="blockIdx.x"):
-                for h in T.thread_binding(shape.h_q, thread="blockIdx.y"):
-                    for tx in T.thread_binding(shape.threads, thread="threadIdx.x"):
-                        with T.sblock("merge"):
-                            T.reads()
-                            T.writes()
-                            merge_splits(shape, DECODE_SPLITS, batch, part_out, part_lse, output, lse, tx, b, h)
+            _merge_tasks(shape, batch, part_out, part_lse)
 
     return paged_decode_kernel
