@@ -51,11 +51,10 @@ class HiddenStateCapture(Capture):
         "batch_verify": "batch_verify_to_last_hidden_states"}
 
     def read(self, engine, out, last_only: bool):
-        n, hidden = int(out.shape[1]), int(out.shape[2])
-        self.context.append(out._create_view((n, hidden)), [])  # a device-to-device copy
-        rows = self.context.hidden_states(self.context.length - 1 if last_only else self.context.length - n,
-                                          self.context.length)
-        logits = engine.vm["get_logits"](rows, engine.params)
+        n = int(out.shape[1])
+        rows = out._create_view((n, int(out.shape[2])))
+        self.context.append(rows, [])  # a device-to-device copy
+        logits = engine.vm["get_logits"](copy_rows(rows, n - 1, n) if last_only else rows, engine.params)
         return logits._create_view((1, *logits.shape))
 
 
